@@ -1,0 +1,255 @@
+//! Wire headers as they sit in the packet. Every field keeps network byte
+//! order; no field needs more than 2-byte alignment, because the IPv4 header
+//! starts 14 bytes into the frame.
+
+/// Ethernet II header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    /// Network order.
+    pub ether_type: u16,
+}
+
+impl EthHdr {
+    pub const LEN: usize = 14;
+}
+
+/// `ether_type` of IPv4, as stored in the frame.
+pub const ETH_P_IP: u16 = 0x0800_u16.to_be();
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// IPv4 header without options.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub saddr: [u16; 2],
+    pub daddr: [u16; 2],
+}
+
+/// Why an IPv4 header cannot be translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv4Defect {
+    /// Version is not 4, the header length is under 20 bytes, or the total
+    /// length disagrees with the header length or the frame.
+    Malformed,
+    /// The header carries options (IHL > 5).
+    Options,
+    /// A fragment: the L4 header is absent or incomplete.
+    Fragment,
+}
+
+impl Ipv4Hdr {
+    pub const LEN: usize = 20;
+    const MORE_FRAGMENTS: u16 = 0x2000;
+    const OFFSET_MASK: u16 = 0x1fff;
+
+    #[inline(always)]
+    #[must_use]
+    pub fn src(&self) -> u32 {
+        join_words(self.saddr)
+    }
+
+    #[inline(always)]
+    #[must_use]
+    pub fn dst(&self) -> u32 {
+        join_words(self.daddr)
+    }
+
+    /// Checks the header against the number of bytes the frame holds from the
+    /// start of this header on. Structural defects come before options, and
+    /// options before fragments, so that each packet is counted once.
+    #[inline(always)]
+    pub fn check_translatable(&self, bytes_available: usize) -> Result<(), Ipv4Defect> {
+        let version = self.version_ihl >> 4;
+        let header_len = usize::from(self.version_ihl & 0x0f) * 4;
+        let total_len = usize::from(u16::from_be(self.tot_len));
+        if version != 4
+            || header_len < Self::LEN
+            || total_len < header_len
+            || total_len > bytes_available
+        {
+            return Err(Ipv4Defect::Malformed);
+        }
+        if header_len != Self::LEN {
+            return Err(Ipv4Defect::Options);
+        }
+        let frag = u16::from_be(self.frag_off);
+        if frag & (Self::MORE_FRAGMENTS | Self::OFFSET_MASK) != 0 {
+            return Err(Ipv4Defect::Fragment);
+        }
+        Ok(())
+    }
+
+    /// Total length from the header, in host order.
+    #[inline(always)]
+    #[must_use]
+    pub fn total_len(&self) -> u16 {
+        u16::from_be(self.tot_len)
+    }
+}
+
+/// TCP header without options.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub seq: [u16; 2],
+    pub ack_seq: [u16; 2],
+    /// Data offset (high nibble of the first byte) and flags (second byte).
+    pub doff_flags: [u8; 2],
+    pub window: u16,
+    pub check: u16,
+    pub urg_ptr: u16,
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+impl TcpHdr {
+    pub const LEN: usize = 20;
+
+    #[inline(always)]
+    #[must_use]
+    pub fn flags(&self) -> u8 {
+        self.doff_flags[1]
+    }
+
+    /// A connection opening: SYN without ACK.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_syn(&self) -> bool {
+        self.flags() & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// Whether the data offset is sane for a segment of `l4_len` bytes.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_well_formed(&self, l4_len: usize) -> bool {
+        let header_len = usize::from(self.doff_flags[0] >> 4) * 4;
+        header_len >= Self::LEN && header_len <= l4_len
+    }
+
+    /// A segment that ends the connection in this direction.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_closing(&self) -> bool {
+        self.flags() & (TCP_FIN | TCP_RST) != 0
+    }
+}
+
+/// UDP header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpHdr {
+    pub source: u16,
+    pub dest: u16,
+    pub len: u16,
+    pub check: u16,
+}
+
+impl UdpHdr {
+    pub const LEN: usize = 8;
+
+    /// Whether the UDP length field fits the `l4_len` bytes the IP header announces.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_well_formed(&self, l4_len: usize) -> bool {
+        let len = usize::from(u16::from_be(self.len));
+        len >= Self::LEN && len <= l4_len
+    }
+}
+
+/// The u32 whose memory holds the two words in order (network order value).
+#[inline(always)]
+#[must_use]
+pub fn join_words(words: [u16; 2]) -> u32 {
+    let [a, b] = words[0].to_ne_bytes();
+    let [c, d] = words[1].to_ne_bytes();
+    u32::from_ne_bytes([a, b, c, d])
+}
+
+/// Inverse of [`join_words`].
+#[inline(always)]
+#[must_use]
+pub fn split_words(value: u32) -> [u16; 2] {
+    let [a, b, c, d] = value.to_ne_bytes();
+    [u16::from_ne_bytes([a, b]), u16::from_ne_bytes([c, d])]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(version_ihl: u8, total_len: u16, frag: u16) -> Ipv4Hdr {
+        Ipv4Hdr {
+            version_ihl,
+            tos: 0,
+            tot_len: total_len.to_be(),
+            id: 0,
+            frag_off: frag.to_be(),
+            ttl: 64,
+            protocol: IPPROTO_TCP,
+            check: 0,
+            saddr: [0; 2],
+            daddr: [0; 2],
+        }
+    }
+
+    #[test]
+    fn words_round_trip_keep_network_order() {
+        let addr = u32::from_ne_bytes([192, 0, 2, 7]);
+        assert_eq!(join_words(split_words(addr)), addr);
+        assert_eq!(split_words(addr)[0].to_ne_bytes(), [192, 0]);
+    }
+
+    #[test]
+    fn translatable_header_passes() {
+        assert_eq!(header(0x45, 40, 0x4000).check_translatable(40), Ok(()));
+    }
+
+    #[test]
+    fn defects_are_classified() {
+        assert_eq!(header(0x65, 40, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
+        assert_eq!(header(0x44, 40, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
+        assert_eq!(header(0x45, 19, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
+        assert_eq!(header(0x45, 41, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
+        assert_eq!(header(0x46, 44, 0).check_translatable(44), Err(Ipv4Defect::Options));
+        assert_eq!(header(0x45, 40, 0x2000).check_translatable(40), Err(Ipv4Defect::Fragment));
+        assert_eq!(header(0x45, 40, 0x0001).check_translatable(40), Err(Ipv4Defect::Fragment));
+    }
+
+    #[test]
+    fn syn_and_closing_flags() {
+        let mut tcp = TcpHdr {
+            source: 0,
+            dest: 0,
+            seq: [0; 2],
+            ack_seq: [0; 2],
+            doff_flags: [0x50, TCP_SYN],
+            window: 0,
+            check: 0,
+            urg_ptr: 0,
+        };
+        assert!(tcp.is_syn());
+        tcp.doff_flags[1] = TCP_SYN | TCP_ACK;
+        assert!(!tcp.is_syn());
+        assert!(!tcp.is_closing());
+        tcp.doff_flags[1] = TCP_RST | TCP_ACK;
+        assert!(tcp.is_closing());
+    }
+}

@@ -1,0 +1,173 @@
+//! Keys and values of the BPF maps. Addresses and ports are in network byte
+//! order (the u32/u16 whose memory holds the wire bytes), so the packet path
+//! never swaps; settings that are only compared are in host order.
+
+/// A service is found by the address, port and protocol a client sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// What a new connection to a service needs: where its live slot table is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Index of the service's round-robin cursor and slot tables.
+    pub id: u32,
+    /// Slots in the live table; 0 means no backend can take a connection.
+    pub slot_count: u32,
+    /// Which of the two slot tables is live. Userspace writes the other one,
+    /// then replaces this value in one map update, so a packet never sees a
+    /// half-written table.
+    pub generation: u32,
+    pub flags: u32,
+}
+
+/// One entry of a service's round-robin table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendSlot {
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+    pub backend_id: u32,
+}
+
+/// The 5-tuple of a packet as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// The key of packets travelling the other way.
+    #[inline(always)]
+    #[must_use]
+    pub const fn reversed(&self) -> Self {
+        Self {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// The addresses and ports a packet leaves with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+impl Endpoints {
+    /// The flow key of packets that answer a packet sent with these endpoints.
+    #[inline(always)]
+    #[must_use]
+    pub const fn reply_key(&self, proto: u8) -> FlowKey {
+        FlowKey {
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// `Flow::direction` of client-to-backend packets.
+pub const DIRECTION_FORWARD: u8 = 0;
+/// `Flow::direction` of backend-to-client packets.
+pub const DIRECTION_REPLY: u8 = 1;
+
+/// `Flow::state` bit: a FIN or RST was seen in this entry's direction.
+pub const FLOW_CLOSING: u8 = 0x01;
+
+/// A connection-table entry: how to rewrite packets matching its key. Each
+/// connection has two, one per direction, created together.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub rewrite: Endpoints,
+    pub backend_id: u32,
+    pub service_id: u16,
+    pub direction: u8,
+    pub state: u8,
+    /// `bpf_ktime_get_ns` at the last refresh (refreshed at most once a second).
+    pub last_seen_ns: u64,
+}
+
+/// Data-plane settings (one entry, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Address the LB uses as source towards backends (network order).
+    pub snat_addr: u32,
+    /// SNAT source port range, host order, inclusive.
+    pub snat_port_first: u16,
+    pub snat_port_last: u16,
+    /// A UDP flow idle this long is forgotten; the next datagram picks a new backend.
+    pub udp_timeout_ns: u64,
+    /// A TCP entry idle this long may be replaced by a new SYN with the same tuple.
+    pub tcp_idle_timeout_ns: u64,
+    /// A SNAT port whose connection closed this long ago may be reused.
+    pub tcp_closed_reuse_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `Settings::flags`: the program has been configured (set last by userspace).
+pub const SETTINGS_READY: u32 = 0x1;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all types are #[repr(C)], contain only integers, and have no
+    // implicit padding (every gap is an explicit `_pad` field).
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::BackendSlot {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::Settings {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 8);
+        assert_eq!(size_of::<Service>(), 16);
+        assert_eq!(size_of::<BackendSlot>(), 12);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<Endpoints>(), 12);
+        assert_eq!(size_of::<Flow>(), 32);
+        assert_eq!(size_of::<Settings>(), 40);
+    }
+
+    #[test]
+    fn reply_key_of_rewrite_is_reverse_tuple() {
+        let out = Endpoints { src_addr: 1, dst_addr: 2, src_port: 3, dst_port: 4 };
+        let key = out.reply_key(6);
+        assert_eq!((key.src_addr, key.dst_addr, key.src_port, key.dst_port), (2, 1, 4, 3));
+        assert_eq!(key.reversed().reversed(), key);
+    }
+}

@@ -1,0 +1,206 @@
+//! The full-NAT rewrite: new addresses and ports, TTL decrement, and the
+//! incremental update of the IPv4 and TCP/UDP checksums, applied together so
+//! that a packet is either fully translated or not touched at all.
+
+use crate::{
+    csum::ChecksumDelta,
+    headers::{split_words, Ipv4Hdr, TcpHdr, UdpHdr},
+    maps::Endpoints,
+};
+
+/// The transport header of a packet being translated.
+pub enum L4<'a> {
+    Tcp(&'a mut TcpHdr),
+    Udp(&'a mut UdpHdr),
+}
+
+/// Why a packet was left untouched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewriteError {
+    /// TTL is 0 or 1: forwarding it would send a packet with TTL 0.
+    TtlExceeded,
+}
+
+/// Rewrites `ip` and `l4` to leave with endpoints `to`, decrementing the TTL
+/// and keeping both checksums valid. Nothing is written on error.
+#[inline(always)]
+pub fn rewrite(ip: &mut Ipv4Hdr, l4: L4<'_>, to: &Endpoints) -> Result<(), RewriteError> {
+    if ip.ttl <= 1 {
+        return Err(RewriteError::TtlExceeded);
+    }
+    let new_saddr = split_words(to.src_addr);
+    let new_daddr = split_words(to.dst_addr);
+    // The addresses are covered by both checksums (TCP/UDP via the pseudo-header).
+    let addresses = ChecksumDelta::new()
+        .replace32(ip.saddr, new_saddr)
+        .replace32(ip.daddr, new_daddr);
+
+    // TTL shares a 16-bit word with the protocol byte.
+    let old_ttl_word = u16::from_ne_bytes([ip.ttl, ip.protocol]);
+    let new_ttl_word = u16::from_ne_bytes([ip.ttl - 1, ip.protocol]);
+    ip.check = addresses
+        .replace16(old_ttl_word, new_ttl_word)
+        .apply(ip.check);
+    ip.ttl -= 1;
+    ip.saddr = new_saddr;
+    ip.daddr = new_daddr;
+
+    match l4 {
+        L4::Tcp(tcp) => {
+            tcp.check = addresses
+                .replace16(tcp.source, to.src_port)
+                .replace16(tcp.dest, to.dst_port)
+                .apply(tcp.check);
+            tcp.source = to.src_port;
+            tcp.dest = to.dst_port;
+        }
+        L4::Udp(udp) => {
+            // A zero UDP checksum means "none" and must stay so; a computed
+            // zero is sent as all ones (RFC 768).
+            if udp.check != 0 {
+                let check = addresses
+                    .replace16(udp.source, to.src_port)
+                    .replace16(udp.dest, to.dst_port)
+                    .apply(udp.check);
+                udp.check = if check == 0 { 0xffff } else { check };
+            }
+            udp.source = to.src_port;
+            udp.dest = to.dst_port;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        csum::{checksum, sum_bytes},
+        headers::{IPPROTO_TCP, IPPROTO_UDP},
+    };
+    use std::vec::Vec;
+
+    fn addr(octets: [u8; 4]) -> u32 {
+        u32::from_ne_bytes(octets)
+    }
+
+    fn ipv4(proto: u8, payload_len: u16, src: [u8; 4], dst: [u8; 4]) -> Ipv4Hdr {
+        let mut ip = Ipv4Hdr {
+            version_ihl: 0x45,
+            tos: 0,
+            tot_len: (20 + payload_len).to_be(),
+            id: 0x1234_u16.to_be(),
+            frag_off: 0x4000_u16.to_be(),
+            ttl: 64,
+            protocol: proto,
+            check: 0,
+            saddr: split_words(addr(src)),
+            daddr: split_words(addr(dst)),
+        };
+        ip.check = checksum(0, as_bytes(&ip));
+        ip
+    }
+
+    fn as_bytes<T>(value: &T) -> &[u8] {
+        // SAFETY: the header types are repr(C) integers without padding.
+        unsafe { core::slice::from_raw_parts((value as *const T).cast(), size_of::<T>()) }
+    }
+
+    fn pseudo_sum(ip: &Ipv4Hdr, l4_len: u16) -> u32 {
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(as_bytes(&ip.saddr));
+        pseudo.extend_from_slice(as_bytes(&ip.daddr));
+        pseudo.extend_from_slice(&[0, ip.protocol]);
+        pseudo.extend_from_slice(&l4_len.to_be_bytes());
+        sum_bytes(0, &pseudo)
+    }
+
+    fn tcp_checksum(ip: &Ipv4Hdr, tcp: &TcpHdr, payload: &[u8]) -> u16 {
+        let mut segment = as_bytes(tcp).to_vec();
+        segment.extend_from_slice(payload);
+        checksum(pseudo_sum(ip, segment.len() as u16), &segment)
+    }
+
+    fn udp_checksum(ip: &Ipv4Hdr, udp: &UdpHdr, payload: &[u8]) -> u16 {
+        let mut datagram = as_bytes(udp).to_vec();
+        datagram.extend_from_slice(payload);
+        checksum(pseudo_sum(ip, datagram.len() as u16), &datagram)
+    }
+
+    const TO: Endpoints = Endpoints {
+        src_addr: u32::from_ne_bytes([203, 0, 113, 2]),
+        dst_addr: u32::from_ne_bytes([203, 0, 113, 11]),
+        src_port: 20_001_u16.to_be(),
+        dst_port: 3000_u16.to_be(),
+    };
+
+    #[test]
+    fn tcp_rewrite_keeps_checksums_valid() {
+        let payload = b"GET / HTTP/1.1\r\n\r\n";
+        let mut ip = ipv4(IPPROTO_TCP, 20 + payload.len() as u16, [198, 51, 100, 10], [198, 51, 100, 100]);
+        let mut tcp = TcpHdr {
+            source: 40_000_u16.to_be(),
+            dest: 3000_u16.to_be(),
+            seq: [0x1111, 0x2222],
+            ack_seq: [0x3333, 0x4444],
+            doff_flags: [0x50, 0x18],
+            window: 0xffff,
+            check: 0,
+            urg_ptr: 0,
+        };
+        tcp.check = tcp_checksum(&ip, &tcp, payload);
+
+        rewrite(&mut ip, L4::Tcp(&mut tcp), &TO).unwrap();
+
+        assert_eq!((ip.src(), ip.dst()), (TO.src_addr, TO.dst_addr));
+        assert_eq!((tcp.source, tcp.dest), (TO.src_port, TO.dst_port));
+        assert_eq!(ip.ttl, 63);
+        let stored_ip = ip.check;
+        ip.check = 0;
+        assert_eq!(checksum(0, as_bytes(&ip)), stored_ip);
+        ip.check = stored_ip;
+        let stored_tcp = tcp.check;
+        tcp.check = 0;
+        assert_eq!(tcp_checksum(&ip, &tcp, payload), stored_tcp);
+    }
+
+    #[test]
+    fn udp_rewrite_keeps_checksum_or_its_absence() {
+        let payload = b"ping";
+        for with_checksum in [true, false] {
+            let mut ip = ipv4(IPPROTO_UDP, 12, [198, 51, 100, 10], [198, 51, 100, 100]);
+            let mut udp = UdpHdr {
+                source: 5353_u16.to_be(),
+                dest: 53_u16.to_be(),
+                len: 12_u16.to_be(),
+                check: 0,
+            };
+            if with_checksum {
+                udp.check = udp_checksum(&ip, &udp, payload);
+            }
+            rewrite(&mut ip, L4::Udp(&mut udp), &TO).unwrap();
+            if with_checksum {
+                let stored = udp.check;
+                udp.check = 0;
+                let expected = match udp_checksum(&ip, &udp, payload) {
+                    0 => 0xffff,
+                    c => c,
+                };
+                assert_eq!(expected, stored);
+            } else {
+                assert_eq!(udp.check, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_one_is_not_forwarded_and_not_touched() {
+        let mut ip = ipv4(IPPROTO_UDP, 8, [1, 2, 3, 4], [5, 6, 7, 8]);
+        ip.ttl = 1;
+        let before = ip;
+        let mut udp = UdpHdr { source: 1, dest: 2, len: 8_u16.to_be(), check: 0 };
+        assert_eq!(rewrite(&mut ip, L4::Udp(&mut udp), &TO), Err(RewriteError::TtlExceeded));
+        assert_eq!(ip, before);
+        assert_eq!(udp.source, 1);
+    }
+}

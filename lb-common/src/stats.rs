@@ -1,0 +1,62 @@
+//! Global data-plane counters: one per-CPU slot per outcome, so each packet
+//! is counted exactly once, by the reason for what happened to it.
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter { $($(#[doc = $doc])* $variant,)* }
+
+        impl Counter {
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+
+            /// Stable snake_case name, used in logs and metrics.
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Forwarded: first packet of a new connection.
+    ForwardNew = "forward_new",
+    /// Forwarded: later client-to-backend packet.
+    ForwardEstablished = "forward_established",
+    /// Forwarded: backend-to-client packet, reverse-translated.
+    ForwardReply = "forward_reply",
+    /// Translated, but the next hop's MAC is unknown: handed to the kernel to resolve and forward.
+    PassNoNeighbour = "pass_no_neighbour",
+    /// Translated, but no route (or forwarding disabled): handed to the kernel.
+    PassNoRoute = "pass_no_route",
+    /// Not IPv4 (ARP, IPv6, ...).
+    PassNotIpv4 = "pass_not_ipv4",
+    /// IPv4 that is neither a tracked flow nor for a service.
+    PassNotService = "pass_not_service",
+    /// A TCP segment other than SYN for a service with no tracked flow.
+    PassTcpNoFlow = "pass_tcp_no_flow",
+    /// Fragment, options or bad header not addressed to a VIP.
+    PassUntranslatable = "pass_untranslatable",
+    /// Malformed IPv4 header (bad version, length) or truncated frame.
+    DropMalformed = "drop_malformed",
+    /// L4 header of a VIP packet cut short.
+    DropTruncatedL4 = "drop_truncated_l4",
+    /// IP fragment addressed to a VIP.
+    DropFragment = "drop_fragment",
+    /// IPv4 options on a packet addressed to a VIP.
+    DropIpOptions = "drop_ip_options",
+    /// TTL would reach zero.
+    DropTtlExceeded = "drop_ttl_exceeded",
+    /// New connection to a service whose pool is empty.
+    DropNoBackend = "drop_no_backend",
+    /// No free SNAT port after bounded retries.
+    DropNatPortsExhausted = "drop_nat_ports_exhausted",
+    /// The connection table refused an insert.
+    DropConntrackFull = "drop_conntrack_full",
+    /// The program has not been configured yet.
+    PassNotReady = "pass_not_ready",
+}
+
+/// Number of counters.
+pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;

@@ -1,0 +1,118 @@
+//! Creating connections: backend choice by round robin, SNAT port
+//! allocation, and the insert of both directions of the connection table.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+use lb_common::{
+    conntrack::port_reusable,
+    limits::{slot_index, SNAT_PORT_RETRIES},
+    maps::{Endpoints, Flow, FlowKey, Service, Settings, DIRECTION_FORWARD, DIRECTION_REPLY},
+    stats::Counter,
+};
+
+use crate::maps::{CURSORS, FLOWS, SLOTS};
+
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = -17;
+
+/// Chooses the backend of a new connection with key `key`, allocates its
+/// SNAT port and records both directions. Returns how to rewrite the packet.
+#[inline(always)]
+pub fn open(key: &FlowKey, service: &Service, settings: &Settings, now_ns: u64) -> Result<Endpoints, Counter> {
+    if service.slot_count == 0 {
+        return Err(Counter::DropNoBackend);
+    }
+    let cursor = CURSORS.get_ptr_mut(service.id).ok_or(Counter::DropNoBackend)?;
+    // The BPF target has no atomic types (no compare-and-swap), but it has
+    // fetch-and-add, which makes the round robin exact across CPUs.
+    // SAFETY: the map value is a live, aligned u64 shared by all CPUs; all
+    // access to it is atomic.
+    let turn = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(cursor, 1) };
+    let slot = (turn % u64::from(service.slot_count)) as u32;
+    let backend = SLOTS
+        .get(slot_index(service.id, service.generation & 1, slot))
+        .ok_or(Counter::DropNoBackend)?;
+
+    let reply_rewrite = Endpoints {
+        src_addr: key.dst_addr,
+        dst_addr: key.src_addr,
+        src_port: key.dst_port,
+        dst_port: key.src_port,
+    };
+    let mut forward = Flow {
+        rewrite: Endpoints {
+            src_addr: settings.snat_addr,
+            dst_addr: backend.addr,
+            src_port: 0,
+            dst_port: backend.port,
+        },
+        backend_id: backend.backend_id,
+        service_id: service.id as u16,
+        direction: DIRECTION_FORWARD,
+        state: 0,
+        last_seen_ns: now_ns,
+    };
+    let reply = Flow {
+        rewrite: reply_rewrite,
+        direction: DIRECTION_REPLY,
+        ..forward
+    };
+
+    let first = u32::from(settings.snat_port_first);
+    let range = u32::from(settings.snat_port_last).saturating_sub(first) + 1;
+    for _ in 0..SNAT_PORT_RETRIES {
+        // SAFETY: plain helper call.
+        let port = ((first + unsafe { bpf_get_prandom_u32() } % range) as u16).to_be();
+        forward.rewrite.src_port = port;
+        let reply_key = forward.rewrite.reply_key(key.proto);
+        match FLOWS.insert(&reply_key, &reply, BPF_NOEXIST) {
+            Ok(()) => {}
+            Err(EEXIST) => {
+                // SAFETY: read-only peek at an entry that may be replaced concurrently;
+                // a torn read only makes us skip or take a port that was free anyway.
+                let reusable = unsafe { FLOWS.get(&reply_key) }
+                    .is_some_and(|old| port_reusable(old, key.proto, now_ns, settings));
+                if !reusable || FLOWS.insert(&reply_key, &reply, BPF_ANY).is_err() {
+                    continue;
+                }
+            }
+            Err(_) => return Err(Counter::DropConntrackFull),
+        }
+        return match FLOWS.insert(key, &forward, BPF_ANY) {
+            Ok(()) => Ok(forward.rewrite),
+            Err(_) => {
+                let _ = FLOWS.remove(&reply_key);
+                Err(Counter::DropConntrackFull)
+            }
+        };
+    }
+    Err(Counter::DropNatPortsExhausted)
+}
+
+/// Forgets a connection, given its client-side entry.
+#[inline(always)]
+pub fn close(key: &FlowKey, flow: &Flow) {
+    let _ = FLOWS.remove(&flow.rewrite.reply_key(key.proto));
+    let _ = FLOWS.remove(key);
+}
+
+/// Marks both entries of the connection that `flow` (found under `key`)
+/// belongs to as closing.
+#[inline(always)]
+pub fn mark_closing(flow: *mut Flow, proto: u8, now_ns: u64) {
+    // SAFETY: flow points into the map value found by the caller.
+    let other_key = unsafe {
+        (*flow).state |= lb_common::maps::FLOW_CLOSING;
+        (*flow).last_seen_ns = now_ns;
+        (*flow).rewrite.reply_key(proto)
+    };
+    if let Some(other) = FLOWS.get_ptr_mut(&other_key) {
+        // SAFETY: as above.
+        unsafe {
+            (*other).state |= lb_common::maps::FLOW_CLOSING;
+            (*other).last_seen_ns = now_ns;
+        }
+    }
+}

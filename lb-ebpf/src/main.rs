@@ -1,0 +1,220 @@
+//! The XDP load balancer: full NAT with per-connection round robin.
+//!
+//! Pipeline: parse -> look up the connection -> (new connection: find the
+//! service, pick a backend, allocate a SNAT port) -> rewrite -> forward.
+//! Every packet's fate is counted once, by reason, at the entry point.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod conntrack;
+mod forward;
+mod maps;
+mod parse;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use lb_common::{
+    conntrack::{superseded, REFRESH_INTERVAL_NS},
+    headers::{EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SETTINGS_READY},
+    nat::{self, L4},
+    stats::Counter,
+};
+
+use crate::maps::{SERVICES, SETTINGS, VIP_ADDRS};
+
+/// What to do with a packet and why.
+pub struct Outcome {
+    action: u32,
+    counter: Counter,
+}
+
+impl Outcome {
+    #[inline(always)]
+    const fn new(action: u32, counter: Counter) -> Self {
+        Self { action, counter }
+    }
+    #[inline(always)]
+    const fn pass(counter: Counter) -> Self {
+        Self::new(xdp_action::XDP_PASS, counter)
+    }
+    #[inline(always)]
+    const fn drop(counter: Counter) -> Self {
+        Self::new(xdp_action::XDP_DROP, counter)
+    }
+}
+
+#[xdp]
+pub fn lb(ctx: XdpContext) -> u32 {
+    let outcome = process(&ctx);
+    stats::count(outcome.counter);
+    outcome.action
+}
+
+const IP_OFFSET: usize = EthHdr::LEN;
+const L4_OFFSET: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> Outcome {
+    let Some(settings) = SETTINGS.get(0) else {
+        return Outcome::pass(Counter::PassNotReady);
+    };
+    if settings.flags & SETTINGS_READY == 0 {
+        return Outcome::pass(Counter::PassNotReady);
+    }
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    if unsafe { (*eth).ether_type } != ETH_P_IP {
+        return Outcome::pass(Counter::PassNotIpv4);
+    }
+    let Some(ip) = parse::ptr_at::<Ipv4Hdr>(ctx, IP_OFFSET) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    // SAFETY: bounds-checked by ptr_at; the frame is ours for the program's run.
+    let ip = unsafe { &mut *ip };
+    let proto = ip.protocol;
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Outcome::pass(Counter::PassNotService);
+    }
+    if let Err(defect) = ip.check_translatable(parse::bytes_from(ctx, IP_OFFSET)) {
+        return untranslatable(ip, defect);
+    }
+    let l4_len = usize::from(ip.total_len()) - Ipv4Hdr::LEN;
+
+    // Both TCP and UDP start with the two ports, which is all the lookup needs.
+    let (l4, src_port, dst_port, opens_connection, closes) = if proto == IPPROTO_TCP {
+        let Some(tcp) = parse::ptr_at::<TcpHdr>(ctx, L4_OFFSET) else {
+            return truncated_l4(ip);
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        let tcp = unsafe { &mut *tcp };
+        if !tcp.is_well_formed(l4_len) {
+            return truncated_l4(ip);
+        }
+        let (s, d, syn, fin) = (tcp.source, tcp.dest, tcp.is_syn(), tcp.is_closing());
+        (L4::Tcp(tcp), s, d, syn, fin)
+    } else {
+        let Some(udp) = parse::ptr_at::<UdpHdr>(ctx, L4_OFFSET) else {
+            return truncated_l4(ip);
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        let udp = unsafe { &mut *udp };
+        if !udp.is_well_formed(l4_len) {
+            return truncated_l4(ip);
+        }
+        let (s, d) = (udp.source, udp.dest);
+        (L4::Udp(udp), s, d, false, false)
+    };
+
+    let key = FlowKey {
+        src_addr: ip.src(),
+        dst_addr: ip.dst(),
+        src_port,
+        dst_port,
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+
+    if let Some(flow) = maps::FLOWS.get_ptr_mut(&key) {
+        // SAFETY: a live map value; concurrent writers only touch
+        // last_seen_ns and state, whose torn values are harmless.
+        let current = unsafe { *flow };
+        if !superseded(&current, proto, opens_connection, now, settings) {
+            if closes {
+                conntrack::mark_closing(flow, proto, now);
+            } else if now.saturating_sub(current.last_seen_ns) > REFRESH_INTERVAL_NS {
+                // SAFETY: as above.
+                unsafe { (*flow).last_seen_ns = now };
+            }
+            let counter = if current.direction == DIRECTION_FORWARD {
+                Counter::ForwardEstablished
+            } else {
+                Counter::ForwardReply
+            };
+            return translate(ctx, ip, l4, &current.rewrite, counter);
+        }
+        if current.direction == DIRECTION_FORWARD {
+            conntrack::close(&key, &current);
+        }
+    }
+
+    let service_key = ServiceKey {
+        addr: key.dst_addr,
+        port: key.dst_port,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: services are replaced whole by userspace, never written in place.
+    let Some(service) = (unsafe { SERVICES.get(&service_key) }) else {
+        return Outcome::pass(Counter::PassNotService);
+    };
+    if proto == IPPROTO_TCP && !opens_connection {
+        // A segment of a connection we do not know (e.g. from before a
+        // restart): the kernel answers it with a reset.
+        return Outcome::pass(Counter::PassTcpNoFlow);
+    }
+    if ip.ttl <= 1 {
+        return Outcome::drop(Counter::DropTtlExceeded);
+    }
+    match conntrack::open(&key, service, settings, now) {
+        Ok(rewrite) => translate(ctx, ip, l4, &rewrite, Counter::ForwardNew),
+        Err(counter) => Outcome::drop(counter),
+    }
+}
+
+#[inline(always)]
+fn translate(
+    ctx: &XdpContext,
+    ip: &mut Ipv4Hdr,
+    l4: L4<'_>,
+    to: &lb_common::maps::Endpoints,
+    counter: Counter,
+) -> Outcome {
+    if nat::rewrite(ip, l4, to).is_err() {
+        return Outcome::drop(Counter::DropTtlExceeded);
+    }
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    forward::forward(ctx, eth, ip, counter)
+}
+
+#[inline(always)]
+fn is_vip(ip: &Ipv4Hdr) -> bool {
+    VIP_ADDRS.get_ptr(ip.dst()).is_some()
+}
+
+#[inline(always)]
+fn untranslatable(ip: &Ipv4Hdr, defect: Ipv4Defect) -> Outcome {
+    match defect {
+        Ipv4Defect::Malformed => Outcome::drop(Counter::DropMalformed),
+        _ if !is_vip(ip) => Outcome::pass(Counter::PassUntranslatable),
+        Ipv4Defect::Options => Outcome::drop(Counter::DropIpOptions),
+        Ipv4Defect::Fragment => Outcome::drop(Counter::DropFragment),
+    }
+}
+
+#[inline(always)]
+fn truncated_l4(ip: &Ipv4Hdr) -> Outcome {
+    if is_vip(ip) {
+        Outcome::drop(Counter::DropTruncatedL4)
+    } else {
+        Outcome::pass(Counter::PassUntranslatable)
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

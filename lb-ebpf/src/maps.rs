@@ -1,0 +1,38 @@
+//! The maps shared with userspace. Sizes come from `lb_common::limits`;
+//! userspace may resize FLOWS at load time.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    limits::{DEFAULT_CONNTRACK_ENTRIES, MAX_SERVICES, MAX_SERVICE_KEYS, SLOT_ARRAY_SIZE},
+    maps::{BackendSlot, Flow, FlowKey, Service, ServiceKey, Settings},
+    stats::COUNTER_COUNT,
+};
+
+#[map(name = "SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+#[map(name = "SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICE_KEYS, 0);
+
+/// Every address a service listens on; value unused. Lets the program tell a
+/// malformed packet for a VIP (dropped) from one for anything else (passed).
+#[map(name = "VIP_ADDRS")]
+pub static VIP_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_SERVICE_KEYS, 0);
+
+/// Per-service round-robin slot tables, two generations each.
+#[map(name = "SLOTS")]
+pub static SLOTS: Array<BackendSlot> = Array::with_max_entries(SLOT_ARRAY_SIZE, 0);
+
+/// Per-service count of connections handed out, shared by all CPUs.
+#[map(name = "CURSORS")]
+pub static CURSORS: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// The connection table: both directions of every connection.
+#[map(name = "FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
+
+#[map(name = "STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -1,0 +1,7 @@
+//! The xlb daemon: configuration, the data plane's maps, and the run loop.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod netdev;

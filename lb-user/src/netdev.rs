@@ -1,0 +1,106 @@
+//! The host's network settings the data plane depends on: interfaces,
+//! per-interface sysctls and the kernel's local port range.
+
+use std::{ffi::CString, ops::RangeInclusive, path::PathBuf};
+
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetdevError {
+    #[error("interface {0:?} does not exist")]
+    NoSuchInterface(String),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} holds {text:?}, not a port range")]
+    BadPortRange { path: PathBuf, text: String },
+    #[error(
+        "snat_ports {first}-{last} overlap the kernel's local port range {local_first}-{local_last} \
+         (net.ipv4.ip_local_port_range), which the daemon's own connections use"
+    )]
+    SnatOverlapsLocalPorts {
+        first: u16,
+        last: u16,
+        local_first: u16,
+        local_last: u16,
+    },
+}
+
+/// The interface's index, or an error naming it.
+pub fn ifindex(name: &str) -> Result<u32, NetdevError> {
+    let c_name = CString::new(name).map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: c_name is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => Err(NetdevError::NoSuchInterface(name.to_owned())),
+        index => Ok(index),
+    }
+}
+
+const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The kernel's ephemeral port range.
+pub fn local_port_range() -> Result<RangeInclusive<u16>, NetdevError> {
+    let path = PathBuf::from(LOCAL_PORT_RANGE);
+    let text = std::fs::read_to_string(&path).map_err(|source| NetdevError::Read { path: path.clone(), source })?;
+    let mut parts = text.split_whitespace().map(str::parse::<u16>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(first)), Some(Ok(last))) => Ok(first..=last),
+        _ => Err(NetdevError::BadPortRange { path, text }),
+    }
+}
+
+/// Refuses a SNAT range that the kernel could also hand to a local socket:
+/// a backend's reply to such a socket would be taken for a NATed connection.
+pub fn check_snat_ports(snat: &RangeInclusive<u16>, local: &RangeInclusive<u16>) -> Result<(), NetdevError> {
+    if snat.start() <= local.end() && local.start() <= snat.end() {
+        return Err(NetdevError::SnatOverlapsLocalPorts {
+            first: *snat.start(),
+            last: *snat.end(),
+            local_first: *local.start(),
+            local_last: *local.end(),
+        });
+    }
+    Ok(())
+}
+
+/// Sysctls the data plane needs on each of its interfaces:
+/// - `forwarding`: bpf_fib_lookup refuses to route for an interface that does
+///   not forward, and a packet whose neighbour is unresolved is forwarded by
+///   the kernel;
+/// - `accept_local`: such a packet carries a local source address (the SNAT
+///   address or the VIP), which the kernel otherwise drops as martian.
+const INTERFACE_SYSCTLS: &[(&str, &str)] = &[("forwarding", "1"), ("accept_local", "1")];
+
+pub fn prepare_interface_sysctls(interface: &str) -> Result<(), NetdevError> {
+    for (name, value) in INTERFACE_SYSCTLS {
+        let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/{name}"));
+        let current = std::fs::read_to_string(&path).map_err(|source| NetdevError::Read { path: path.clone(), source })?;
+        if current.trim() != *value {
+            std::fs::write(&path, value).map_err(|source| NetdevError::Write { path: path.clone(), source })?;
+            info!(interface, sysctl = name, value, "set interface sysctl");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_is_detected_at_both_ends() {
+        let local = 32768..=60999;
+        assert!(check_snat_ports(&(20000..=29999), &local).is_ok());
+        assert!(check_snat_ports(&(61000..=65535), &local).is_ok());
+        assert!(check_snat_ports(&(20000..=32768), &local).is_err());
+        assert!(check_snat_ports(&(60999..=65000), &local).is_err());
+        assert!(check_snat_ports(&(40000..=40010), &local).is_err());
+    }
+
+    #[test]
+    fn loopback_exists_and_nonsense_does_not() {
+        assert_eq!(ifindex("lo").unwrap(), 1);
+        assert!(matches!(ifindex("no-such-if0"), Err(NetdevError::NoSuchInterface(_))));
+    }
+}
