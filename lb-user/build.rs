@@ -37,14 +37,24 @@ fn nightly_with_rust_src() -> bool {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    out.status.success() && Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").exists()
+    out.status.success()
+        && Path::new(&sysroot)
+            .join("lib/rustlib/src/rust/library/core")
+            .exists()
 }
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir.parent().expect("lb-user sits in the workspace");
+    let workspace = manifest_dir
+        .parent()
+        .expect("lb-user sits in the workspace");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    for path in ["lb-ebpf/src", "lb-ebpf/Cargo.toml", "lb-common/src", "lb-common/Cargo.toml"] {
+    for path in [
+        "lb-ebpf/src",
+        "lb-ebpf/Cargo.toml",
+        "lb-common/src",
+        "lb-common/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
     println!("cargo:rerun-if-env-changed=LB_EBPF_TOOLCHAIN");
@@ -76,7 +86,14 @@ fn main() {
         }
     };
     cmd.current_dir(workspace)
-        .args(["--release", "-p", "lb-ebpf", "--target", TARGET, "--target-dir"])
+        .args([
+            "--release",
+            "-p",
+            "lb-ebpf",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // The outer build's settings (its rustc, flags, jobserver) are for the host.
     for (key, _) in env::vars_os() {
@@ -96,7 +113,9 @@ fn main() {
     // 32-bit jumps; kernels since 5.1 run it.
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-cpu=v3");
 
-    let output = cmd.output().unwrap_or_else(|e| panic!("failed to run cargo for lb-ebpf: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run cargo for lb-ebpf: {e}"));
     if !output.status.success() {
         panic!(
             "building the XDP program failed:\n{}",

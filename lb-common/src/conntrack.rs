@@ -10,7 +10,13 @@ use crate::{
 /// without ACK; it is ignored for UDP.
 #[inline(always)]
 #[must_use]
-pub fn superseded(flow: &Flow, proto: u8, opens_connection: bool, now_ns: u64, settings: &Settings) -> bool {
+pub fn superseded(
+    flow: &Flow,
+    proto: u8,
+    opens_connection: bool,
+    now_ns: u64,
+    settings: &Settings,
+) -> bool {
     let idle = now_ns.saturating_sub(flow.last_seen_ns);
     match proto {
         IPPROTO_UDP => idle > settings.udp_timeout_ns,
@@ -67,7 +73,12 @@ mod tests {
 
     fn flow(state: u8, last_seen_ns: u64) -> Flow {
         Flow {
-            rewrite: Endpoints { src_addr: 0, dst_addr: 0, src_port: 0, dst_port: 0 },
+            rewrite: Endpoints {
+                src_addr: 0,
+                dst_addr: 0,
+                src_port: 0,
+                dst_port: 0,
+            },
             backend_id: 0,
             service_id: 0,
             direction: DIRECTION_FORWARD,
@@ -78,26 +89,77 @@ mod tests {
 
     #[test]
     fn syn_retransmission_sticks() {
-        assert!(!superseded(&flow(0, 10 * SEC), IPPROTO_TCP, true, 11 * SEC, &settings()));
+        assert!(!superseded(
+            &flow(0, 10 * SEC),
+            IPPROTO_TCP,
+            true,
+            11 * SEC,
+            &settings()
+        ));
     }
 
     #[test]
     fn syn_after_close_or_long_idle_starts_over() {
-        assert!(superseded(&flow(FLOW_CLOSING, 10 * SEC), IPPROTO_TCP, true, 11 * SEC, &settings()));
-        assert!(superseded(&flow(0, 0), IPPROTO_TCP, true, 3601 * SEC, &settings()));
-        assert!(!superseded(&flow(FLOW_CLOSING, 0), IPPROTO_TCP, false, 3601 * SEC, &settings()));
+        assert!(superseded(
+            &flow(FLOW_CLOSING, 10 * SEC),
+            IPPROTO_TCP,
+            true,
+            11 * SEC,
+            &settings()
+        ));
+        assert!(superseded(
+            &flow(0, 0),
+            IPPROTO_TCP,
+            true,
+            3601 * SEC,
+            &settings()
+        ));
+        assert!(!superseded(
+            &flow(FLOW_CLOSING, 0),
+            IPPROTO_TCP,
+            false,
+            3601 * SEC,
+            &settings()
+        ));
     }
 
     #[test]
     fn udp_times_out() {
-        assert!(!superseded(&flow(0, 0), IPPROTO_UDP, false, 30 * SEC, &settings()));
-        assert!(superseded(&flow(0, 0), IPPROTO_UDP, false, 31 * SEC, &settings()));
+        assert!(!superseded(
+            &flow(0, 0),
+            IPPROTO_UDP,
+            false,
+            30 * SEC,
+            &settings()
+        ));
+        assert!(superseded(
+            &flow(0, 0),
+            IPPROTO_UDP,
+            false,
+            31 * SEC,
+            &settings()
+        ));
     }
 
     #[test]
     fn closed_port_is_reused_only_after_time_wait() {
-        assert!(!port_reusable(&flow(FLOW_CLOSING, 0), IPPROTO_TCP, 59 * SEC, &settings()));
-        assert!(port_reusable(&flow(FLOW_CLOSING, 0), IPPROTO_TCP, 61 * SEC, &settings()));
-        assert!(!port_reusable(&flow(0, 0), IPPROTO_TCP, 61 * SEC, &settings()));
+        assert!(!port_reusable(
+            &flow(FLOW_CLOSING, 0),
+            IPPROTO_TCP,
+            59 * SEC,
+            &settings()
+        ));
+        assert!(port_reusable(
+            &flow(FLOW_CLOSING, 0),
+            IPPROTO_TCP,
+            61 * SEC,
+            &settings()
+        ));
+        assert!(!port_reusable(
+            &flow(0, 0),
+            IPPROTO_TCP,
+            61 * SEC,
+            &settings()
+        ));
     }
 }

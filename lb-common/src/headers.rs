@@ -224,13 +224,34 @@ mod tests {
 
     #[test]
     fn defects_are_classified() {
-        assert_eq!(header(0x65, 40, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
-        assert_eq!(header(0x44, 40, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
-        assert_eq!(header(0x45, 19, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
-        assert_eq!(header(0x45, 41, 0).check_translatable(40), Err(Ipv4Defect::Malformed));
-        assert_eq!(header(0x46, 44, 0).check_translatable(44), Err(Ipv4Defect::Options));
-        assert_eq!(header(0x45, 40, 0x2000).check_translatable(40), Err(Ipv4Defect::Fragment));
-        assert_eq!(header(0x45, 40, 0x0001).check_translatable(40), Err(Ipv4Defect::Fragment));
+        assert_eq!(
+            header(0x65, 40, 0).check_translatable(40),
+            Err(Ipv4Defect::Malformed)
+        );
+        assert_eq!(
+            header(0x44, 40, 0).check_translatable(40),
+            Err(Ipv4Defect::Malformed)
+        );
+        assert_eq!(
+            header(0x45, 19, 0).check_translatable(40),
+            Err(Ipv4Defect::Malformed)
+        );
+        assert_eq!(
+            header(0x45, 41, 0).check_translatable(40),
+            Err(Ipv4Defect::Malformed)
+        );
+        assert_eq!(
+            header(0x46, 44, 0).check_translatable(44),
+            Err(Ipv4Defect::Options)
+        );
+        assert_eq!(
+            header(0x45, 40, 0x2000).check_translatable(40),
+            Err(Ipv4Defect::Fragment)
+        );
+        assert_eq!(
+            header(0x45, 40, 0x0001).check_translatable(40),
+            Err(Ipv4Defect::Fragment)
+        );
     }
 
     #[test]

@@ -165,9 +165,17 @@ mod tests {
 
     #[test]
     fn reply_key_of_rewrite_is_reverse_tuple() {
-        let out = Endpoints { src_addr: 1, dst_addr: 2, src_port: 3, dst_port: 4 };
+        let out = Endpoints {
+            src_addr: 1,
+            dst_addr: 2,
+            src_port: 3,
+            dst_port: 4,
+        };
         let key = out.reply_key(6);
-        assert_eq!((key.src_addr, key.dst_addr, key.src_port, key.dst_port), (2, 1, 4, 3));
+        assert_eq!(
+            (key.src_addr, key.dst_addr, key.src_port, key.dst_port),
+            (2, 1, 4, 3)
+        );
         assert_eq!(key.reversed().reversed(), key);
     }
 }

@@ -137,7 +137,12 @@ mod tests {
     #[test]
     fn tcp_rewrite_keeps_checksums_valid() {
         let payload = b"GET / HTTP/1.1\r\n\r\n";
-        let mut ip = ipv4(IPPROTO_TCP, 20 + payload.len() as u16, [198, 51, 100, 10], [198, 51, 100, 100]);
+        let mut ip = ipv4(
+            IPPROTO_TCP,
+            20 + payload.len() as u16,
+            [198, 51, 100, 10],
+            [198, 51, 100, 100],
+        );
         let mut tcp = TcpHdr {
             source: 40_000_u16.to_be(),
             dest: 3000_u16.to_be(),
@@ -198,8 +203,16 @@ mod tests {
         let mut ip = ipv4(IPPROTO_UDP, 8, [1, 2, 3, 4], [5, 6, 7, 8]);
         ip.ttl = 1;
         let before = ip;
-        let mut udp = UdpHdr { source: 1, dest: 2, len: 8_u16.to_be(), check: 0 };
-        assert_eq!(rewrite(&mut ip, L4::Udp(&mut udp), &TO), Err(RewriteError::TtlExceeded));
+        let mut udp = UdpHdr {
+            source: 1,
+            dest: 2,
+            len: 8_u16.to_be(),
+            check: 0,
+        };
+        assert_eq!(
+            rewrite(&mut ip, L4::Udp(&mut udp), &TO),
+            Err(RewriteError::TtlExceeded)
+        );
         assert_eq!(ip, before);
         assert_eq!(udp.source, 1);
     }

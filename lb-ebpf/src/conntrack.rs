@@ -20,16 +20,26 @@ const EEXIST: i32 = -17;
 /// Chooses the backend of a new connection with key `key`, allocates its
 /// SNAT port and records both directions. Returns how to rewrite the packet.
 #[inline(always)]
-pub fn open(key: &FlowKey, service: &Service, settings: &Settings, now_ns: u64) -> Result<Endpoints, Counter> {
+pub fn open(
+    key: &FlowKey,
+    service: &Service,
+    settings: &Settings,
+    now_ns: u64,
+) -> Result<Endpoints, Counter> {
     if service.slot_count == 0 {
         return Err(Counter::DropNoBackend);
     }
-    let cursor = CURSORS.get_ptr_mut(service.id).ok_or(Counter::DropNoBackend)?;
+    let cursor = CURSORS
+        .get_ptr_mut(service.id)
+        .ok_or(Counter::DropNoBackend)?;
     // The BPF target has no atomic types (no compare-and-swap), but it has
     // fetch-and-add, which makes the round robin exact across CPUs.
+    // SeqCst, not Relaxed: LLVM 22's BPF backend lowers a relaxed
+    // fetch-and-add whose result is used to a plain `lock add` and then reads
+    // the addend as the result. BPF atomics are full barriers anyway.
     // SAFETY: the map value is a live, aligned u64 shared by all CPUs; all
     // access to it is atomic.
-    let turn = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(cursor, 1) };
+    let turn = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
     let slot = (turn % u64::from(service.slot_count)) as u32;
     let backend = SLOTS
         .get(slot_index(service.id, service.generation & 1, slot))

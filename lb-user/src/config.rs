@@ -195,8 +195,15 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn error<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
-        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
+    fn error<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        let line = self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1;
         Err(ConfigError::Invalid {
             path: self.path.to_owned(),
             line,
@@ -206,11 +213,16 @@ impl Validator<'_> {
 
     fn ipv4(&self, value: &Spanned<String>, what: &str) -> Result<Ipv4Addr, ConfigError> {
         match value.get_ref().parse::<Ipv4Addr>() {
-            Ok(addr) if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() => {
-                self.error(value.span(), format!("{what} {addr} is not a unicast address"))
-            }
+            Ok(addr) if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() => self
+                .error(
+                    value.span(),
+                    format!("{what} {addr} is not a unicast address"),
+                ),
             Ok(addr) => Ok(addr),
-            Err(_) => self.error(value.span(), format!("{what} {:?} is not an IPv4 address", value.get_ref())),
+            Err(_) => self.error(
+                value.span(),
+                format!("{what} {:?} is not an IPv4 address", value.get_ref()),
+            ),
         }
     }
 
@@ -220,7 +232,10 @@ impl Validator<'_> {
             return self.error(raw.dataplane.span(), "no [[service]] is configured");
         }
         if raw.services.len() > MAX_SERVICES as usize {
-            return self.error(raw.services[MAX_SERVICES as usize].span(), format!("more than {MAX_SERVICES} services"));
+            return self.error(
+                raw.services[MAX_SERVICES as usize].span(),
+                format!("more than {MAX_SERVICES} services"),
+            );
         }
         let mut names = HashSet::new();
         let mut listeners: HashMap<(Ipv4Addr, u16, Protocol), String> = HashMap::new();
@@ -229,10 +244,20 @@ impl Validator<'_> {
             let service = self.service(raw_service.get_ref())?;
             let name_span = raw_service.get_ref().name.span();
             if !names.insert(service.name.clone()) {
-                return self.error(name_span, format!("service name {:?} is used twice", service.name));
+                return self.error(
+                    name_span,
+                    format!("service name {:?} is used twice", service.name),
+                );
             }
-            for (addr, raw_addr) in service.addresses.iter().zip(raw_service.get_ref().addresses.get_ref()) {
-                if let Some(other) = listeners.insert((*addr, service.port, service.protocol), service.name.clone()) {
+            for (addr, raw_addr) in service
+                .addresses
+                .iter()
+                .zip(raw_service.get_ref().addresses.get_ref())
+            {
+                if let Some(other) = listeners.insert(
+                    (*addr, service.port, service.protocol),
+                    service.name.clone(),
+                ) {
                     return self.error(
                         raw_addr.span(),
                         format!(
@@ -245,11 +270,20 @@ impl Validator<'_> {
             services.push(service);
         }
         if listeners.len() > MAX_SERVICE_KEYS as usize {
-            return self.error(raw.dataplane.span(), format!("more than {MAX_SERVICE_KEYS} service addresses"));
+            return self.error(
+                raw.dataplane.span(),
+                format!("more than {MAX_SERVICE_KEYS} service addresses"),
+            );
         }
-        let config = Config { dataplane, services };
+        let config = Config {
+            dataplane,
+            services,
+        };
         if config.backend_count() > MAX_BACKENDS as usize {
-            return self.error(raw.dataplane.span(), format!("more than {MAX_BACKENDS} backends in all"));
+            return self.error(
+                raw.dataplane.span(),
+                format!("more than {MAX_BACKENDS} backends in all"),
+            );
         }
         Ok(config)
     }
@@ -257,7 +291,10 @@ impl Validator<'_> {
     fn dataplane(&self, raw: &Spanned<RawDataplane>) -> Result<DataplaneConfig, ConfigError> {
         let d = raw.get_ref();
         if d.interfaces.get_ref().is_empty() {
-            return self.error(d.interfaces.span(), "interfaces: at least one interface is needed");
+            return self.error(
+                d.interfaces.span(),
+                "interfaces: at least one interface is needed",
+            );
         }
         let mut seen = HashSet::new();
         for name in d.interfaces.get_ref() {
@@ -275,31 +312,48 @@ impl Validator<'_> {
             None => lb_common::limits::DEFAULT_CONNTRACK_ENTRIES,
             Some(n) if (1024..=MAX_CONNTRACK_ENTRIES).contains(n.get_ref()) => *n.get_ref(),
             Some(n) => {
-                return self.error(n.span(), format!("conntrack_entries must be between 1024 and {MAX_CONNTRACK_ENTRIES}"));
+                return self.error(
+                    n.span(),
+                    format!("conntrack_entries must be between 1024 and {MAX_CONNTRACK_ENTRIES}"),
+                );
             }
         };
         let seconds = |value: &Option<Spanned<u64>>, default: Duration, what: &str| match value {
             None => Ok(default),
-            Some(s) if (1..=86_400 * 7).contains(s.get_ref()) => Ok(Duration::from_secs(*s.get_ref())),
-            Some(s) => self.error(s.span(), format!("{what} must be between 1 and 604800 seconds")),
+            Some(s) if (1..=86_400 * 7).contains(s.get_ref()) => {
+                Ok(Duration::from_secs(*s.get_ref()))
+            }
+            Some(s) => self.error(
+                s.span(),
+                format!("{what} must be between 1 and 604800 seconds"),
+            ),
         };
         Ok(DataplaneConfig {
-            interfaces: d.interfaces.get_ref().iter().map(|s| s.get_ref().clone()).collect(),
+            interfaces: d
+                .interfaces
+                .get_ref()
+                .iter()
+                .map(|s| s.get_ref().clone())
+                .collect(),
             xdp_mode: d.xdp_mode,
             snat_address,
             snat_ports,
             conntrack_entries,
             udp_timeout: seconds(&d.udp_timeout_secs, DEFAULT_UDP_TIMEOUT, "udp_timeout_secs")?,
-            tcp_idle_timeout: seconds(&d.tcp_idle_timeout_secs, DEFAULT_TCP_IDLE_TIMEOUT, "tcp_idle_timeout_secs")?,
+            tcp_idle_timeout: seconds(
+                &d.tcp_idle_timeout_secs,
+                DEFAULT_TCP_IDLE_TIMEOUT,
+                "tcp_idle_timeout_secs",
+            )?,
             manage_sysctls: d.manage_sysctls,
         })
     }
 
     fn port_range(&self, raw: &Spanned<String>) -> Result<RangeInclusive<u16>, ConfigError> {
         let text = raw.get_ref();
-        let parsed = text
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+        let parsed = text.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+        });
         match parsed {
             Some((first, last)) if first >= MIN_SNAT_PORT && first <= last => Ok(first..=last),
             Some(_) => self.error(
@@ -312,41 +366,81 @@ impl Validator<'_> {
 
     fn service(&self, raw: &RawService) -> Result<ServiceConfig, ConfigError> {
         let name = raw.name.get_ref().trim();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return self.error(raw.name.span(), format!("service name {name:?} must be letters, digits, '-', '_' or '.'"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return self.error(
+                raw.name.span(),
+                format!("service name {name:?} must be letters, digits, '-', '_' or '.'"),
+            );
         }
         let port = match u16::try_from(*raw.port.get_ref()) {
             Ok(p) if p != 0 => p,
-            _ => return self.error(raw.port.span(), format!("service {name:?}: port {} is not in 1-65535", raw.port.get_ref())),
+            _ => {
+                return self.error(
+                    raw.port.span(),
+                    format!(
+                        "service {name:?}: port {} is not in 1-65535",
+                        raw.port.get_ref()
+                    ),
+                )
+            }
         };
         if raw.addresses.get_ref().is_empty() {
-            return self.error(raw.addresses.span(), format!("service {name:?} has no addresses"));
+            return self.error(
+                raw.addresses.span(),
+                format!("service {name:?} has no addresses"),
+            );
         }
         let mut addresses = Vec::new();
         for raw_addr in raw.addresses.get_ref() {
             let addr = self.ipv4(raw_addr, &format!("service {name:?} address"))?;
             if addresses.contains(&addr) {
-                return self.error(raw_addr.span(), format!("service {name:?}: address {addr} is listed twice"));
+                return self.error(
+                    raw_addr.span(),
+                    format!("service {name:?}: address {addr} is listed twice"),
+                );
             }
             addresses.push(addr);
         }
         let raw_backends = match &raw.backends {
             Some(list) if !list.get_ref().is_empty() => list,
-            Some(list) => return self.error(list.span(), format!("service {name:?} has an empty backend pool")),
-            None => return self.error(raw.name.span(), format!("service {name:?} has an empty backend pool (no backends)")),
+            Some(list) => {
+                return self.error(
+                    list.span(),
+                    format!("service {name:?} has an empty backend pool"),
+                )
+            }
+            None => {
+                return self.error(
+                    raw.name.span(),
+                    format!("service {name:?} has an empty backend pool (no backends)"),
+                )
+            }
         };
         if raw_backends.get_ref().len() > MAX_SLOTS_PER_SERVICE as usize {
-            return self.error(raw_backends.span(), format!("service {name:?} has more than {MAX_SLOTS_PER_SERVICE} backends"));
+            return self.error(
+                raw_backends.span(),
+                format!("service {name:?} has more than {MAX_SLOTS_PER_SERVICE} backends"),
+            );
         }
         let mut backends: Vec<BackendConfig> = Vec::new();
         for raw_backend in raw_backends.get_ref() {
             let b = raw_backend.get_ref();
             let backend_name = b.name.get_ref().trim().to_owned();
             if backend_name.is_empty() {
-                return self.error(b.name.span(), format!("service {name:?}: a backend has an empty name"));
+                return self.error(
+                    b.name.span(),
+                    format!("service {name:?}: a backend has an empty name"),
+                );
             }
             if backends.iter().any(|other| other.name == backend_name) {
-                return self.error(b.name.span(), format!("service {name:?}: backend name {backend_name:?} is used twice"));
+                return self.error(
+                    b.name.span(),
+                    format!("service {name:?}: backend name {backend_name:?} is used twice"),
+                );
             }
             let address = match b.address.get_ref().parse::<SocketAddrV4>() {
                 Ok(a) if a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast() && !a.ip().is_broadcast() => a,
@@ -358,9 +452,15 @@ impl Validator<'_> {
                 }
             };
             if backends.iter().any(|other| other.address == address) {
-                return self.error(b.address.span(), format!("service {name:?}: backend address {address} is listed twice"));
+                return self.error(
+                    b.address.span(),
+                    format!("service {name:?}: backend address {address} is listed twice"),
+                );
             }
-            backends.push(BackendConfig { name: backend_name, address });
+            backends.push(BackendConfig {
+                name: backend_name,
+                address,
+            });
         }
         Ok(ServiceConfig {
             name: name.to_owned(),
@@ -404,7 +504,9 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     }
 
     fn error_of(text: &str) -> String {
-        parse(text).expect_err("config should be rejected").to_string()
+        parse(text)
+            .expect_err("config should be rejected")
+            .to_string()
     }
 
     #[test]
@@ -439,21 +541,33 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     fn bad_backend_address_names_line_and_backend() {
         let text = GOOD.replace("10.108.0.3:3000", "10.108.0.300:3000");
         let err = error_of(&text);
-        assert!(err.starts_with("lb.toml:13:") && err.contains("web02"), "{err}");
+        assert!(
+            err.starts_with("lb.toml:13:") && err.contains("web02"),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_pool_is_rejected() {
-        let text = GOOD.replace(r#"backends = [{ name = "ns1", address = "10.108.0.2:53" }]"#, "backends = []");
+        let text = GOOD.replace(
+            r#"backends = [{ name = "ns1", address = "10.108.0.2:53" }]"#,
+            "backends = []",
+        );
         let err = error_of(&text);
-        assert!(err.contains("empty backend pool") && err.contains("\"dns\""), "{err}");
+        assert!(
+            err.contains("empty backend pool") && err.contains("\"dns\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn overlapping_listener_is_rejected() {
         let text = GOOD.replace("port = 53\nprotocol = \"udp\"", "port = 3000");
         let err = error_of(&text);
-        assert!(err.contains("45.55.123.242:3000 (tcp) is already served by service \"web\""), "{err}");
+        assert!(
+            err.contains("45.55.123.242:3000 (tcp) is already served by service \"web\""),
+            "{err}"
+        );
         assert!(err.starts_with("lb.toml:18:"), "{err}");
     }
 
@@ -466,14 +580,38 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     #[test]
     fn bad_values_are_rejected() {
         for (from, to, needle) in [
-            ("snat_ports = \"20000-29999\"", "snat_ports = \"29999-20000\"", "snat_ports"),
-            ("snat_ports = \"20000-29999\"", "snat_ports = \"80-29999\"", "snat_ports"),
-            ("snat_address = \"10.108.0.5\"", "snat_address = \"10.108.0\"", "snat_address"),
+            (
+                "snat_ports = \"20000-29999\"",
+                "snat_ports = \"29999-20000\"",
+                "snat_ports",
+            ),
+            (
+                "snat_ports = \"20000-29999\"",
+                "snat_ports = \"80-29999\"",
+                "snat_ports",
+            ),
+            (
+                "snat_address = \"10.108.0.5\"",
+                "snat_address = \"10.108.0\"",
+                "snat_address",
+            ),
             ("port = 3000", "port = 70000", "port 70000"),
-            ("interfaces = [\"eth0\", \"eth1\"]", "interfaces = []", "at least one"),
-            ("interfaces = [\"eth0\", \"eth1\"]", "interfaces = [\"eth0\", \"eth0\"]", "twice"),
+            (
+                "interfaces = [\"eth0\", \"eth1\"]",
+                "interfaces = []",
+                "at least one",
+            ),
+            (
+                "interfaces = [\"eth0\", \"eth1\"]",
+                "interfaces = [\"eth0\", \"eth0\"]",
+                "twice",
+            ),
             ("name = \"dns\"", "name = \"web\"", "used twice"),
-            ("\"45.55.123.242\", \"10.17.0.5\"", "\"45.55.123.242\", \"45.55.123.242\"", "listed twice"),
+            (
+                "\"45.55.123.242\", \"10.17.0.5\"",
+                "\"45.55.123.242\", \"45.55.123.242\"",
+                "listed twice",
+            ),
             ("protocol = \"udp\"", "protocol = \"sctp\"", "sctp"),
         ] {
             assert!(GOOD.contains(from), "{from}");

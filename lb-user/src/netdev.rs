@@ -10,9 +10,15 @@ pub enum NetdevError {
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} holds {text:?}, not a port range")]
     BadPortRange { path: PathBuf, text: String },
     #[error(
@@ -42,7 +48,10 @@ const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 /// The kernel's ephemeral port range.
 pub fn local_port_range() -> Result<RangeInclusive<u16>, NetdevError> {
     let path = PathBuf::from(LOCAL_PORT_RANGE);
-    let text = std::fs::read_to_string(&path).map_err(|source| NetdevError::Read { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| NetdevError::Read {
+        path: path.clone(),
+        source,
+    })?;
     let mut parts = text.split_whitespace().map(str::parse::<u16>);
     match (parts.next(), parts.next()) {
         (Some(Ok(first)), Some(Ok(last))) => Ok(first..=last),
@@ -52,7 +61,10 @@ pub fn local_port_range() -> Result<RangeInclusive<u16>, NetdevError> {
 
 /// Refuses a SNAT range that the kernel could also hand to a local socket:
 /// a backend's reply to such a socket would be taken for a NATed connection.
-pub fn check_snat_ports(snat: &RangeInclusive<u16>, local: &RangeInclusive<u16>) -> Result<(), NetdevError> {
+pub fn check_snat_ports(
+    snat: &RangeInclusive<u16>,
+    local: &RangeInclusive<u16>,
+) -> Result<(), NetdevError> {
     if snat.start() <= local.end() && local.start() <= snat.end() {
         return Err(NetdevError::SnatOverlapsLocalPorts {
             first: *snat.start(),
@@ -75,9 +87,15 @@ const INTERFACE_SYSCTLS: &[(&str, &str)] = &[("forwarding", "1"), ("accept_local
 pub fn prepare_interface_sysctls(interface: &str) -> Result<(), NetdevError> {
     for (name, value) in INTERFACE_SYSCTLS {
         let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{interface}/{name}"));
-        let current = std::fs::read_to_string(&path).map_err(|source| NetdevError::Read { path: path.clone(), source })?;
+        let current = std::fs::read_to_string(&path).map_err(|source| NetdevError::Read {
+            path: path.clone(),
+            source,
+        })?;
         if current.trim() != *value {
-            std::fs::write(&path, value).map_err(|source| NetdevError::Write { path: path.clone(), source })?;
+            std::fs::write(&path, value).map_err(|source| NetdevError::Write {
+                path: path.clone(),
+                source,
+            })?;
             info!(interface, sysctl = name, value, "set interface sysctl");
         }
     }
@@ -101,6 +119,9 @@ mod tests {
     #[test]
     fn loopback_exists_and_nonsense_does_not() {
         assert_eq!(ifindex("lo").unwrap(), 1);
-        assert!(matches!(ifindex("no-such-if0"), Err(NetdevError::NoSuchInterface(_))));
+        assert!(matches!(
+            ifindex("no-such-if0"),
+            Err(NetdevError::NoSuchInterface(_))
+        ));
     }
 }

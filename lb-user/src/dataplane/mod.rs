@@ -17,9 +17,11 @@ use tracing::{info, warn};
 use crate::config::{self, Config};
 
 /// The load balancer's XDP object, built by build.rs.
-pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
+pub static PROGRAM_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
 /// The benchmark's floor: parse, swap MACs, XDP_TX.
-pub static BENCH_FLOOR_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-floor.bpf.o"));
+pub static BENCH_FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-floor.bpf.o"));
 
 const PROGRAM_NAME: &str = "lb";
 
@@ -93,9 +95,12 @@ impl Dataplane {
             }
         }
         {
-            let mut services: HashMap<&mut MapData, ServiceKey, Service> = self.map_mut("SERVICES")?;
+            let mut services: HashMap<&mut MapData, ServiceKey, Service> =
+                self.map_mut("SERVICES")?;
             for (key, value) in &tables.services {
-                services.insert(key, value, 0).map_err(map_err("SERVICES"))?;
+                services
+                    .insert(key, value, 0)
+                    .map_err(map_err("SERVICES"))?;
             }
         }
         {
@@ -105,13 +110,19 @@ impl Dataplane {
             }
         }
         let mut settings: Array<&mut MapData, Settings> = self.map_mut("SETTINGS")?;
-        settings.set(0, tables.settings, 0).map_err(map_err("SETTINGS"))?;
+        settings
+            .set(0, tables.settings, 0)
+            .map_err(map_err("SETTINGS"))?;
         Ok(())
     }
 
     /// Attaches to `interface`. `Auto` tries native mode and falls back to
     /// generic mode with a warning.
-    pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<&'static str, DataplaneError> {
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: config::XdpMode,
+    ) -> Result<&'static str, DataplaneError> {
         let attempts: &[(XdpMode, &'static str)] = match mode {
             config::XdpMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
             config::XdpMode::Native => &[(XdpMode::Driver, "native")],
@@ -150,8 +161,12 @@ impl Dataplane {
 
     /// The global counters, summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
-        let map = self.ebpf.map("STATS").ok_or(DataplaneError::Missing("map STATS"))?;
-        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err("STATS"))?;
+        let map = self
+            .ebpf
+            .map("STATS")
+            .ok_or(DataplaneError::Missing("map STATS"))?;
+        let stats: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("STATS"))?;
         Counter::ALL
             .iter()
             .map(|&counter| {
@@ -163,7 +178,10 @@ impl Dataplane {
 
     /// Number of entries in the connection table (two per connection).
     pub fn conntrack_entries(&self) -> Result<usize, DataplaneError> {
-        let map = self.ebpf.map("FLOWS").ok_or(DataplaneError::Missing("map FLOWS"))?;
+        let map = self
+            .ebpf
+            .map("FLOWS")
+            .ok_or(DataplaneError::Missing("map FLOWS"))?;
         let flows: HashMap<&MapData, lb_common::maps::FlowKey, lb_common::maps::Flow> =
             HashMap::try_from(map).map_err(map_err("FLOWS"))?;
         Ok(flows.keys().filter(Result::is_ok).count())
@@ -173,7 +191,10 @@ impl Dataplane {
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing(name))?;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::Missing(name))?;
         T::try_from(map).map_err(map_err(name))
     }
 }

@@ -101,7 +101,11 @@ mod tests {
         // Two services, two addresses each.
         assert_eq!(tables.services.len(), 4);
         assert_eq!(tables.vip_addrs.len(), 2);
-        let api: Vec<_> = tables.services.iter().filter(|(k, _)| k.port == 5000_u16.to_be()).collect();
+        let api: Vec<_> = tables
+            .services
+            .iter()
+            .filter(|(k, _)| k.port == 5000_u16.to_be())
+            .collect();
         assert_eq!(api.len(), 2);
         assert!(api.iter().all(|(_, s)| s.id == 0 && s.slot_count == 2));
     }
@@ -121,8 +125,17 @@ mod tests {
     #[test]
     fn settings_carry_snat_and_ready_flag() {
         let tables = build(&example(), 0);
-        assert_eq!(tables.settings.snat_addr, u32::from_ne_bytes([10, 108, 0, 5]));
-        assert_eq!((tables.settings.snat_port_first, tables.settings.snat_port_last), (20000, 29999));
+        assert_eq!(
+            tables.settings.snat_addr,
+            u32::from_ne_bytes([10, 108, 0, 5])
+        );
+        assert_eq!(
+            (
+                tables.settings.snat_port_first,
+                tables.settings.snat_port_last
+            ),
+            (20000, 29999)
+        );
         assert_eq!(tables.settings.flags & SETTINGS_READY, SETTINGS_READY);
     }
 }

@@ -1,0 +1,38 @@
+//! A testbed of network namespaces wired like the reference droplets, and
+//! the tools the integration tests and `cargo xtask run/bench` share:
+//! namespaces, the daemon process, nginx web servers, a packet builder.
+
+pub mod daemon;
+pub mod http;
+pub mod netns;
+pub mod packet;
+pub mod testbed;
+pub mod webserver;
+
+/// Runs `program args...`, failing with its stderr if it does not succeed.
+pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A name no other test, run or process uses at the same time.
+#[must_use]
+pub fn unique_tag(kind: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{kind}{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,208 @@
+//! Real TCP and UDP through the XDP load balancer, in namespaces wired like
+//! the droplets (see lb_tests::testbed). Needs root.
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpListener, UdpSocket},
+    time::Duration,
+};
+
+use lb_tests::{
+    http,
+    testbed::{
+        base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PUBLIC, UDP_PORT,
+        VIP,
+    },
+    unique_tag,
+};
+
+fn testbed() -> Testbed {
+    Testbed::new(&unique_tag("xf")).expect("testbed")
+}
+
+/// One request on a fresh connection; returns the answering server's body.
+fn request(bed: &Testbed, to: (Ipv4Addr, u16)) -> String {
+    let mut stream = bed
+        .connect((CLIENT_ADDRS[0], 0), to)
+        .expect("connect through the LB");
+    http::get(&mut stream).expect("HTTP answer through the LB")
+}
+
+fn tally(bed: &Testbed, to: (Ipv4Addr, u16), n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        *counts.entry(request(bed, to)).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn assert_even_split(counts: &HashMap<String, usize>, expected: [&str; 2], n: usize) {
+    assert_eq!(counts.len(), 2, "answers: {counts:?}");
+    for name in expected {
+        let got = counts.get(name).copied().unwrap_or(0);
+        assert!(
+            got.abs_diff(n / 2) <= 1,
+            "{name} answered {got} of {n}: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn sequential_connections_alternate_exactly_on_both_services() {
+    let mut bed = testbed();
+    bed.start_lb(&base_services(), &[]).expect("daemon");
+    let frontend = tally(&bed, (VIP, FRONTEND_PORT), 1000);
+    assert_even_split(&frontend, ["web1 frontend", "web2 frontend"], 1000);
+    let api = tally(&bed, (VIP, API_PORT), 1000);
+    assert_even_split(&api, ["web1 api", "web2 api"], 1000);
+    // The anchor address reaches the same service.
+    let anchor = tally(&bed, (ANCHOR, FRONTEND_PORT), 10);
+    assert_even_split(&anchor, ["web1 frontend", "web2 frontend"], 10);
+}
+
+#[test]
+fn long_lived_connection_keeps_its_backend_while_others_rotate() {
+    let mut bed = testbed();
+    bed.start_lb(&base_services(), &[]).expect("daemon");
+    let mut long = bed
+        .connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))
+        .expect("connect");
+    let first = http::get(&mut long).expect("first answer");
+    let mut others = HashMap::new();
+    for round in 0..50 {
+        *others
+            .entry(request(&bed, (VIP, FRONTEND_PORT)))
+            .or_insert(0) += 1;
+        let again =
+            http::get(&mut long).unwrap_or_else(|e| panic!("long-lived request {round}: {e}"));
+        assert_eq!(again, first, "long-lived connection moved at round {round}");
+    }
+    assert_eq!(others.len(), 2, "new connections kept rotating: {others:?}");
+}
+
+#[test]
+fn two_clients_with_the_same_source_port_both_work() {
+    let mut bed = testbed();
+    // A single-backend service forces both connections onto one backend,
+    // where only distinct SNAT ports can keep them apart.
+    let services = format!(
+        "{}\n[[service]]\nname = \"single\"\naddresses = [\"{VIP}\"]\nport = 3001\nbackends = [{{ name = \"web1\", address = \"203.0.113.11:3000\" }}]\n",
+        base_services()
+    );
+    bed.start_lb(&services, &[]).expect("daemon");
+    for port in [3001, FRONTEND_PORT] {
+        let mut a = bed
+            .connect((CLIENT_ADDRS[0], 41000), (VIP, port))
+            .expect("client A");
+        let mut b = bed
+            .connect((CLIENT_ADDRS[1], 41000), (VIP, port))
+            .expect("client B");
+        // Interleave requests while both are open.
+        for _ in 0..5 {
+            let from_a = http::get(&mut a).expect("A answered");
+            let from_b = http::get(&mut b).expect("B answered");
+            assert!(
+                from_a.ends_with("frontend") && from_b.ends_with("frontend"),
+                "{from_a} / {from_b}"
+            );
+        }
+        assert_eq!(a.local_addr().unwrap().port(), 41000);
+        assert_eq!(b.local_addr().unwrap().port(), 41000);
+    }
+}
+
+#[test]
+fn udp_service_alternates_and_answers() {
+    let mut bed = testbed();
+    bed.start_lb(&base_services(), &[]).expect("daemon");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..20 {
+        // A new source port per flow: each is a new UDP flow.
+        let socket = bed
+            .client
+            .run(|| UdpSocket::bind((CLIENT_ADDRS[0], 0)))
+            .unwrap()
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let mut answer = None;
+        for _ in 0..2 {
+            socket
+                .send_to(format!("hello {i}").as_bytes(), (VIP, UDP_PORT))
+                .unwrap();
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                assert_eq!(from, (VIP, UDP_PORT).into(), "reply must come from the VIP");
+                answer = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+                // The same flow sticks to its backend.
+                socket.send_to(b"again", (VIP, UDP_PORT)).unwrap();
+                let (n, _) = socket
+                    .recv_from(&mut buf)
+                    .expect("second datagram answered");
+                let second = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert_eq!(
+                    second.split(' ').next(),
+                    answer.as_deref().and_then(|a| a.split(' ').next())
+                );
+                break;
+            }
+        }
+        let answer = answer.unwrap_or_else(|| panic!("no UDP answer for flow {i}"));
+        assert!(answer.ends_with(&format!("hello {i}")), "{answer}");
+        *counts
+            .entry(answer.split(' ').next().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("web1"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("web2"), Some(&10), "{counts:?}");
+}
+
+#[test]
+fn traffic_not_for_a_service_reaches_the_lb_itself() {
+    let mut bed = testbed();
+    bed.start_lb(&base_services(), &[]).expect("daemon");
+    // SSH-like listener on the LB's own address, and one on another VIP port.
+    let ssh = bed
+        .lb
+        .run(|| TcpListener::bind((LB_PUBLIC, 2222)))
+        .unwrap()
+        .unwrap();
+    let other = bed
+        .lb
+        .run(|| TcpListener::bind((VIP, 8080)))
+        .unwrap()
+        .unwrap();
+    for (listener, to) in [(&ssh, (LB_PUBLIC, 2222)), (&other, (VIP, 8080))] {
+        let mut client = bed
+            .connect((CLIENT_ADDRS[0], 0), to)
+            .expect("connect to the LB's own stack");
+        client.write_all(b"SSH-2.0-test\r\n").unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 14];
+        server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"SSH-2.0-test\r\n");
+    }
+    for target in [LB_PUBLIC, VIP] {
+        bed.client
+            .exec(
+                "ping",
+                &["-c", "2", "-i", "0.2", "-W", "2", &target.to_string()],
+            )
+            .unwrap_or_else(|e| panic!("ping {target}: {e}"));
+    }
+    // The LB's own outgoing connection to a web server is not translated.
+    let own = bed
+        .lb
+        .run(|| {
+            lb_tests::testbed::connect_from(
+                (Ipv4Addr::UNSPECIFIED, 0),
+                (lb_tests::testbed::WEB_ADDRS[0], FRONTEND_PORT),
+            )
+        })
+        .unwrap()
+        .expect("LB connects to a backend directly");
+    let mut own = own;
+    assert_eq!(http::get(&mut own).unwrap(), "web1 frontend");
+}
