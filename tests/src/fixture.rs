@@ -1,0 +1,164 @@
+//! A namespace where the real XDP object runs under BPF_PROG_TEST_RUN:
+//! two interfaces (public, private) with routes and static neighbours, so
+//! that the program's FIB lookups succeed without any traffic.
+
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    sync::Mutex,
+};
+
+use anyhow::Context;
+use aya::programs::{TestRun, TestRunOptions};
+use lb_user::{config::Config, dataplane::Dataplane};
+
+use crate::{
+    netns::Netns,
+    testbed::{base_services, ANCHOR, LB_PRIVATE, LB_PUBLIC, VIP},
+};
+
+pub const PUBLIC_IF: &str = "pub0";
+pub const PRIVATE_IF: &str = "priv0";
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const WEB_MACS: [[u8; 6]; 2] = [[0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0, 0x12]];
+/// A backend with a route but no neighbour entry.
+pub const UNRESOLVED_BACKEND: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 13);
+/// The service whose only backend is [`UNRESOLVED_BACKEND`].
+pub const UNRESOLVED_PORT: u16 = 4000;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// The result of one run of the program.
+#[derive(Debug)]
+pub struct Verdict {
+    pub action: u32,
+    pub frame: Vec<u8>,
+}
+
+/// The fixture: a namespace and the loaded, configured program.
+pub struct Fixture {
+    pub public_ifindex: u32,
+    pub private_ifindex: u32,
+    pub public_mac: [u8; 6],
+    pub private_mac: [u8; 6],
+    pub dataplane: Mutex<Dataplane>,
+}
+
+impl Fixture {
+    /// Runs the program once on `frame` arriving on `ifindex`.
+    pub fn run(&self, frame: &[u8], ifindex: u32) -> Verdict {
+        self.run_repeated(frame, ifindex, 1).0
+    }
+
+    /// Runs `repeat` times in the kernel; also returns the mean time per run.
+    pub fn run_repeated(&self, frame: &[u8], ifindex: u32, repeat: u32) -> (Verdict, std::time::Duration) {
+        let mut dataplane = self.dataplane.lock().expect("dataplane lock");
+        let program = dataplane.program().expect("program");
+        run_program(program, frame, ifindex, repeat)
+    }
+}
+
+/// BPF_PROG_TEST_RUN of an XDP program with an xdp_md naming the ingress interface.
+pub fn run_program(program: &aya::programs::Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> (Verdict, std::time::Duration) {
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+    // data_end must equal the frame's length (the kernel checks it).
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut options = TestRunOptions::new();
+    options.data_in = Some(frame);
+    options.data_out = Some(&mut out);
+    options.ctx_in = Some(&ctx);
+    options.repeat = repeat;
+    let result = program.test_run(options).expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (
+        Verdict {
+            action: result.return_value,
+            frame: out,
+        },
+        result.duration,
+    )
+}
+
+/// The fixture's config: the testbed's services plus one whose backend has
+/// no neighbour entry.
+pub fn services() -> String {
+    format!(
+        "{}\n[[service]]\nname = \"unresolved\"\naddresses = [\"{VIP}\"]\nport = {UNRESOLVED_PORT}\nbackends = [{{ name = \"far\", address = \"{UNRESOLVED_BACKEND}:{UNRESOLVED_PORT}\" }}]\n",
+        base_services()
+    )
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<[u8; 6]> {
+    let text = ns.ip(&["-o", "link", "show", dev])?;
+    let hex = text
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .context("no MAC")?;
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(hex.split(':')) {
+        *byte = u8::from_str_radix(part, 16)?;
+    }
+    Ok(mac)
+}
+
+fn ifindex_of(ns: &Netns, dev: &str) -> anyhow::Result<u32> {
+    let text = ns.ip(&["-o", "link", "show", dev])?;
+    Ok(text.split(':').next().context("ifindex")?.trim().parse()?)
+}
+
+/// Builds the namespace, loads the program configured with `services`, and
+/// runs `f` on a thread inside the namespace (where FIB lookups resolve).
+pub fn with_fixture<T: Send + 'static>(
+    services_toml: &str,
+    f: impl FnOnce(&Fixture) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = Netns::new(&crate::unique_tag("xfx"))?;
+    for (dev, peer, addr) in [(PUBLIC_IF, "pub0p", LB_PUBLIC), (PRIVATE_IF, "priv0p", LB_PRIVATE)] {
+        ns.ip(&["link", "add", dev, "type", "veth", "peer", "name", peer])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+        ns.ip(&["link", "set", peer, "up"])?;
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+        ns.sysctl(&format!("net.ipv4.conf.{dev}.forwarding"), "1")?;
+    }
+    for vip in [VIP, ANCHOR] {
+        ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", PUBLIC_IF])?;
+    }
+    let mac_text = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    for client in crate::testbed::CLIENT_ADDRS {
+        ns.ip(&["neigh", "add", &client.to_string(), "lladdr", &mac_text(CLIENT_MAC), "dev", PUBLIC_IF, "nud", "permanent"])?;
+    }
+    for (web, mac) in crate::testbed::WEB_ADDRS.iter().zip(WEB_MACS) {
+        ns.ip(&["neigh", "add", &web.to_string(), "lladdr", &mac_text(mac), "dev", PRIVATE_IF, "nud", "permanent"])?;
+    }
+    let config_text = format!(
+        "[dataplane]\ninterfaces = [\"{PUBLIC_IF}\", \"{PRIVATE_IF}\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n\n{services_toml}"
+    );
+    let config = Config::parse(Path::new("fixture.toml"), &config_text)?;
+    let fixture_parts = (
+        ifindex_of(&ns, PUBLIC_IF)?,
+        ifindex_of(&ns, PRIVATE_IF)?,
+        mac_of(&ns, PUBLIC_IF)?,
+        mac_of(&ns, PRIVATE_IF)?,
+    );
+    let result = ns.run(move || -> anyhow::Result<T> {
+        let mut dataplane = Dataplane::load(config.dataplane.conntrack_entries)?;
+        dataplane.configure(&config)?;
+        let fixture = Fixture {
+            public_ifindex: fixture_parts.0,
+            private_ifindex: fixture_parts.1,
+            public_mac: fixture_parts.2,
+            private_mac: fixture_parts.3,
+            dataplane: Mutex::new(dataplane),
+        };
+        Ok(f(&fixture))
+    })?;
+    drop(ns);
+    result
+}
