@@ -3,6 +3,7 @@
 //! - Debian's `rustc-web` with `libstd-rust-web-dev-bpf`, which ships a
 //!   prebuilt `core` for bpfel-unknown-none (used with RUSTC_BOOTSTRAP);
 //! - a rustup nightly with `rust-src`, using `-Z build-std=core`.
+//!
 //! Both need `bpf-linker` on PATH. `cargo xtask` installs what is missing.
 
 use std::{
@@ -45,9 +46,7 @@ fn nightly_with_rust_src() -> bool {
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let workspace = manifest_dir
-        .parent()
-        .expect("lb-user sits in the workspace");
+    let workspace = manifest_dir.parent().expect("lb-user sits in the workspace");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     for path in [
         "lb-ebpf/src",
@@ -86,14 +85,7 @@ fn main() {
         }
     };
     cmd.current_dir(workspace)
-        .args([
-            "--release",
-            "-p",
-            "lb-ebpf",
-            "--target",
-            TARGET,
-            "--target-dir",
-        ])
+        .args(["--release", "-p", "lb-ebpf", "--target", TARGET, "--target-dir"])
         .arg(&target_dir);
     // The outer build's settings (its rustc, flags, jobserver) are for the host.
     for (key, _) in env::vars_os() {
@@ -125,7 +117,6 @@ fn main() {
     let built = target_dir.join(TARGET).join("release");
     for (bin, name) in [("lb", "lb.bpf.o"), ("bench-floor", "bench-floor.bpf.o")] {
         let from = built.join(bin);
-        std::fs::copy(&from, out_dir.join(name))
-            .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        std::fs::copy(&from, out_dir.join(name)).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
     }
 }

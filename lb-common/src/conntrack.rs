@@ -10,21 +10,14 @@ use crate::{
 /// without ACK; it is ignored for UDP.
 #[inline(always)]
 #[must_use]
-pub fn superseded(
-    flow: &Flow,
-    proto: u8,
-    opens_connection: bool,
-    now_ns: u64,
-    settings: &Settings,
-) -> bool {
+pub fn superseded(flow: &Flow, proto: u8, opens_connection: bool, now_ns: u64, settings: &Settings) -> bool {
     let idle = now_ns.saturating_sub(flow.last_seen_ns);
     match proto {
         IPPROTO_UDP => idle > settings.udp_timeout_ns,
         // A SYN on a live connection is a retransmission and must stick; on a
         // closed or long-idle one it is the client reusing its port.
         IPPROTO_TCP => {
-            opens_connection
-                && (flow.state & FLOW_CLOSING != 0 || idle > settings.tcp_idle_timeout_ns)
+            opens_connection && (flow.state & FLOW_CLOSING != 0 || idle > settings.tcp_idle_timeout_ns)
         }
         _ => false,
     }
@@ -132,13 +125,7 @@ mod tests {
             30 * SEC,
             &settings()
         ));
-        assert!(superseded(
-            &flow(0, 0),
-            IPPROTO_UDP,
-            false,
-            31 * SEC,
-            &settings()
-        ));
+        assert!(superseded(&flow(0, 0), IPPROTO_UDP, false, 31 * SEC, &settings()));
     }
 
     #[test]
@@ -155,11 +142,6 @@ mod tests {
             61 * SEC,
             &settings()
         ));
-        assert!(!port_reusable(
-            &flow(0, 0),
-            IPPROTO_TCP,
-            61 * SEC,
-            &settings()
-        ));
+        assert!(!port_reusable(&flow(0, 0), IPPROTO_TCP, 61 * SEC, &settings()));
     }
 }

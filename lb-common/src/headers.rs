@@ -75,11 +75,7 @@ impl Ipv4Hdr {
         let version = self.version_ihl >> 4;
         let header_len = usize::from(self.version_ihl & 0x0f) * 4;
         let total_len = usize::from(u16::from_be(self.tot_len));
-        if version != 4
-            || header_len < Self::LEN
-            || total_len < header_len
-            || total_len > bytes_available
-        {
+        if version != 4 || header_len < Self::LEN || total_len < header_len || total_len > bytes_available {
             return Err(Ipv4Defect::Malformed);
         }
         if header_len != Self::LEN {

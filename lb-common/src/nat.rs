@@ -38,9 +38,7 @@ pub fn rewrite(ip: &mut Ipv4Hdr, l4: L4<'_>, to: &Endpoints) -> Result<(), Rewri
     // TTL shares a 16-bit word with the protocol byte.
     let old_ttl_word = u16::from_ne_bytes([ip.ttl, ip.protocol]);
     let new_ttl_word = u16::from_ne_bytes([ip.ttl - 1, ip.protocol]);
-    ip.check = addresses
-        .replace16(old_ttl_word, new_ttl_word)
-        .apply(ip.check);
+    ip.check = addresses.replace16(old_ttl_word, new_ttl_word).apply(ip.check);
     ip.ttl -= 1;
     ip.saddr = new_saddr;
     ip.daddr = new_daddr;

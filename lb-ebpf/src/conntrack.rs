@@ -29,9 +29,7 @@ pub fn open(
     if service.slot_count == 0 {
         return Err(Counter::DropNoBackend);
     }
-    let cursor = CURSORS
-        .get_ptr_mut(service.id)
-        .ok_or(Counter::DropNoBackend)?;
+    let cursor = CURSORS.get_ptr_mut(service.id).ok_or(Counter::DropNoBackend)?;
     // The BPF target has no atomic types (no compare-and-swap), but it has
     // fetch-and-add, which makes the round robin exact across CPUs.
     // SeqCst, not Relaxed: LLVM 22's BPF backend lowers a relaxed

@@ -32,8 +32,7 @@ pub static CURSORS: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
 
 /// The connection table: both directions of every connection.
 #[map(name = "FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, Flow> =
-    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
+pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -17,10 +17,7 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}:{line}: {message}")]
@@ -195,15 +192,8 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn error<T>(
-        &self,
-        span: std::ops::Range<usize>,
-        message: impl Into<String>,
-    ) -> Result<T, ConfigError> {
-        let line = self.text[..span.start.min(self.text.len())]
-            .matches('\n')
-            .count()
-            + 1;
+    fn error<T>(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Result<T, ConfigError> {
+        let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
         Err(ConfigError::Invalid {
             path: self.path.to_owned(),
             line,
@@ -213,11 +203,9 @@ impl Validator<'_> {
 
     fn ipv4(&self, value: &Spanned<String>, what: &str) -> Result<Ipv4Addr, ConfigError> {
         match value.get_ref().parse::<Ipv4Addr>() {
-            Ok(addr) if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() => self
-                .error(
-                    value.span(),
-                    format!("{what} {addr} is not a unicast address"),
-                ),
+            Ok(addr) if addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() => {
+                self.error(value.span(), format!("{what} {addr} is not a unicast address"))
+            }
             Ok(addr) => Ok(addr),
             Err(_) => self.error(
                 value.span(),
@@ -254,10 +242,9 @@ impl Validator<'_> {
                 .iter()
                 .zip(raw_service.get_ref().addresses.get_ref())
             {
-                if let Some(other) = listeners.insert(
-                    (*addr, service.port, service.protocol),
-                    service.name.clone(),
-                ) {
+                if let Some(other) =
+                    listeners.insert((*addr, service.port, service.protocol), service.name.clone())
+                {
                     return self.error(
                         raw_addr.span(),
                         format!(
@@ -275,10 +262,7 @@ impl Validator<'_> {
                 format!("more than {MAX_SERVICE_KEYS} service addresses"),
             );
         }
-        let config = Config {
-            dataplane,
-            services,
-        };
+        let config = Config { dataplane, services };
         if config.backend_count() > MAX_BACKENDS as usize {
             return self.error(
                 raw.dataplane.span(),
@@ -320,13 +304,8 @@ impl Validator<'_> {
         };
         let seconds = |value: &Option<Spanned<u64>>, default: Duration, what: &str| match value {
             None => Ok(default),
-            Some(s) if (1..=86_400 * 7).contains(s.get_ref()) => {
-                Ok(Duration::from_secs(*s.get_ref()))
-            }
-            Some(s) => self.error(
-                s.span(),
-                format!("{what} must be between 1 and 604800 seconds"),
-            ),
+            Some(s) if (1..=86_400 * 7).contains(s.get_ref()) => Ok(Duration::from_secs(*s.get_ref())),
+            Some(s) => self.error(s.span(), format!("{what} must be between 1 and 604800 seconds")),
         };
         Ok(DataplaneConfig {
             interfaces: d
@@ -351,16 +330,21 @@ impl Validator<'_> {
 
     fn port_range(&self, raw: &Spanned<String>) -> Result<RangeInclusive<u16>, ConfigError> {
         let text = raw.get_ref();
-        let parsed = text.split_once('-').and_then(|(a, b)| {
-            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
-        });
+        let parsed = text
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
         match parsed {
             Some((first, last)) if first >= MIN_SNAT_PORT && first <= last => Ok(first..=last),
             Some(_) => self.error(
                 raw.span(),
-                format!("snat_ports {text:?}: need FIRST-LAST with {MIN_SNAT_PORT} <= FIRST <= LAST <= 65535"),
+                format!(
+                    "snat_ports {text:?}: need FIRST-LAST with {MIN_SNAT_PORT} <= FIRST <= LAST <= 65535"
+                ),
             ),
-            None => self.error(raw.span(), format!("snat_ports {text:?} is not a range like \"20000-29999\"")),
+            None => self.error(
+                raw.span(),
+                format!("snat_ports {text:?} is not a range like \"20000-29999\""),
+            ),
         }
     }
 
@@ -381,18 +365,12 @@ impl Validator<'_> {
             _ => {
                 return self.error(
                     raw.port.span(),
-                    format!(
-                        "service {name:?}: port {} is not in 1-65535",
-                        raw.port.get_ref()
-                    ),
+                    format!("service {name:?}: port {} is not in 1-65535", raw.port.get_ref()),
                 )
             }
         };
         if raw.addresses.get_ref().is_empty() {
-            return self.error(
-                raw.addresses.span(),
-                format!("service {name:?} has no addresses"),
-            );
+            return self.error(raw.addresses.span(), format!("service {name:?} has no addresses"));
         }
         let mut addresses = Vec::new();
         for raw_addr in raw.addresses.get_ref() {
@@ -408,10 +386,7 @@ impl Validator<'_> {
         let raw_backends = match &raw.backends {
             Some(list) if !list.get_ref().is_empty() => list,
             Some(list) => {
-                return self.error(
-                    list.span(),
-                    format!("service {name:?} has an empty backend pool"),
-                )
+                return self.error(list.span(), format!("service {name:?} has an empty backend pool"))
             }
             None => {
                 return self.error(
@@ -443,11 +418,21 @@ impl Validator<'_> {
                 );
             }
             let address = match b.address.get_ref().parse::<SocketAddrV4>() {
-                Ok(a) if a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast() && !a.ip().is_broadcast() => a,
+                Ok(a)
+                    if a.port() != 0
+                        && !a.ip().is_unspecified()
+                        && !a.ip().is_multicast()
+                        && !a.ip().is_broadcast() =>
+                {
+                    a
+                }
                 _ => {
                     return self.error(
                         b.address.span(),
-                        format!("service {name:?} backend {backend_name:?}: {:?} is not an IPv4 address:port", b.address.get_ref()),
+                        format!(
+                            "service {name:?} backend {backend_name:?}: {:?} is not an IPv4 address:port",
+                            b.address.get_ref()
+                        ),
                     )
                 }
             };
@@ -504,9 +489,7 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     }
 
     fn error_of(text: &str) -> String {
-        parse(text)
-            .expect_err("config should be rejected")
-            .to_string()
+        parse(text).expect_err("config should be rejected").to_string()
     }
 
     #[test]
@@ -541,10 +524,7 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     fn bad_backend_address_names_line_and_backend() {
         let text = GOOD.replace("10.108.0.3:3000", "10.108.0.300:3000");
         let err = error_of(&text);
-        assert!(
-            err.starts_with("lb.toml:13:") && err.contains("web02"),
-            "{err}"
-        );
+        assert!(err.starts_with("lb.toml:13:") && err.contains("web02"), "{err}");
     }
 
     #[test]

@@ -10,15 +10,9 @@ pub enum NetdevError {
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{path} holds {text:?}, not a port range")]
     BadPortRange { path: PathBuf, text: String },
     #[error(
@@ -61,10 +55,7 @@ pub fn local_port_range() -> Result<RangeInclusive<u16>, NetdevError> {
 
 /// Refuses a SNAT range that the kernel could also hand to a local socket:
 /// a backend's reply to such a socket would be taken for a NATed connection.
-pub fn check_snat_ports(
-    snat: &RangeInclusive<u16>,
-    local: &RangeInclusive<u16>,
-) -> Result<(), NetdevError> {
+pub fn check_snat_ports(snat: &RangeInclusive<u16>, local: &RangeInclusive<u16>) -> Result<(), NetdevError> {
     if snat.start() <= local.end() && local.start() <= snat.end() {
         return Err(NetdevError::SnatOverlapsLocalPorts {
             first: *snat.start(),

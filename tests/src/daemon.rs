@@ -97,11 +97,7 @@ impl Daemon {
     }
 
     /// Sends `signal` and waits for the process to exit; returns its status.
-    pub fn stop_with(
-        mut self,
-        signal: i32,
-        timeout: Duration,
-    ) -> anyhow::Result<std::process::ExitStatus> {
+    pub fn stop_with(mut self, signal: i32, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
         // `ip netns exec` execs the daemon, so the child is the daemon itself.
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, signal) };

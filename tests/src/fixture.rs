@@ -2,11 +2,7 @@
 //! two interfaces (public, private) with routes and static neighbours, so
 //! that the program's FIB lookups succeed without any traffic.
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-    sync::Mutex,
-};
+use std::{net::Ipv4Addr, path::Path, sync::Mutex};
 
 use anyhow::Context;
 use aya::programs::{TestRun, TestRunOptions};
@@ -62,7 +58,12 @@ impl Fixture {
 }
 
 /// BPF_PROG_TEST_RUN of an XDP program with an xdp_md naming the ingress interface.
-pub fn run_program(program: &aya::programs::Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> (Verdict, std::time::Duration) {
+pub fn run_program(
+    program: &aya::programs::Xdp,
+    frame: &[u8],
+    ifindex: u32,
+    repeat: u32,
+) -> (Verdict, std::time::Duration) {
     // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
     // data_end must equal the frame's length (the kernel checks it).
     let mut ctx = [0u8; 24];
@@ -120,7 +121,10 @@ pub fn with_fixture<T: Send + 'static>(
     f: impl FnOnce(&Fixture) -> T + Send + 'static,
 ) -> anyhow::Result<T> {
     let ns = Netns::new(&crate::unique_tag("xfx"))?;
-    for (dev, peer, addr) in [(PUBLIC_IF, "pub0p", LB_PUBLIC), (PRIVATE_IF, "priv0p", LB_PRIVATE)] {
+    for (dev, peer, addr) in [
+        (PUBLIC_IF, "pub0p", LB_PUBLIC),
+        (PRIVATE_IF, "priv0p", LB_PRIVATE),
+    ] {
         ns.ip(&["link", "add", dev, "type", "veth", "peer", "name", peer])?;
         ns.ip(&["link", "set", dev, "up"])?;
         ns.ip(&["link", "set", peer, "up"])?;
@@ -132,10 +136,30 @@ pub fn with_fixture<T: Send + 'static>(
     }
     let mac_text = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     for client in crate::testbed::CLIENT_ADDRS {
-        ns.ip(&["neigh", "add", &client.to_string(), "lladdr", &mac_text(CLIENT_MAC), "dev", PUBLIC_IF, "nud", "permanent"])?;
+        ns.ip(&[
+            "neigh",
+            "add",
+            &client.to_string(),
+            "lladdr",
+            &mac_text(CLIENT_MAC),
+            "dev",
+            PUBLIC_IF,
+            "nud",
+            "permanent",
+        ])?;
     }
     for (web, mac) in crate::testbed::WEB_ADDRS.iter().zip(WEB_MACS) {
-        ns.ip(&["neigh", "add", &web.to_string(), "lladdr", &mac_text(mac), "dev", PRIVATE_IF, "nud", "permanent"])?;
+        ns.ip(&[
+            "neigh",
+            "add",
+            &web.to_string(),
+            "lladdr",
+            &mac_text(mac),
+            "dev",
+            PRIVATE_IF,
+            "nud",
+            "permanent",
+        ])?;
     }
     let config_text = format!(
         "[dataplane]\ninterfaces = [\"{PUBLIC_IF}\", \"{PRIVATE_IF}\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n\n{services_toml}"

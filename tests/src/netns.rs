@@ -60,16 +60,12 @@ impl Netns {
 
     /// Writes a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.exec("sysctl", &["-qw", &format!("{key}={value}")])
-            .map(drop)
+        self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
     }
 
     /// Runs `f` on a thread that has entered the namespace. Sockets created
     /// there stay in the namespace and may be used from any thread afterwards.
-    pub fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).with_context(|| format!("open {path}"))?;
         let handle = std::thread::spawn(move || {
@@ -90,10 +86,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Kill what still runs inside, then delete the namespace.
         if let Ok(pids) = run("ip", &["netns", "pids", &self.name]) {
-            for pid in pids
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
+            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
                 // SAFETY: plain kill(2).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -108,13 +101,7 @@ impl Drop for Netns {
 /// accepted by its peer). `b_bridge` enslaves `b_name` to that bridge first:
 /// joining a bridge after GRO is set leaves the peer unable to take
 /// redirected frames.
-pub fn veth(
-    a: &Netns,
-    a_name: &str,
-    b: &Netns,
-    b_name: &str,
-    b_bridge: Option<&str>,
-) -> anyhow::Result<()> {
+pub fn veth(a: &Netns, a_name: &str, b: &Netns, b_name: &str, b_bridge: Option<&str>) -> anyhow::Result<()> {
     a.ip(&[
         "link",
         "add",

@@ -19,20 +19,14 @@ use crate::{
     webserver::{Nginx, UdpResponder},
 };
 
-pub const CLIENT_ADDRS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(198, 51, 100, 10),
-    Ipv4Addr::new(198, 51, 100, 11),
-];
+pub const CLIENT_ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 51, 100, 10), Ipv4Addr::new(198, 51, 100, 11)];
 pub const LB_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// The floating (reserved) IP.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// The address the reserved IP arrives on at a DigitalOcean droplet.
 pub const ANCHOR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 pub const LB_PRIVATE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
-pub const WEB_ADDRS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(203, 0, 113, 11),
-    Ipv4Addr::new(203, 0, 113, 12),
-];
+pub const WEB_ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(203, 0, 113, 11), Ipv4Addr::new(203, 0, 113, 12)];
 pub const WEB_NAMES: [&str; 2] = ["web1", "web2"];
 pub const FRONTEND_PORT: u16 = 3000;
 pub const API_PORT: u16 = 5000;
@@ -44,9 +38,7 @@ pub fn base_services() -> String {
         WEB_NAMES
             .iter()
             .zip(WEB_ADDRS)
-            .map(|(name, addr)| {
-                format!("  {{ name = \"{name}\", address = \"{addr}:{port}\" }},\n")
-            })
+            .map(|(name, addr)| format!("  {{ name = \"{name}\", address = \"{addr}:{port}\" }},\n"))
             .collect::<String>()
     };
     format!(
@@ -148,7 +140,7 @@ impl Testbed {
     pub fn start_lb(&mut self, services: &str, extra_args: &[&str]) -> anyhow::Result<&mut Daemon> {
         let config = self.write_config("xlb.toml", services)?;
         self.daemon = Some(Daemon::start(&self.lb, &config, extra_args)?);
-        Ok(self.daemon.as_mut().context("just set")?)
+        self.daemon.as_mut().context("just set")
     }
 
     /// A TCP connection from the client namespace, from `source` (port 0: any).
@@ -168,10 +160,7 @@ impl Drop for Testbed {
 }
 
 /// A TCP connection bound to `source`, with a bounded connect time.
-pub fn connect_from(
-    source: (Ipv4Addr, u16),
-    to: (Ipv4Addr, u16),
-) -> anyhow::Result<std::net::TcpStream> {
+pub fn connect_from(source: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> anyhow::Result<std::net::TcpStream> {
     use std::os::fd::FromRawFd;
     // std has no bind-before-connect; do it with libc.
     // SAFETY: plain socket calls on a descriptor we own.

@@ -60,8 +60,7 @@ impl Nginx {
         for (port, _) in ports {
             let port = *port;
             loop {
-                let up =
-                    ns.run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
+                let up = ns.run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
                 if up {
                     break;
                 }

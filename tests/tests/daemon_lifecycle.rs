@@ -11,7 +11,10 @@ use lb_tests::{
 };
 
 fn xdp_attached(bed: &Testbed, dev: &str) -> bool {
-    bed.lb.ip(&["link", "show", dev]).expect("ip link").contains("prog/xdp")
+    bed.lb
+        .ip(&["link", "show", dev])
+        .expect("ip link")
+        .contains("prog/xdp")
 }
 
 fn serves(bed: &Testbed) -> bool {
@@ -45,11 +48,19 @@ fn sigterm_detaches_and_a_second_start_works() {
     let daemon = bed.daemon.take().unwrap();
     let status = daemon.stop_with(libc::SIGTERM, Duration::from_secs(10)).unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(!xdp_attached(&bed, "eth0") && !xdp_attached(&bed, "eth1"), "XDP left attached");
+    assert!(
+        !xdp_attached(&bed, "eth0") && !xdp_attached(&bed, "eth1"),
+        "XDP left attached"
+    );
 
     bed.start_lb(&base_services(), &[]).unwrap();
     assert!(serves(&bed), "second start does not serve");
-    let status = bed.daemon.take().unwrap().stop_with(libc::SIGINT, Duration::from_secs(10)).unwrap();
+    let status = bed
+        .daemon
+        .take()
+        .unwrap()
+        .stop_with(libc::SIGINT, Duration::from_secs(10))
+        .unwrap();
     assert!(status.success());
     assert!(!xdp_attached(&bed, "eth0"));
 }
@@ -88,6 +99,12 @@ fn bad_input_is_refused_before_anything_is_attached() {
     // And `xlb check` agrees with `run` on what is valid.
     let path = bed.dir.join("bad.toml");
     std::fs::write(&path, &broken).unwrap();
-    let check = bed.lb.command(binary().unwrap().to_str().unwrap()).args(["check", "--config"]).arg(&path).output().unwrap();
+    let check = bed
+        .lb
+        .command(binary().unwrap().to_str().unwrap())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!check.status.success());
 }

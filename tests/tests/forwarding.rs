@@ -11,8 +11,7 @@ use std::{
 use lb_tests::{
     http,
     testbed::{
-        base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PUBLIC, UDP_PORT,
-        VIP,
+        base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PUBLIC, UDP_PORT, VIP,
     },
     unique_tag,
 };
@@ -71,11 +70,8 @@ fn long_lived_connection_keeps_its_backend_while_others_rotate() {
     let first = http::get(&mut long).expect("first answer");
     let mut others = HashMap::new();
     for round in 0..50 {
-        *others
-            .entry(request(&bed, (VIP, FRONTEND_PORT)))
-            .or_insert(0) += 1;
-        let again =
-            http::get(&mut long).unwrap_or_else(|e| panic!("long-lived request {round}: {e}"));
+        *others.entry(request(&bed, (VIP, FRONTEND_PORT))).or_insert(0) += 1;
+        let again = http::get(&mut long).unwrap_or_else(|e| panic!("long-lived request {round}: {e}"));
         assert_eq!(again, first, "long-lived connection moved at round {round}");
     }
     assert_eq!(others.len(), 2, "new connections kept rotating: {others:?}");
@@ -124,9 +120,7 @@ fn udp_service_alternates_and_answers() {
             .run(|| UdpSocket::bind((CLIENT_ADDRS[0], 0)))
             .unwrap()
             .unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 256];
         let mut answer = None;
         for _ in 0..2 {
@@ -138,9 +132,7 @@ fn udp_service_alternates_and_answers() {
                 answer = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
                 // The same flow sticks to its backend.
                 socket.send_to(b"again", (VIP, UDP_PORT)).unwrap();
-                let (n, _) = socket
-                    .recv_from(&mut buf)
-                    .expect("second datagram answered");
+                let (n, _) = socket.recv_from(&mut buf).expect("second datagram answered");
                 let second = String::from_utf8_lossy(&buf[..n]).into_owned();
                 assert_eq!(
                     second.split(' ').next(),
@@ -169,11 +161,7 @@ fn traffic_not_for_a_service_reaches_the_lb_itself() {
         .run(|| TcpListener::bind((LB_PUBLIC, 2222)))
         .unwrap()
         .unwrap();
-    let other = bed
-        .lb
-        .run(|| TcpListener::bind((VIP, 8080)))
-        .unwrap()
-        .unwrap();
+    let other = bed.lb.run(|| TcpListener::bind((VIP, 8080))).unwrap().unwrap();
     for (listener, to) in [(&ssh, (LB_PUBLIC, 2222)), (&other, (VIP, 8080))] {
         let mut client = bed
             .connect((CLIENT_ADDRS[0], 0), to)
@@ -186,10 +174,7 @@ fn traffic_not_for_a_service_reaches_the_lb_itself() {
     }
     for target in [LB_PUBLIC, VIP] {
         bed.client
-            .exec(
-                "ping",
-                &["-c", "2", "-i", "0.2", "-W", "2", &target.to_string()],
-            )
+            .exec("ping", &["-c", "2", "-i", "0.2", "-W", "2", &target.to_string()])
             .unwrap_or_else(|e| panic!("ping {target}: {e}"));
     }
     // The LB's own outgoing connection to a web server is not translated.

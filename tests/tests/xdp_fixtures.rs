@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use lb_common::stats::Counter;
 use lb_tests::{
     fixture::{
-        services, with_fixture, Fixture, Verdict, CLIENT_MAC, UNRESOLVED_BACKEND, UNRESOLVED_PORT, WEB_MACS, XDP_DROP,
-        XDP_PASS, XDP_REDIRECT,
+        services, with_fixture, Fixture, Verdict, CLIENT_MAC, UNRESOLVED_BACKEND, UNRESOLVED_PORT, WEB_MACS,
+        XDP_DROP, XDP_PASS, XDP_REDIRECT,
     },
     packet::{internet_checksum, parse_and_verify, Frame, Parsed, ACK, FIN, RST, SYN},
     testbed::{CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, LB_PUBLIC, UDP_PORT, VIP, WEB_ADDRS},
@@ -25,13 +25,22 @@ fn from_client(fx: &Fixture, frame: &Frame) -> Verdict {
 }
 
 fn forwarded(verdict: &Verdict) -> Parsed {
-    assert_eq!(verdict.action, XDP_REDIRECT, "expected a redirect, got {verdict:?}");
+    assert_eq!(
+        verdict.action, XDP_REDIRECT,
+        "expected a redirect, got {verdict:?}"
+    );
     parse_and_verify(&verdict.frame).unwrap_or_else(|e| panic!("forwarded frame invalid: {e}"))
 }
 
 fn counter(fx: &Fixture, which: Counter) -> u64 {
     let dataplane = fx.dataplane.lock().unwrap();
-    dataplane.counters().unwrap().into_iter().find(|(c, _)| *c == which).map(|(_, n)| n).unwrap()
+    dataplane
+        .counters()
+        .unwrap()
+        .into_iter()
+        .find(|(c, _)| *c == which)
+        .map(|(_, n)| n)
+        .unwrap()
 }
 
 /// Opens a connection from `client`; returns the frame the backend receives.
@@ -45,7 +54,11 @@ fn new_connection_is_fully_translated_towards_the_round_robin_backend() {
         let out = open(fx, CLIENT);
         assert_eq!((out.dst, out.dst_port), (WEB_ADDRS[0], FRONTEND_PORT));
         assert_eq!(out.src, LB_PRIVATE);
-        assert!((20_000..=29_999).contains(&out.src_port), "SNAT port {}", out.src_port);
+        assert!(
+            (20_000..=29_999).contains(&out.src_port),
+            "SNAT port {}",
+            out.src_port
+        );
         assert_eq!(out.dst_mac, WEB_MACS[0]);
         assert_eq!(out.src_mac, fx.private_mac);
         assert_eq!(out.ttl, 63);
@@ -74,7 +87,10 @@ fn established_packets_follow_their_connection_with_payload_intact() {
         open(fx, (CLIENT.0, 40_001)); // another connection in between
         let data = Frame::tcp(CLIENT, FRONTEND, ACK).with_payload(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         let out = forwarded(&from_client(fx, &data));
-        assert_eq!((out.src, out.src_port, out.dst, out.dst_port), (first.src, first.src_port, first.dst, first.dst_port));
+        assert_eq!(
+            (out.src, out.src_port, out.dst, out.dst_port),
+            (first.src, first.src_port, first.dst, first.dst_port)
+        );
         assert_eq!(out.payload, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(counter(fx, Counter::ForwardEstablished), 1);
     });
@@ -84,7 +100,8 @@ fn established_packets_follow_their_connection_with_payload_intact() {
 fn reply_is_reverse_translated_to_the_client() {
     fixture(|fx| {
         let out = open(fx, CLIENT);
-        let reply = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), SYN | ACK).with_payload(b"odd-length");
+        let reply = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), SYN | ACK)
+            .with_payload(b"odd-length");
         let back = forwarded(&fx.run(&reply.build(), fx.private_ifindex));
         assert_eq!((back.src, back.src_port), FRONTEND);
         assert_eq!((back.dst, back.dst_port), CLIENT);
@@ -117,7 +134,10 @@ fn unknown_reply_and_non_service_traffic_pass_untouched() {
     fixture(|fx| {
         let frames = [
             // A backend packet to a SNAT port nobody holds.
-            (Frame::tcp((WEB_ADDRS[0], FRONTEND_PORT), (LB_PRIVATE, 20_000), ACK), fx.private_ifindex),
+            (
+                Frame::tcp((WEB_ADDRS[0], FRONTEND_PORT), (LB_PRIVATE, 20_000), ACK),
+                fx.private_ifindex,
+            ),
             // SSH to the LB's own address, and to another port of the VIP.
             (Frame::tcp(CLIENT, (LB_PUBLIC, 22), SYN), fx.public_ifindex),
             (Frame::tcp(CLIENT, (VIP, 8080), SYN), fx.public_ifindex),
@@ -156,7 +176,10 @@ fn udp_flows_are_translated_and_a_missing_checksum_stays_missing() {
     fixture(|fx| {
         let to = (VIP, UDP_PORT);
         let out = forwarded(&from_client(fx, &Frame::udp(CLIENT, to, b"query")));
-        assert_eq!((out.dst, out.dst_port, out.src), (WEB_ADDRS[0], UDP_PORT, LB_PRIVATE));
+        assert_eq!(
+            (out.dst, out.dst_port, out.src),
+            (WEB_ADDRS[0], UDP_PORT, LB_PRIVATE)
+        );
         let second = forwarded(&from_client(fx, &Frame::udp((CLIENT.0, 40_001), to, b"query")));
         assert_eq!(second.dst, WEB_ADDRS[1]);
 
@@ -167,7 +190,10 @@ fn udp_flows_are_translated_and_a_missing_checksum_stays_missing() {
         assert_eq!(&verdict.frame[40..42], &[0, 0], "UDP checksum must stay absent");
         let reply = Frame::udp((out.dst, out.dst_port), (out.src, out.src_port), b"answer");
         let back = forwarded(&fx.run(&reply.build(), fx.private_ifindex));
-        assert_eq!(((back.src, back.src_port), (back.dst, back.dst_port)), (to, (CLIENT.0, 40_002)));
+        assert_eq!(
+            ((back.src, back.src_port), (back.dst, back.dst_port)),
+            (to, (CLIENT.0, 40_002))
+        );
     });
 }
 
@@ -177,7 +203,10 @@ fn unresolved_next_hop_goes_to_the_kernel_already_translated() {
         let verdict = from_client(fx, &Frame::tcp(CLIENT, (VIP, UNRESOLVED_PORT), SYN));
         assert_eq!(verdict.action, XDP_PASS);
         let out = parse_and_verify(&verdict.frame).unwrap();
-        assert_eq!((out.dst, out.dst_port, out.src), (UNRESOLVED_BACKEND, UNRESOLVED_PORT, LB_PRIVATE));
+        assert_eq!(
+            (out.dst, out.dst_port, out.src),
+            (UNRESOLVED_BACKEND, UNRESOLVED_PORT, LB_PRIVATE)
+        );
         assert_eq!(counter(fx, Counter::PassNoNeighbour), 1);
     });
 }
@@ -208,7 +237,10 @@ fn malformed_packets_are_never_forwarded() {
         // Truncated at every byte from the end of the Ethernet header on.
         for frame in [syn.build(), udp.build()] {
             for len in 14..frame.len() {
-                cases.push((format!("truncated to {len} of {}", frame.len()), frame[..len].to_vec()));
+                cases.push((
+                    format!("truncated to {len} of {}", frame.len()),
+                    frame[..len].to_vec(),
+                ));
             }
         }
         let with_ip = |label: &str, edit: &dyn Fn(&mut Vec<u8>)| {
@@ -226,8 +258,12 @@ fn malformed_packets_are_never_forwarded() {
         cases.push(with_ip("non-zero fragment offset", &|f| f[21] = 1));
         cases.push(with_ip("IPv6 version in an IPv4 frame", &|f| f[14] = 0x65));
         cases.push(with_ip("IHL below 5", &|f| f[14] = 0x44));
-        cases.push(with_ip("total length beyond the frame", &|f| f[16..18].copy_from_slice(&200_u16.to_be_bytes())));
-        cases.push(with_ip("total length below the header", &|f| f[16..18].copy_from_slice(&19_u16.to_be_bytes())));
+        cases.push(with_ip("total length beyond the frame", &|f| {
+            f[16..18].copy_from_slice(&200_u16.to_be_bytes())
+        }));
+        cases.push(with_ip("total length below the header", &|f| {
+            f[16..18].copy_from_slice(&19_u16.to_be_bytes())
+        }));
         cases.push(with_ip("TCP data offset below 5", &|f| f[46] = 0x40));
         cases.push(with_ip("TCP data offset beyond the segment", &|f| f[46] = 0xf0));
         cases.push(with_ip("TTL 1", &|f| f[22] = 1));

@@ -64,12 +64,11 @@ pub fn root() -> std::path::PathBuf {
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(args)
-            .current_dir(root())
-            .status()
-            .with_context(|| format!("cargo {}", args.join(" ")))?;
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("cargo {}", args.join(" ")))?;
     anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
     Ok(())
 }

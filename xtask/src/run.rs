@@ -21,8 +21,9 @@ pub fn testbed(binary: &Path) -> anyhow::Result<()> {
     // Ctrl-C reaches the daemon too (same process group); we stay to clean up.
     // SAFETY: the handler only stores to an atomic.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as libc::sighandler_t);
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
     }
     let tag = lb_tests::unique_tag("xr");
     let mut bed = Testbed::new(&tag)?;

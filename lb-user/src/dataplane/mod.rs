@@ -17,8 +17,7 @@ use tracing::{info, warn};
 use crate::config::{self, Config};
 
 /// The load balancer's XDP object, built by build.rs.
-pub static PROGRAM_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
+pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
 /// The benchmark's floor: parse, swap MACs, XDP_TX.
 pub static BENCH_FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-floor.bpf.o"));
@@ -95,12 +94,9 @@ impl Dataplane {
             }
         }
         {
-            let mut services: HashMap<&mut MapData, ServiceKey, Service> =
-                self.map_mut("SERVICES")?;
+            let mut services: HashMap<&mut MapData, ServiceKey, Service> = self.map_mut("SERVICES")?;
             for (key, value) in &tables.services {
-                services
-                    .insert(key, value, 0)
-                    .map_err(map_err("SERVICES"))?;
+                services.insert(key, value, 0).map_err(map_err("SERVICES"))?;
             }
         }
         {
@@ -110,19 +106,13 @@ impl Dataplane {
             }
         }
         let mut settings: Array<&mut MapData, Settings> = self.map_mut("SETTINGS")?;
-        settings
-            .set(0, tables.settings, 0)
-            .map_err(map_err("SETTINGS"))?;
+        settings.set(0, tables.settings, 0).map_err(map_err("SETTINGS"))?;
         Ok(())
     }
 
     /// Attaches to `interface`. `Auto` tries native mode and falls back to
     /// generic mode with a warning.
-    pub fn attach(
-        &mut self,
-        interface: &str,
-        mode: config::XdpMode,
-    ) -> Result<&'static str, DataplaneError> {
+    pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<&'static str, DataplaneError> {
         let attempts: &[(XdpMode, &'static str)] = match mode {
             config::XdpMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
             config::XdpMode::Native => &[(XdpMode::Driver, "native")],
@@ -165,8 +155,7 @@ impl Dataplane {
             .ebpf
             .map("STATS")
             .ok_or(DataplaneError::Missing("map STATS"))?;
-        let stats: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("STATS"))?;
+        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(map_err("STATS"))?;
         Counter::ALL
             .iter()
             .map(|&counter| {
@@ -191,10 +180,7 @@ impl Dataplane {
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataplaneError::Missing(name))?;
+        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing(name))?;
         T::try_from(map).map_err(map_err(name))
     }
 }

@@ -125,15 +125,9 @@ mod tests {
     #[test]
     fn settings_carry_snat_and_ready_flag() {
         let tables = build(&example(), 0);
+        assert_eq!(tables.settings.snat_addr, u32::from_ne_bytes([10, 108, 0, 5]));
         assert_eq!(
-            tables.settings.snat_addr,
-            u32::from_ne_bytes([10, 108, 0, 5])
-        );
-        assert_eq!(
-            (
-                tables.settings.snat_port_first,
-                tables.settings.snat_port_last
-            ),
+            (tables.settings.snat_port_first, tables.settings.snat_port_last),
             (20000, 29999)
         );
         assert_eq!(tables.settings.flags & SETTINGS_READY, SETTINGS_READY);
