@@ -88,11 +88,18 @@ pub fn open(
             }
             Err(_) => return Err(Counter::DropConntrackFull),
         }
-        return match FLOWS.insert(key, &forward, BPF_ANY) {
+        // NOEXIST: the caller removed any stale entry, so an existing one was
+        // created just now by another CPU for the same packet (a SYN
+        // retransmitted onto another queue). Its decision stands.
+        return match FLOWS.insert(key, &forward, BPF_NOEXIST) {
             Ok(()) => Ok(forward.rewrite),
-            Err(_) => {
+            Err(error) => {
                 let _ = FLOWS.remove(&reply_key);
-                Err(Counter::DropConntrackFull)
+                // SAFETY: read of a live entry, as in the caller.
+                match unsafe { FLOWS.get(key) } {
+                    Some(winner) if error == EEXIST => Ok(winner.rewrite),
+                    _ => Err(Counter::DropConntrackFull),
+                }
             }
         };
     }

@@ -21,6 +21,11 @@ pub const WEB_MACS: [[u8; 6]; 2] = [[0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0,
 pub const UNRESOLVED_BACKEND: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 13);
 /// The service whose only backend is [`UNRESOLVED_BACKEND`].
 pub const UNRESOLVED_PORT: u16 = 4000;
+/// A backend on the public side: reaching it leaves by the ingress interface.
+pub const PUBLIC_BACKEND: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+pub const PUBLIC_BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
+/// The service whose only backend is [`PUBLIC_BACKEND`].
+pub const HAIRPIN_PORT: u16 = 4100;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -86,12 +91,20 @@ pub fn run_program(
     )
 }
 
-/// The fixture's config: the testbed's services plus one whose backend has
-/// no neighbour entry.
+/// The fixture's config: the testbed's services, one whose backend has no
+/// neighbour entry, and one whose backend is on the public side.
 pub fn services() -> String {
+    let single = |name: &str, port: u16, backend: Ipv4Addr| {
+        format!(
+            "\n[[service]]\nname = \"{name}\"\naddresses = [\"{VIP}\"]\nport = {port}\n\
+             backends = [{{ name = \"only\", address = \"{backend}:{port}\" }}]\n"
+        )
+    };
     format!(
-        "{}\n[[service]]\nname = \"unresolved\"\naddresses = [\"{VIP}\"]\nport = {UNRESOLVED_PORT}\nbackends = [{{ name = \"far\", address = \"{UNRESOLVED_BACKEND}:{UNRESOLVED_PORT}\" }}]\n",
-        base_services()
+        "{}{}{}",
+        base_services(),
+        single("unresolved", UNRESOLVED_PORT, UNRESOLVED_BACKEND),
+        single("hairpin", HAIRPIN_PORT, PUBLIC_BACKEND)
     )
 }
 
@@ -117,6 +130,15 @@ fn ifindex_of(ns: &Netns, dev: &str) -> anyhow::Result<u32> {
 /// Builds the namespace, loads the program configured with `services`, and
 /// runs `f` on a thread inside the namespace (where FIB lookups resolve).
 pub fn with_fixture<T: Send + 'static>(
+    services_toml: &str,
+    f: impl FnOnce(&Fixture) -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    with_fixture_settings("", services_toml, f)
+}
+
+/// As [`with_fixture`], with extra `[dataplane]` lines (e.g. timeouts).
+pub fn with_fixture_settings<T: Send + 'static>(
+    dataplane_toml: &str,
     services_toml: &str,
     f: impl FnOnce(&Fixture) -> T + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -148,6 +170,17 @@ pub fn with_fixture<T: Send + 'static>(
             "permanent",
         ])?;
     }
+    ns.ip(&[
+        "neigh",
+        "add",
+        &PUBLIC_BACKEND.to_string(),
+        "lladdr",
+        &mac_text(PUBLIC_BACKEND_MAC),
+        "dev",
+        PUBLIC_IF,
+        "nud",
+        "permanent",
+    ])?;
     for (web, mac) in crate::testbed::WEB_ADDRS.iter().zip(WEB_MACS) {
         ns.ip(&[
             "neigh",
@@ -162,7 +195,7 @@ pub fn with_fixture<T: Send + 'static>(
         ])?;
     }
     let config_text = format!(
-        "[dataplane]\ninterfaces = [\"{PUBLIC_IF}\", \"{PRIVATE_IF}\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n\n{services_toml}"
+        "[dataplane]\ninterfaces = [\"{PUBLIC_IF}\", \"{PRIVATE_IF}\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n{dataplane_toml}\n\n{services_toml}"
     );
     let config = Config::parse(Path::new("fixture.toml"), &config_text)?;
     let fixture_parts = (

@@ -6,8 +6,9 @@ use std::net::Ipv4Addr;
 use lb_common::stats::Counter;
 use lb_tests::{
     fixture::{
-        services, with_fixture, Fixture, Verdict, CLIENT_MAC, UNRESOLVED_BACKEND, UNRESOLVED_PORT, WEB_MACS,
-        XDP_DROP, XDP_PASS, XDP_REDIRECT,
+        services, with_fixture, with_fixture_settings, Fixture, Verdict, CLIENT_MAC, HAIRPIN_PORT,
+        PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, UNRESOLVED_BACKEND, UNRESOLVED_PORT, WEB_MACS, XDP_DROP,
+        XDP_PASS, XDP_REDIRECT, XDP_TX,
     },
     packet::{internet_checksum, parse_and_verify, Frame, Parsed, ACK, FIN, RST, SYN},
     testbed::{CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, LB_PUBLIC, UDP_PORT, VIP, WEB_ADDRS},
@@ -198,6 +199,28 @@ fn udp_flows_are_translated_and_a_missing_checksum_stays_missing() {
 }
 
 #[test]
+fn idle_udp_flow_times_out_and_the_next_datagram_is_balanced_anew() {
+    with_fixture_settings("udp_timeout_secs = 1", &services(), |fx| {
+        let to = (VIP, UDP_PORT);
+        let first = forwarded(&from_client(fx, &Frame::udp(CLIENT, to, b"a")));
+        // Within the timeout the flow sticks (and the rotation does not move).
+        assert_eq!(
+            forwarded(&from_client(fx, &Frame::udp(CLIENT, to, b"b"))).dst,
+            first.dst
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let after = forwarded(&from_client(fx, &Frame::udp(CLIENT, to, b"c")));
+        assert_ne!(after.dst, first.dst, "an expired flow takes the next backend");
+        // The old reply entry is gone with it: the old backend cannot answer.
+        let stale = Frame::udp((first.dst, first.dst_port), (first.src, first.src_port), b"late");
+        if first.src_port != after.src_port {
+            assert_eq!(fx.run(&stale.build(), fx.private_ifindex).action, XDP_PASS);
+        }
+    })
+    .expect("fixture");
+}
+
+#[test]
 fn unresolved_next_hop_goes_to_the_kernel_already_translated() {
     fixture(|fx| {
         let verdict = from_client(fx, &Frame::tcp(CLIENT, (VIP, UNRESOLVED_PORT), SYN));
@@ -208,6 +231,17 @@ fn unresolved_next_hop_goes_to_the_kernel_already_translated() {
             (UNRESOLVED_BACKEND, UNRESOLVED_PORT, LB_PRIVATE)
         );
         assert_eq!(counter(fx, Counter::PassNoNeighbour), 1);
+    });
+}
+
+#[test]
+fn next_hop_on_the_ingress_interface_is_sent_back_out_with_xdp_tx() {
+    fixture(|fx| {
+        let verdict = from_client(fx, &Frame::tcp(CLIENT, (VIP, HAIRPIN_PORT), SYN));
+        assert_eq!(verdict.action, XDP_TX, "{verdict:?}");
+        let out = parse_and_verify(&verdict.frame).unwrap();
+        assert_eq!((out.dst, out.dst_port), (PUBLIC_BACKEND, HAIRPIN_PORT));
+        assert_eq!((out.dst_mac, out.src_mac), (PUBLIC_BACKEND_MAC, fx.public_mac));
     });
 }
 
