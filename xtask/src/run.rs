@@ -36,7 +36,7 @@ pub fn testbed(binary: &Path) -> anyhow::Result<()> {
          \n  ip netns exec {client} curl -s http://{VIP}:{API_PORT}/     # APIs, round robin\
          \n  ip netns exec {client} curl -s http://{ANCHOR}:{FRONTEND_PORT}/      # the anchor address serves too\
          \n  ip netns exec {client} bash -c 'for i in $(seq 10); do curl -s http://{VIP}:{FRONTEND_PORT}/; done'\
-         \n  echo hi | ip netns exec {client} nc -u -w1 {VIP} {UDP_PORT}         # UDP service (needs netcat)\
+         \n  ip netns exec {client} bash -c 'exec 3<>/dev/udp/{VIP}/{UDP_PORT}; echo hi >&3; timeout 1 head -n1 <&3'   # UDP service\
          \n  ip netns exec {client} ping -c1 {VIP}                           # not a service: the LB's own stack answers\
          \n\nClient addresses: {}, {}. Counters follow every 2 s. Ctrl-C stops and removes everything.\n",
         CLIENT_ADDRS[0],
