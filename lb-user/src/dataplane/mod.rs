@@ -60,6 +60,9 @@ impl Dataplane {
     /// connection table of `conntrack_entries`. Nothing is attached yet.
     pub fn load(conntrack_entries: u32) -> Result<Self, DataplaneError> {
         let mut ebpf = EbpfLoader::new()
+            // The program needs no CO-RE relocations. (aya has parsed the
+            // kernel's BTF already, in new(): a transient ~16 MB at start-up.)
+            .btf(None)
             .map_max_entries("FLOWS", conntrack_entries)
             .load(PROGRAM_OBJECT)?;
         let program: &mut Xdp = ebpf
