@@ -76,6 +76,8 @@ mod tests {
             service_id: 0,
             direction: DIRECTION_FORWARD,
             state,
+            next_hop: crate::maps::NextHop::default(),
+            _pad: 0,
             last_seen_ns,
         }
     }

@@ -99,6 +99,17 @@ pub const DIRECTION_REPLY: u8 = 1;
 /// `Flow::state` bit: a FIN or RST was seen in this entry's direction.
 pub const FLOW_CLOSING: u8 = 0x01;
 
+/// Where a translated packet leaves: the result of a FIB lookup, cached in
+/// the connection's entry so that most packets skip the lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// 0: not looked up yet (or the neighbour was unresolved).
+    pub ifindex: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+}
+
 /// A connection-table entry: how to rewrite packets matching its key. Each
 /// connection has two, one per direction, created together.
 #[repr(C)]
@@ -109,7 +120,12 @@ pub struct Flow {
     pub service_id: u16,
     pub direction: u8,
     pub state: u8,
-    /// `bpf_ktime_get_ns` at the last refresh (refreshed at most once a second).
+    /// Valid while `last_seen_ns` is less than a refresh interval old: the
+    /// refresh looks it up again, so a changed neighbour is followed within
+    /// a second.
+    pub next_hop: NextHop,
+    pub _pad: u32,
+    /// `bpf_ktime_get_coarse_ns` at the last refresh (at most once a second).
     pub last_seen_ns: u64,
 }
 
@@ -144,6 +160,7 @@ mod pod {
     unsafe impl aya::Pod for super::BackendSlot {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::NextHop {}
     unsafe impl aya::Pod for super::Settings {}
 }
 
@@ -159,7 +176,8 @@ mod tests {
         assert_eq!(size_of::<BackendSlot>(), 12);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Endpoints>(), 12);
-        assert_eq!(size_of::<Flow>(), 32);
+        assert_eq!(size_of::<NextHop>(), 16);
+        assert_eq!(size_of::<Flow>(), 48);
         assert_eq!(size_of::<Settings>(), 40);
     }
 

@@ -7,7 +7,7 @@ use aya_ebpf::helpers::bpf_get_prandom_u32;
 use lb_common::{
     conntrack::port_reusable,
     limits::{slot_index, SNAT_PORT_RETRIES},
-    maps::{Endpoints, Flow, FlowKey, Service, Settings, DIRECTION_FORWARD, DIRECTION_REPLY},
+    maps::{Endpoints, Flow, FlowKey, NextHop, Service, Settings, DIRECTION_FORWARD, DIRECTION_REPLY},
     stats::Counter,
 };
 
@@ -60,6 +60,12 @@ pub fn open(
         service_id: service.id as u16,
         direction: DIRECTION_FORWARD,
         state: 0,
+        next_hop: NextHop {
+            ifindex: 0,
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+        },
+        _pad: 0,
         last_seen_ns: now_ns,
     };
     let reply = Flow {

@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     headers::{EthHdr, Ipv4Hdr},
+    maps::NextHop,
     stats::Counter,
 };
 
@@ -17,10 +18,30 @@ const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 
+/// A connection's cached next hop: the copy read with the entry, and where
+/// to store a fresh lookup.
+pub struct NextHopCache {
+    pub cached: NextHop,
+    /// The cached value may be used (it is recent and was resolved).
+    pub fresh: bool,
+    pub slot: *mut NextHop,
+}
+
 /// Forwards the (already translated) packet; `forwarded` is the counter of a
 /// packet that leaves through XDP.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, forwarded: Counter) -> Outcome {
+pub fn forward(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: &Ipv4Hdr,
+    forwarded: Counter,
+    cache: Option<NextHopCache>,
+) -> Outcome {
+    if let Some(cache) = &cache {
+        if cache.fresh && cache.cached.ifindex != 0 {
+            return send(ctx, eth, &cache.cached, forwarded);
+        }
+    }
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
@@ -41,21 +62,35 @@ pub fn forward(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, forwarded: Coun
     };
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            // SAFETY: eth was bounds-checked by the caller.
-            unsafe {
-                (*eth).src = fib.smac;
-                (*eth).dst = fib.dmac;
+            let next_hop = NextHop {
+                ifindex: fib.ifindex,
+                src_mac: fib.smac,
+                dst_mac: fib.dmac,
+            };
+            if let Some(cache) = cache {
+                // SAFETY: slot points into the connection's live map value.
+                unsafe { *cache.slot = next_hop };
             }
-            if fib.ifindex == ctx.ingress_ifindex() as u32 {
-                Outcome::new(xdp_action::XDP_TX, forwarded)
-            } else {
-                // SAFETY: plain helper call.
-                let action = unsafe { bpf_redirect(fib.ifindex, 0) } as u32;
-                Outcome::new(action, forwarded)
-            }
+            send(ctx, eth, &next_hop, forwarded)
         }
         // The kernel's forwarding path resolves the neighbour and sends it.
         BPF_FIB_LKUP_RET_NO_NEIGH => Outcome::new(xdp_action::XDP_PASS, Counter::PassNoNeighbour),
         _ => Outcome::new(xdp_action::XDP_PASS, Counter::PassNoRoute),
+    }
+}
+
+#[inline(always)]
+fn send(ctx: &XdpContext, eth: *mut EthHdr, next_hop: &NextHop, forwarded: Counter) -> Outcome {
+    // SAFETY: eth was bounds-checked by the caller.
+    unsafe {
+        (*eth).src = next_hop.src_mac;
+        (*eth).dst = next_hop.dst_mac;
+    }
+    if next_hop.ifindex == ctx.ingress_ifindex() as u32 {
+        Outcome::new(xdp_action::XDP_TX, forwarded)
+    } else {
+        // SAFETY: plain helper call.
+        let action = unsafe { bpf_redirect(next_hop.ifindex, 0) } as u32;
+        Outcome::new(action, forwarded)
     }
 }

@@ -14,7 +14,7 @@ mod maps;
 mod parse;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
 use lb_common::{
     conntrack::{superseded, REFRESH_INTERVAL_NS},
     headers::{EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP},
@@ -23,7 +23,10 @@ use lb_common::{
     stats::Counter,
 };
 
-use crate::maps::{SERVICES, SETTINGS, VIP_ADDRS};
+use crate::{
+    forward::NextHopCache,
+    maps::{SERVICES, SETTINGS, VIP_ADDRS},
+};
 
 /// What to do with a packet and why.
 pub struct Outcome {
@@ -118,17 +121,20 @@ fn process(ctx: &XdpContext) -> Outcome {
         proto,
         _pad: [0; 3],
     };
+    // Coarse time (a tick's resolution) is enough for timeouts of seconds,
+    // and much cheaper to read in a VM.
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(flow) = maps::FLOWS.get_ptr_mut(&key) {
         // SAFETY: a live map value; concurrent writers only touch
         // last_seen_ns and state, whose torn values are harmless.
         let current = unsafe { *flow };
         if !superseded(&current, proto, opens_connection, now, settings) {
+            let stale = now.saturating_sub(current.last_seen_ns) > REFRESH_INTERVAL_NS;
             if closes {
                 conntrack::mark_closing(flow, proto, now);
-            } else if now.saturating_sub(current.last_seen_ns) > REFRESH_INTERVAL_NS {
+            } else if stale {
                 // SAFETY: as above.
                 unsafe { (*flow).last_seen_ns = now };
             }
@@ -137,7 +143,13 @@ fn process(ctx: &XdpContext) -> Outcome {
             } else {
                 Counter::ForwardReply
             };
-            return translate(ctx, ip, l4, &current.rewrite, counter);
+            let cache = NextHopCache {
+                cached: current.next_hop,
+                fresh: !stale,
+                // SAFETY: a field of the live map value.
+                slot: unsafe { &raw mut (*flow).next_hop },
+            };
+            return translate(ctx, ip, l4, &current.rewrite, counter, Some(cache));
         }
         if current.direction == DIRECTION_FORWARD {
             conntrack::close(&key, &current);
@@ -163,7 +175,7 @@ fn process(ctx: &XdpContext) -> Outcome {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
     match conntrack::open(&key, service, settings, now) {
-        Ok(rewrite) => translate(ctx, ip, l4, &rewrite, Counter::ForwardNew),
+        Ok(rewrite) => translate(ctx, ip, l4, &rewrite, Counter::ForwardNew, None),
         Err(counter) => Outcome::drop(counter),
     }
 }
@@ -175,6 +187,7 @@ fn translate(
     l4: L4<'_>,
     to: &lb_common::maps::Endpoints,
     counter: Counter,
+    next_hop: Option<NextHopCache>,
 ) -> Outcome {
     if nat::rewrite(ip, l4, to).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);
@@ -182,7 +195,7 @@ fn translate(
     let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
         return Outcome::drop(Counter::DropMalformed);
     };
-    forward::forward(ctx, eth, ip, counter)
+    forward::forward(ctx, eth, ip, counter, next_hop)
 }
 
 #[inline(always)]

@@ -41,6 +41,8 @@ pub struct Verdict {
 
 /// The fixture: a namespace and the loaded, configured program.
 pub struct Fixture {
+    /// The namespace's name, for changing its routes or neighbours mid-test.
+    pub netns: String,
     pub public_ifindex: u32,
     pub private_ifindex: u32,
     pub public_mac: [u8; 6],
@@ -54,7 +56,9 @@ impl Fixture {
         self.run_repeated(frame, ifindex, 1).0
     }
 
-    /// Runs `repeat` times in the kernel; also returns the mean time per run.
+    /// Runs `repeat` times in the kernel; also returns the kernel's mean time
+    /// per run. Each repetition runs on the frame the previous one left: after
+    /// a translation, that is a different packet (and usually a pass).
     pub fn run_repeated(&self, frame: &[u8], ifindex: u32, repeat: u32) -> (Verdict, std::time::Duration) {
         let mut dataplane = self.dataplane.lock().expect("dataplane lock");
         let program = dataplane.program().expect("program");
@@ -204,10 +208,12 @@ pub fn with_fixture_settings<T: Send + 'static>(
         mac_of(&ns, PUBLIC_IF)?,
         mac_of(&ns, PRIVATE_IF)?,
     );
+    let netns_name = ns.name().to_owned();
     let result = ns.run(move || -> anyhow::Result<T> {
         let mut dataplane = Dataplane::load(config.dataplane.conntrack_entries)?;
         dataplane.configure(&config)?;
         let fixture = Fixture {
+            netns: netns_name,
             public_ifindex: fixture_parts.0,
             private_ifindex: fixture_parts.1,
             public_mac: fixture_parts.2,

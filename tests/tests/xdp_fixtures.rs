@@ -98,6 +98,40 @@ fn established_packets_follow_their_connection_with_payload_intact() {
 }
 
 #[test]
+fn established_packets_use_the_cached_next_hop_and_follow_a_change_within_a_second() {
+    fixture(|fx| {
+        let first = open(fx, CLIENT);
+        let data = Frame::tcp(CLIENT, FRONTEND, ACK);
+        assert_eq!(forwarded(&from_client(fx, &data)).dst_mac, WEB_MACS[0]);
+        // The backend's MAC changes (e.g. it was replaced): packets keep the
+        // cached next hop until the entry's refresh, then follow.
+        let moved = [0x02, 0, 0, 0, 0, 0x99];
+        let backend = first.dst.to_string();
+        let args = [
+            "-n",
+            &fx.netns,
+            "neigh",
+            "replace",
+            &backend,
+            "lladdr",
+            "02:00:00:00:00:99",
+        ];
+        lb_tests::run(
+            "ip",
+            &[
+                &args[..],
+                &["dev", lb_tests::fixture::PRIVATE_IF, "nud", "permanent"],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(forwarded(&from_client(fx, &data)).dst_mac, WEB_MACS[0], "cached");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(forwarded(&from_client(fx, &data)).dst_mac, moved, "refreshed");
+    });
+}
+
+#[test]
 fn reply_is_reverse_translated_to_the_client() {
     fixture(|fx| {
         let out = open(fx, CLIENT);

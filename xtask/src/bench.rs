@@ -1,53 +1,98 @@
-use anyhow::Context;
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use lb_tests::{fixture, packet::{self, Frame}, testbed::*};
+//! `cargo xtask bench`: what the data plane costs per packet, what a client
+//! sees end to end through xlb, HAProxy, nftables and no load balancer, and
+//! how much memory the daemon holds. A measurement, not a test: nothing here
+//! passes or fails on the numbers.
 
-fn tr(p: &Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::Result<(u32, u64, Vec<u8>)> {
-    let mut ctx = [0u8; 24];
-    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut o = TestRunOptions::new();
-    o.data_in = Some(frame);
-    o.data_out = Some(&mut out);
-    o.ctx_in = Some(&ctx);
-    o.repeat = repeat;
-    let r = p.test_run(o)?;
-    out.truncate(r.data_size_out as usize);
-    Ok((r.return_value, r.duration.as_nanos() as u64, out))
+mod e2e;
+mod micro;
+mod process;
+mod report;
+mod wrk;
+
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::{bail, Context};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-pub fn run(_b: &std::path::Path, _w: bool) -> anyhow::Result<()> {
-    fixture::with_fixture(&fixture::services(), |fx| -> anyhow::Result<()> {
-        let mut dp = fx.dataplane.lock().unwrap();
-        let c = |dp: &lb_user::dataplane::Dataplane| dp.counters().unwrap().into_iter().filter(|(_, v)| *v > 0).map(|(c, v)| format!("{}={v}", c.name())).collect::<Vec<_>>().join(" ");
-        let client = (CLIENT_ADDRS[0], 40000);
-        let vip = (VIP, FRONTEND_PORT);
-        let syn = Frame::tcp(client, vip, packet::SYN).build();
-        let (a, d, out) = tr(dp.program()?, &syn, fx.public_ifindex, 1)?;
-        println!("syn a={a} d={d} {:?}", packet::parse_and_verify(&out));
-        println!("{}", c(&dp));
-        let ack = Frame::tcp(client, vip, packet::ACK).with_payload(b"GET / HTTP/1.1\r\n\r\n").build();
-        let (a, d, out) = tr(dp.program()?, &ack, fx.public_ifindex, 1000)?;
-        println!("ack x1000 a={a} d={d} {:?}", packet::parse_and_verify(&out));
-        println!("{}", c(&dp));
-        let mut floor = aya::Ebpf::load(lb_user::dataplane::BENCH_FLOOR_OBJECT)?;
-        let fp: &mut Xdp = floor.program_mut("bench_floor").context("x")?.try_into()?;
-        fp.load()?;
-        for rep in [1u32, 10, 1000, 1_000_000] {
-            let n = 2_000_000 / rep.max(1) ;
-            let n = n.clamp(1, 200_000);
-            let t = std::time::Instant::now();
-            let mut sum = 0u64;
-            for _ in 0..n { sum += tr(fp, &syn, fx.public_ifindex, rep)?.1 * rep as u64; }
-            println!("floor repeat={rep} calls={n} mean={:.1} ns wall/call={:?}", sum as f64 / (n as f64 * rep as f64), t.elapsed() / n);
+/// Fails once Ctrl-C (or SIGTERM) has arrived, so that the bench unwinds
+/// through its guards and removes its processes and namespaces.
+fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Median and extremes of per-round values.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `values` must not be empty.
+    fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Self {
+            median,
+            min: values[0],
+            max: values[n - 1],
         }
-        for rep in [1u32, 1000] {
-            let n = 200_000 / rep;
-            let mut sum = 0u64;
-            for _ in 0..n { sum += tr(dp.program()?, &ack, fx.public_ifindex, rep)?.1 * rep as u64; }
-            println!("ack repeat={rep} mean={:.1}", sum as f64 / (n as f64 * rep as f64));
-        }
-        println!("{}", c(&dp));
-        Ok(())
-    })?
+    }
+}
+
+pub fn run(binary: &Path, write: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        // SAFETY: plain geteuid(2).
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark needs root (network namespaces, XDP)"
+    );
+    // The testbed starts the daemon from XLB_BIN.
+    std::env::set_var("XLB_BIN", binary);
+    // Ctrl-C also reaches wrk, HAProxy and xlb (same process group); we
+    // stay to clean up.
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let machine = report::Machine::detect().context("describe the machine")?;
+    let mut sections = Vec::new();
+
+    eprintln!(
+        "xtask bench: per-packet cost, {} rounds of BPF_PROG_TEST_RUN",
+        micro::ROUNDS
+    );
+    let micro = micro::measure().context("per-packet cost")?;
+    sections.push(report::micro_section(&micro));
+    println!("\n{}", sections[0]);
+
+    let e2e = e2e::measure().context("end to end")?;
+    sections.push(report::e2e_section(&e2e, &machine));
+    sections.push(report::memory_section(&e2e, &machine));
+    println!("{}\n{}", sections[1], sections[2]);
+
+    if write {
+        let path = crate::root().join("BENCHMARKS.md");
+        std::fs::write(&path, report::document(&machine, &sections))
+            .with_context(|| format!("write {}", path.display()))?;
+        eprintln!("xtask bench: wrote {}", path.display());
+    }
+    Ok(())
 }

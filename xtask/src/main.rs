@@ -91,6 +91,7 @@ fn test(binary: &std::path::Path) -> anyhow::Result<()> {
         "lb-tests",
         "--lib",
     ])?;
+    cargo(&["test", "--release", "-p", "xtask"])?;
     anyhow::ensure!(
         // SAFETY: plain getuid(2).
         unsafe { libc::geteuid() } == 0,
