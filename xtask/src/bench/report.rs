@@ -334,7 +334,12 @@ pub fn e2e_section(r: &Results, machine: &Machine) -> String {
          **xlb / nftables: {vs_nft}** (goal: above 1). **xlb / HAProxy: {vs_haproxy}.** \
          **xlb / no LB: {vs_direct:.2}** (goal: at least 0.90).\n\n\
          Everything shares the machine's {cpus} CPUs: wrk, both nginx and the load \
-         balancer, so a balancer that costs CPU takes it from the backends and the client.\n",
+         balancer, so a balancer that costs CPU takes it from the backends and the client. \
+         The links are veth pairs, where native XDP is at a disadvantage a NIC driver does \
+         not impose: veth copies each frame whose buffer is cloned or short of headroom \
+         (every TCP segment a local socket sends) into a fresh page before the program runs, \
+         and the peer rebuilds a socket buffer from every redirected frame; nftables and \
+         the no-LB path forward the socket buffers as they are.\n",
         threads = e2e::THREADS,
         conns = e2e::CONNECTIONS,
         secs = e2e::DURATION.as_secs(),
