@@ -27,6 +27,34 @@ pub struct Service {
     pub flags: u32,
 }
 
+/// `Service::flags`: answer a new TCP connection with a reset (instead of
+/// dropping it) when the service has no backend to take it.
+pub const SERVICE_RESET_WHEN_EMPTY: u32 = 0x1;
+
+/// Per-service traffic, per CPU. "In" is from clients, "out" is to clients.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    pub connections: u64,
+    /// New connections refused (reset or dropped) because no backend could take them.
+    pub refused: u64,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+/// Per-backend traffic, per CPU. "To" is towards the backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    pub connections: u64,
+    pub packets_to: u64,
+    pub bytes_to: u64,
+    pub packets_from: u64,
+    pub bytes_from: u64,
+}
+
 /// One entry of a service's round-robin table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +189,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::ServiceStats {}
+    unsafe impl aya::Pod for super::BackendStats {}
     unsafe impl aya::Pod for super::Settings {}
 }
 

@@ -69,6 +69,84 @@ pub fn rewrite(ip: &mut Ipv4Hdr, l4: L4<'_>, to: &Endpoints) -> Result<(), Rewri
     Ok(())
 }
 
+/// Turns the SYN in `ip`/`tcp` into the RST+ACK that refuses it, sent back
+/// to its source. `payload_len` is the SYN's data length (normally 0). The
+/// caller trims the frame to the two headers. Checksums are computed from
+/// scratch: nothing of the original header survives.
+#[inline(always)]
+pub fn refuse_syn(ip: &mut Ipv4Hdr, tcp: &mut TcpHdr, payload_len: u16) {
+    let (client, server) = (ip.saddr, ip.daddr);
+    let (client_port, server_port) = (tcp.source, tcp.dest);
+    let seq = u32::from_be(crate::headers::join_words(tcp.seq));
+    // The SYN itself counts as one sequence number.
+    let ack = seq.wrapping_add(1).wrapping_add(u32::from(payload_len));
+
+    *ip = Ipv4Hdr {
+        version_ihl: 0x45,
+        tos: 0,
+        tot_len: ((Ipv4Hdr::LEN + TcpHdr::LEN) as u16).to_be(),
+        id: 0,
+        frag_off: 0x4000_u16.to_be(),
+        ttl: 64,
+        protocol: crate::headers::IPPROTO_TCP,
+        check: 0,
+        saddr: server,
+        daddr: client,
+    };
+    *tcp = TcpHdr {
+        source: server_port,
+        dest: client_port,
+        seq: [0, 0],
+        ack_seq: split_words(ack.to_be()),
+        doff_flags: [0x50, crate::headers::TCP_RST | crate::headers::TCP_ACK],
+        window: 0,
+        check: 0,
+        urg_ptr: 0,
+    };
+    ip.check = !fold(words_sum(&[
+        u16::from_ne_bytes([ip.version_ihl, ip.tos]),
+        ip.tot_len,
+        ip.id,
+        ip.frag_off,
+        u16::from_ne_bytes([ip.ttl, ip.protocol]),
+        ip.saddr[0],
+        ip.saddr[1],
+        ip.daddr[0],
+        ip.daddr[1],
+    ]));
+    tcp.check = !fold(words_sum(&[
+        // Pseudo-header.
+        ip.saddr[0],
+        ip.saddr[1],
+        ip.daddr[0],
+        ip.daddr[1],
+        u16::from_ne_bytes([0, crate::headers::IPPROTO_TCP]),
+        (TcpHdr::LEN as u16).to_be(),
+        // Header (no payload, checksum field zero).
+        tcp.source,
+        tcp.dest,
+        tcp.ack_seq[0],
+        tcp.ack_seq[1],
+        u16::from_ne_bytes(tcp.doff_flags),
+    ]));
+}
+
+#[inline(always)]
+fn words_sum(words: &[u16]) -> u32 {
+    let mut sum = 0_u32;
+    for word in words {
+        sum += u32::from(*word);
+    }
+    sum
+}
+
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +272,30 @@ mod tests {
                 assert_eq!(udp.check, 0);
             }
         }
+    }
+
+    #[test]
+    fn refusal_of_a_syn_is_a_valid_rst_ack_back_to_the_client() {
+        let mut ip = ipv4(IPPROTO_TCP, 20, [198, 51, 100, 10], [198, 51, 100, 100]);
+        let mut tcp = TcpHdr {
+            source: 40_000_u16.to_be(),
+            dest: 3000_u16.to_be(),
+            seq: split_words(0xffff_ffff_u32.to_be()),
+            ack_seq: [0; 2],
+            doff_flags: [0x50, crate::headers::TCP_SYN],
+            window: 0xffff,
+            check: 0,
+            urg_ptr: 0,
+        };
+        refuse_syn(&mut ip, &mut tcp, 0);
+        assert_eq!((ip.src(), ip.dst()), (addr([198, 51, 100, 100]), addr([198, 51, 100, 10])));
+        assert_eq!((u16::from_be(tcp.source), u16::from_be(tcp.dest)), (3000, 40_000));
+        assert_eq!(u32::from_be(crate::headers::join_words(tcp.ack_seq)), 0, "seq + 1 wraps");
+        assert_eq!(tcp.flags(), crate::headers::TCP_RST | crate::headers::TCP_ACK);
+        assert_eq!(checksum(0, as_bytes(&ip)), 0, "IPv4 header checksum");
+        let stored = tcp.check;
+        tcp.check = 0;
+        assert_eq!(tcp_checksum(&ip, &tcp, &[]), stored, "TCP checksum");
     }
 
     #[test]

@@ -48,8 +48,10 @@ counters! {
     DropIpOptions = "drop_ip_options",
     /// TTL would reach zero.
     DropTtlExceeded = "drop_ttl_exceeded",
-    /// New connection to a service whose pool is empty.
+    /// New UDP flow, or TCP connection of a service configured to drop, when the pool is empty.
     DropNoBackend = "drop_no_backend",
+    /// New TCP connection answered with a reset: the service's pool is empty.
+    ResetNoBackend = "reset_no_backend",
     /// No free SNAT port after bounded retries.
     DropNatPortsExhausted = "drop_nat_ports_exhausted",
     /// The connection table refused an insert.

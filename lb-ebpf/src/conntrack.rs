@@ -18,14 +18,17 @@ const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = -17;
 
 /// Chooses the backend of a new connection with key `key`, allocates its
-/// SNAT port and records both directions. Returns how to rewrite the packet.
+/// SNAT port and records both directions. Returns how to rewrite the packet
+/// and the backend's id. The caller handles an empty pool.
 #[inline(always)]
 pub fn open(
     key: &FlowKey,
     service: &Service,
     settings: &Settings,
     now_ns: u64,
-) -> Result<Endpoints, Counter> {
+) -> Result<(Endpoints, u32), Counter> {
+    // The caller refuses connections to an empty pool; this also keeps the
+    // modulo below free of a division-by-zero panic path.
     if service.slot_count == 0 {
         return Err(Counter::DropNoBackend);
     }
@@ -98,12 +101,12 @@ pub fn open(
         // created just now by another CPU for the same packet (a SYN
         // retransmitted onto another queue). Its decision stands.
         return match FLOWS.insert(key, &forward, BPF_NOEXIST) {
-            Ok(()) => Ok(forward.rewrite),
+            Ok(()) => Ok((forward.rewrite, forward.backend_id)),
             Err(error) => {
                 let _ = FLOWS.remove(&reply_key);
                 // SAFETY: read of a live entry, as in the caller.
                 match unsafe { FLOWS.get(key) } {
-                    Some(winner) if error == EEXIST => Ok(winner.rewrite),
+                    Some(winner) if error == EEXIST => Ok((winner.rewrite, winner.backend_id)),
                     _ => Err(Counter::DropConntrackFull),
                 }
             }

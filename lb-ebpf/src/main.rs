@@ -14,11 +14,16 @@ mod maps;
 mod parse;
 mod stats;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
+    macros::xdp,
+    programs::XdpContext,
+};
 use lb_common::{
     conntrack::{superseded, REFRESH_INTERVAL_NS},
     headers::{EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP},
-    maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SETTINGS_READY},
+    maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
     nat::{self, L4},
     stats::Counter,
 };
@@ -149,6 +154,13 @@ fn process(ctx: &XdpContext) -> Outcome {
                 // SAFETY: a field of the live map value.
                 slot: unsafe { &raw mut (*flow).next_hop },
             };
+            stats::count_traffic(
+                u32::from(current.service_id),
+                current.backend_id,
+                current.direction,
+                u64::from(ip.total_len()),
+                false,
+            );
             return translate(ctx, ip, l4, &current.rewrite, counter, Some(cache));
         }
         if current.direction == DIRECTION_FORWARD {
@@ -174,10 +186,42 @@ fn process(ctx: &XdpContext) -> Outcome {
     if ip.ttl <= 1 {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
+    if service.slot_count == 0 {
+        stats::count_refused(service.id);
+        return match l4 {
+            L4::Tcp(tcp) if service.flags & SERVICE_RESET_WHEN_EMPTY != 0 => refuse(ctx, ip, tcp),
+            _ => Outcome::drop(Counter::DropNoBackend),
+        };
+    }
     match conntrack::open(&key, service, settings, now) {
-        Ok(rewrite) => translate(ctx, ip, l4, &rewrite, Counter::ForwardNew, None),
+        Ok((rewrite, backend_id)) => {
+            stats::count_traffic(service.id, backend_id, DIRECTION_FORWARD, u64::from(ip.total_len()), true);
+            translate(ctx, ip, l4, &rewrite, Counter::ForwardNew, None)
+        }
         Err(counter) => Outcome::drop(counter),
     }
+}
+
+/// Answers a SYN with a RST+ACK from the VIP, sent back where it came from.
+#[inline(always)]
+fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr, tcp: &mut TcpHdr) -> Outcome {
+    let header_len = usize::from(tcp.doff_flags[0] >> 4) * 4;
+    let payload_len = usize::from(ip.total_len()).saturating_sub(Ipv4Hdr::LEN + header_len);
+    nat::refuse_syn(ip, tcp, payload_len as u16);
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    unsafe { core::mem::swap(&mut (*eth).src, &mut (*eth).dst) };
+    let keep = EthHdr::LEN + Ipv4Hdr::LEN + TcpHdr::LEN;
+    let frame_len = ctx.data_end() - ctx.data();
+    if frame_len > keep {
+        // SAFETY: ctx.ctx is the program's xdp_md; shrinking within the frame.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - keep) as i32)) } != 0 {
+            return Outcome::drop(Counter::DropNoBackend);
+        }
+    }
+    Outcome::new(xdp_action::XDP_TX, Counter::ResetNoBackend)
 }
 
 #[inline(always)]

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits::{DEFAULT_CONNTRACK_ENTRIES, MAX_SERVICES, MAX_SERVICE_KEYS, SLOT_ARRAY_SIZE},
-    maps::{BackendSlot, Flow, FlowKey, Service, ServiceKey, Settings},
+    limits::{DEFAULT_CONNTRACK_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_KEYS, SLOT_ARRAY_SIZE},
+    maps::{BackendSlot, BackendStats, Flow, FlowKey, Service, ServiceKey, ServiceStats, Settings},
     stats::COUNTER_COUNT,
 };
 
@@ -36,3 +36,11 @@ pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAU
 
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+/// Traffic per service id.
+#[map(name = "SERVICE_STATS")]
+pub static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+/// Traffic per backend id.
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

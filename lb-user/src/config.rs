@@ -4,7 +4,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fmt,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     ops::RangeInclusive,
     path::{Path, PathBuf},
     time::Duration,
@@ -73,8 +73,44 @@ impl fmt::Display for Protocol {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     dataplane: Spanned<RawDataplane>,
+    admin: Option<Spanned<RawAdmin>>,
+    metrics: Option<Spanned<RawMetrics>>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+    #[serde(default = "default_true")]
+    enabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    inter: Option<Spanned<String>>,
+    fastinter: Option<Spanned<String>>,
+    downinter: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
+    method: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    expect_status: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    command: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +140,11 @@ struct RawService {
     port: Spanned<i64>,
     #[serde(default = "default_protocol")]
     protocol: Protocol,
+    check: Option<Spanned<RawCheck>>,
+    #[serde(default)]
+    on_down: OnDown,
+    #[serde(default)]
+    on_empty: OnEmpty,
     backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
 }
 
@@ -116,6 +157,7 @@ const fn default_protocol() -> Protocol {
 struct RawBackend {
     name: Spanned<String>,
     address: Spanned<String>,
+    weight: Option<Spanned<i64>>,
 }
 
 // ---- the validated model -------------------------------------------------
@@ -123,8 +165,117 @@ struct RawBackend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub dataplane: DataplaneConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
     pub services: Vec<ServiceConfig>,
 }
+
+/// The admin API: a Unix socket (root only), and optionally a TCP listener
+/// that requires a bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub token: Option<Secret>,
+}
+
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/xlb/admin.sock";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8404";
+
+/// A secret that never appears in Debug output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// None: disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+/// What happens to a backend's established connections when it goes down.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum OnDown {
+    /// Keep them: a flapping check must not reset users.
+    #[default]
+    #[serde(rename = "keep")]
+    Keep,
+    /// Forget them: their next packets are answered with resets.
+    #[serde(rename = "shutdown-sessions")]
+    ShutdownSessions,
+}
+
+/// What a new connection gets when no backend of the service is up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnEmpty {
+    /// A TCP reset (UDP datagrams are dropped).
+    #[default]
+    Reset,
+    Drop,
+}
+
+/// How a service's backends are checked. Defaults follow HAProxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    pub inter: Duration,
+    /// Interval while a state change is pending (rising or falling).
+    pub fastinter: Duration,
+    /// Interval while down.
+    pub downinter: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Always up.
+    None,
+    /// A TCP connection is accepted.
+    Tcp,
+    Http {
+        method: String,
+        path: String,
+        /// Accepted status codes, inclusive.
+        expect: RangeInclusive<u16>,
+        host: Option<String>,
+    },
+    /// The command exits 0. It gets XLB_SERVER_ADDR, XLB_SERVER_PORT,
+    /// XLB_SERVER_NAME and XLB_SERVICE in its environment.
+    Command(Vec<String>),
+}
+
+impl CheckKind {
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Tcp => "tcp",
+            Self::Http { .. } => "http",
+            Self::Command(_) => "command",
+        }
+    }
+}
+
+pub const DEFAULT_INTER: Duration = Duration::from_secs(2);
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
+pub const MAX_WEIGHT: u32 = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataplaneConfig {
@@ -144,6 +295,9 @@ pub struct ServiceConfig {
     pub addresses: Vec<Ipv4Addr>,
     pub port: u16,
     pub protocol: Protocol,
+    pub check: CheckConfig,
+    pub on_down: OnDown,
+    pub on_empty: OnEmpty,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -151,6 +305,8 @@ pub struct ServiceConfig {
 pub struct BackendConfig {
     pub name: String,
     pub address: SocketAddrV4,
+    /// Share of new connections; 0 drains the backend.
+    pub weight: u32,
 }
 
 pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -262,7 +418,14 @@ impl Validator<'_> {
                 format!("more than {MAX_SERVICE_KEYS} service addresses"),
             );
         }
-        let config = Config { dataplane, services };
+        let admin = self.admin(raw.admin.as_ref())?;
+        let metrics = self.metrics(raw.metrics.as_ref())?;
+        let config = Config {
+            dataplane,
+            admin,
+            metrics,
+            services,
+        };
         if config.backend_count() > MAX_BACKENDS as usize {
             return self.error(
                 raw.dataplane.span(),
@@ -325,6 +488,244 @@ impl Validator<'_> {
                 "tcp_idle_timeout_secs",
             )?,
             manage_sysctls: d.manage_sysctls,
+        })
+    }
+
+    fn socket_addr(&self, raw: &Spanned<String>, what: &str) -> Result<SocketAddr, ConfigError> {
+        match raw.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Ok(addr),
+            Err(_) => self.error(
+                raw.span(),
+                format!("{what} {:?} is not an address:port", raw.get_ref()),
+            ),
+        }
+    }
+
+    fn admin(&self, raw: Option<&Spanned<RawAdmin>>) -> Result<AdminConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(AdminConfig {
+                socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+                listen: None,
+                token: None,
+            });
+        };
+        let a = raw.get_ref();
+        let socket = match &a.socket {
+            Some(path) if path.get_ref().starts_with('/') => PathBuf::from(path.get_ref()),
+            Some(path) => return self.error(path.span(), "admin.socket must be an absolute path"),
+            None => PathBuf::from(DEFAULT_ADMIN_SOCKET),
+        };
+        let listen = a
+            .listen
+            .as_ref()
+            .map(|l| self.socket_addr(l, "admin.listen"))
+            .transpose()?;
+        let token = match (&listen, &a.token_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return self.error(
+                    raw.span(),
+                    "admin.listen needs admin.token_file: the TCP listener requires a token",
+                )
+            }
+            (None, Some(file)) => {
+                return self.error(file.span(), "admin.token_file is only used with admin.listen")
+            }
+            (Some(_), Some(file)) => {
+                let text = match std::fs::read_to_string(file.get_ref()) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        return self.error(
+                            file.span(),
+                            format!("cannot read admin.token_file {:?}: {e}", file.get_ref()),
+                        )
+                    }
+                };
+                let token = text.trim();
+                if token.len() < 16 {
+                    return self.error(file.span(), "the admin token must be at least 16 characters");
+                }
+                Some(Secret(token.to_owned()))
+            }
+        };
+        Ok(AdminConfig {
+            socket,
+            listen,
+            token,
+        })
+    }
+
+    fn metrics(&self, raw: Option<&Spanned<RawMetrics>>) -> Result<MetricsConfig, ConfigError> {
+        let default = || DEFAULT_METRICS_LISTEN.parse::<SocketAddr>().ok();
+        let Some(raw) = raw else {
+            return Ok(MetricsConfig { listen: default() });
+        };
+        let m = raw.get_ref();
+        if !m.enabled {
+            return Ok(MetricsConfig { listen: None });
+        }
+        let listen = match &m.listen {
+            Some(l) => Some(self.socket_addr(l, "metrics.listen")?),
+            None => default(),
+        };
+        Ok(MetricsConfig { listen })
+    }
+
+    fn duration(
+        &self,
+        raw: &Option<Spanned<String>>,
+        default: Duration,
+        what: &str,
+    ) -> Result<Duration, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        match parse_duration(raw.get_ref()) {
+            Some(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(3600) => Ok(d),
+            _ => self.error(
+                raw.span(),
+                format!(
+                    "{what} {:?} must be a duration from 10ms to 1h, like \"2s\" or \"500ms\"",
+                    raw.get_ref()
+                ),
+            ),
+        }
+    }
+
+    fn check(
+        &self,
+        service: &str,
+        protocol: Protocol,
+        raw: Option<&Spanned<RawCheck>>,
+    ) -> Result<CheckConfig, ConfigError> {
+        let empty = RawCheck::default();
+        let (c, span) = match raw {
+            Some(raw) => (raw.get_ref(), raw.span()),
+            None => (&empty, 0..0),
+        };
+        let at = |field: &Option<Spanned<String>>| field.as_ref().map_or(span.clone(), Spanned::span);
+        let default_kind = if protocol == Protocol::Tcp { "tcp" } else { "none" };
+        let kind_name = c.kind.as_ref().map_or(default_kind, |k| k.get_ref().as_str());
+        let kind = match kind_name {
+            "none" => CheckKind::None,
+            "tcp" => CheckKind::Tcp,
+            "http" => {
+                let method = c
+                    .method
+                    .as_ref()
+                    .map_or_else(|| "GET".to_owned(), |m| m.get_ref().clone());
+                if method.is_empty() || !method.chars().all(|ch| ch.is_ascii_uppercase()) {
+                    return self.error(
+                        at(&c.method),
+                        format!("service {service:?}: check method {method:?} is not an HTTP method"),
+                    );
+                }
+                let path = c
+                    .path
+                    .as_ref()
+                    .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone());
+                if !path.starts_with('/') || path.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                    return self.error(
+                        at(&c.path),
+                        format!("service {service:?}: check path {path:?} must start with / and contain no spaces"),
+                    );
+                }
+                let expect = match &c.expect_status {
+                    None => 200..=399,
+                    Some(e) => match parse_status_range(e.get_ref()) {
+                        Some(range) => range,
+                        None => {
+                            return self.error(
+                                e.span(),
+                                format!(
+                                    "service {service:?}: expect_status {:?} is not a status like \"200\" or a range like \"200-299\"",
+                                    e.get_ref()
+                                ),
+                            )
+                        }
+                    },
+                };
+                let host = c.host.as_ref().map(|h| h.get_ref().clone());
+                if let Some(h) = &host {
+                    if h.is_empty() || h.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+                        return self.error(
+                            at(&c.host),
+                            format!("service {service:?}: check host {h:?} is not a host name"),
+                        );
+                    }
+                }
+                CheckKind::Http {
+                    method,
+                    path,
+                    expect,
+                    host,
+                }
+            }
+            "command" => match &c.command {
+                Some(cmd) if cmd.get_ref().first().is_some_and(|p| !p.is_empty()) => {
+                    CheckKind::Command(cmd.get_ref().clone())
+                }
+                Some(cmd) => {
+                    return self.error(cmd.span(), format!("service {service:?}: check command is empty"))
+                }
+                None => return self.error(
+                    span,
+                    format!(
+                        "service {service:?}: a command check needs command = [\"program\", \"arg\", ...]"
+                    ),
+                ),
+            },
+            other => {
+                return self.error(
+                    at(&c.kind),
+                    format!("service {service:?}: check type {other:?} is not tcp, http, command or none"),
+                )
+            }
+        };
+        if kind_name != "http" {
+            for (field, name) in [
+                (&c.method, "method"),
+                (&c.path, "path"),
+                (&c.expect_status, "expect_status"),
+                (&c.host, "host"),
+            ] {
+                if let Some(f) = field {
+                    return self.error(
+                        f.span(),
+                        format!("service {service:?}: check {name} only applies to type = \"http\""),
+                    );
+                }
+            }
+        }
+        if kind_name != "command" {
+            if let Some(cmd) = &c.command {
+                return self.error(
+                    cmd.span(),
+                    format!("service {service:?}: check command only applies to type = \"command\""),
+                );
+            }
+        }
+        if protocol == Protocol::Udp && matches!(kind, CheckKind::Tcp | CheckKind::Http { .. }) {
+            return self.error(
+                span,
+                format!("service {service:?} is UDP: use a command check or none"),
+            );
+        }
+        let inter = self.duration(&c.inter, DEFAULT_INTER, "check inter")?;
+        let count = |value: &Option<Spanned<u32>>, default: u32, what: &str| match value {
+            None => Ok(default),
+            Some(v) if (1..=100).contains(v.get_ref()) => Ok(*v.get_ref()),
+            Some(v) => self.error(
+                v.span(),
+                format!("service {service:?}: check {what} must be 1 to 100"),
+            ),
+        };
+        Ok(CheckConfig {
+            kind,
+            inter,
+            fastinter: self.duration(&c.fastinter, inter, "check fastinter")?,
+            downinter: self.duration(&c.downinter, inter, "check downinter")?,
+            timeout: self.duration(&c.timeout, inter.min(Duration::from_secs(2)), "check timeout")?,
+            rise: count(&c.rise, DEFAULT_RISE, "rise")?,
+            fall: count(&c.fall, DEFAULT_FALL, "fall")?,
         })
     }
 
@@ -442,9 +843,23 @@ impl Validator<'_> {
                     format!("service {name:?}: backend address {address} is listed twice"),
                 );
             }
+            let weight =
+                match &b.weight {
+                    None => 1,
+                    Some(w) => match u32::try_from(*w.get_ref()) {
+                        Ok(w) if w <= MAX_WEIGHT => w,
+                        _ => return self.error(
+                            w.span(),
+                            format!(
+                                "service {name:?} backend {backend_name:?}: weight must be 0 to {MAX_WEIGHT}"
+                            ),
+                        ),
+                    },
+                };
             backends.push(BackendConfig {
                 name: backend_name,
                 address,
+                weight,
             });
         }
         Ok(ServiceConfig {
@@ -452,9 +867,38 @@ impl Validator<'_> {
             addresses,
             port,
             protocol: raw.protocol,
+            check: self.check(name, raw.protocol, raw.check.as_ref())?,
+            on_down: raw.on_down,
+            on_empty: raw.on_empty,
             backends,
         })
     }
+}
+
+/// "2s", "500ms", "1m"; a bare number is seconds.
+#[must_use]
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" | "" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+fn parse_status_range(text: &str) -> Option<RangeInclusive<u16>> {
+    let (first, last) = match text.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?),
+        None => {
+            let code = text.trim().parse::<u16>().ok()?;
+            (code, code)
+        }
+    };
+    ((100..=599).contains(&first) && (100..=599).contains(&last) && first <= last).then_some(first..=last)
 }
 
 #[cfg(test)]
@@ -598,6 +1042,83 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
             let err = error_of(&GOOD.replace(from, to));
             assert!(err.contains(needle), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn checks_default_like_haproxy_and_validate() {
+        let config = parse(GOOD).unwrap();
+        let check = &config.services[0].check;
+        assert_eq!(
+            (check.kind.name(), check.inter, check.rise, check.fall),
+            ("tcp", DEFAULT_INTER, 2, 3)
+        );
+        assert_eq!(
+            config.services[1].check.kind,
+            CheckKind::None,
+            "UDP defaults to no check"
+        );
+        assert_eq!(config.services[0].backends[0].weight, 1);
+        assert_eq!(config.services[0].on_down, OnDown::Keep);
+        assert_eq!(config.metrics.listen, Some("127.0.0.1:8404".parse().unwrap()));
+
+        let http = GOOD.replace(
+            "port = 3000\n",
+            "port = 3000\non_down = \"shutdown-sessions\"\ncheck = { type = \"http\", path = \"/health\", expect_status = \"200\", inter = \"500ms\", rise = 1 }\n",
+        );
+        let config = parse(&http).unwrap();
+        let check = &config.services[0].check;
+        assert!(
+            matches!(&check.kind, CheckKind::Http { path, expect, .. } if path == "/health" && *expect == (200..=200))
+        );
+        assert_eq!(
+            (check.inter, check.fastinter, check.rise),
+            (Duration::from_millis(500), Duration::from_millis(500), 1)
+        );
+        assert_eq!(config.services[0].on_down, OnDown::ShutdownSessions);
+
+        for (check, needle) in [
+            ("{ type = \"ping\" }", "not tcp, http"),
+            ("{ type = \"tcp\", path = \"/\" }", "only applies"),
+            ("{ type = \"http\", expect_status = \"abc\" }", "expect_status"),
+            ("{ inter = \"2 weeks\" }", "duration"),
+            ("{ fall = 0 }", "fall must be"),
+            ("{ type = \"command\" }", "needs command"),
+        ] {
+            let err = error_of(&GOOD.replace("port = 3000\n", &format!("port = 3000\ncheck = {check}\n")));
+            assert!(
+                err.contains(needle) && err.starts_with("lb.toml:"),
+                "{check}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn weights_and_admin_token_are_validated() {
+        let weighted = GOOD.replace("10.108.0.3:3000\" }", "10.108.0.3:3000\", weight = 0 }");
+        assert_eq!(parse(&weighted).unwrap().services[0].backends[1].weight, 0);
+        let err = error_of(&GOOD.replace("10.108.0.3:3000\" }", "10.108.0.3:3000\", weight = 300 }"));
+        assert!(err.contains("weight"), "{err}");
+
+        let err = error_of(&format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{GOOD}"));
+        assert!(err.contains("token_file"), "{err}");
+        let dir = std::env::temp_dir().join(format!("xlb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_file = \"{}\"\n{GOOD}",
+            token.display()
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.admin.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef0123")
+        );
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef"),
+            "the token must not show in Debug"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

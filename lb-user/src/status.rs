@@ -1,0 +1,110 @@
+//! The daemon's state as reported to the admin API, the CLI and the metrics
+//! endpoint: one snapshot type, serialised as JSON on the admin socket.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub config_path: String,
+    /// Seconds since the UNIX epoch when the daemon started.
+    pub started_at_unix: u64,
+    /// Seconds since the UNIX epoch of this snapshot.
+    pub now_unix: u64,
+    pub last_reload: Option<ReloadOutcome>,
+    pub services: Vec<ServiceStatus>,
+    /// Global data-plane counters (by outcome), summed over CPUs.
+    pub counters: Vec<CounterValue>,
+    /// Entries in the connection table (two per connection).
+    pub conntrack_entries: u64,
+    pub conntrack_capacity: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    pub at_unix: u64,
+    pub ok: bool,
+    /// What changed, or why the new config was refused.
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub addresses: Vec<String>,
+    pub port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// "tcp", "http", "command" or "none".
+    pub check: String,
+    /// Backends currently taking new connections.
+    pub active_backends: u32,
+    pub connections_total: u64,
+    /// New connections refused (reset or dropped) because no backend was up.
+    pub refused_total: u64,
+    pub packets_in_total: u64,
+    pub bytes_in_total: u64,
+    pub packets_out_total: u64,
+    pub bytes_out_total: u64,
+    /// New connections per second over the last few seconds.
+    pub connection_rate: f64,
+    pub backends: Vec<BackendStatus>,
+}
+
+/// A backend's state as HAProxy names it: UP, DOWN, DRAIN (weight 0 or
+/// drained by the operator, keeps its connections), MAINT is not used.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum BackendState {
+    #[default]
+    Up,
+    Down,
+    Drain,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 3] = [BackendState::Up, BackendState::Down, BackendState::Drain];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "UP",
+            Self::Down => "DOWN",
+            Self::Drain => "DRAIN",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    pub state: BackendState,
+    /// Configured weight (0 = drain).
+    pub weight: u32,
+    /// Drained by the operator (`xlb drain`).
+    pub drained: bool,
+    /// Health as the checks see it.
+    pub healthy: bool,
+    pub checks_total: u64,
+    pub check_failures_total: u64,
+    /// Result of the last check ("ok", or why it failed); None before the first.
+    pub last_check: Option<String>,
+    /// Seconds since the UNIX epoch of the last UP/DOWN change (or of start).
+    pub last_change_unix: u64,
+    /// UP to DOWN transitions.
+    pub downs_total: u64,
+    /// Tracked connections (client side) currently using this backend.
+    pub active_connections: u64,
+    pub connections_total: u64,
+    pub packets_to_total: u64,
+    pub bytes_to_total: u64,
+    pub packets_from_total: u64,
+    pub bytes_from_total: u64,
+    pub connection_rate: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CounterValue {
+    pub name: String,
+    pub value: u64,
+}
