@@ -1,13 +1,23 @@
-//! `xlb run`: validate, prepare the host, load and attach, serve until a
-//! signal, detach.
+//! `xlb run`: validate, prepare the host, load and attach, then serve:
+//! health checks, the admin API, metrics, reloads on SIGHUP, until SIGINT or
+//! SIGTERM, which detach.
 
-use std::{path::Path, time::Duration};
+use std::{future::Future, path::Path, time::Duration};
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::{mpsc, watch},
+};
+use tracing::{info, warn};
 
-use crate::{config::Config, dataplane::Dataplane, netdev};
+use crate::{
+    config::Config,
+    control::{ControlHandle, Envelope},
+    controller::{Controller, RATE_INTERVAL},
+    dataplane::Dataplane,
+    netdev,
+};
 
 pub struct RunOptions {
     /// Log the counters this often (for the testbed); `None` keeps quiet.
@@ -30,26 +40,45 @@ pub fn run(config_path: &Path, options: &RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    runtime.block_on(serve(config, options))
+    runtime.block_on(serve(config_path, config, options))
 }
 
-async fn serve(config: Config, options: &RunOptions) -> anyhow::Result<()> {
+/// Resolves when the daemon shuts down.
+fn shutdown_signal(mut receiver: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        while !*receiver.borrow() {
+            if receiver.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyhow::Result<()> {
     // Register before attaching, so that a signal arriving during start-up
     // still leads to a clean detach.
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     if config.dataplane.manage_sysctls {
         for interface in &config.dataplane.interfaces {
             netdev::prepare_interface_sysctls(interface)?;
         }
     }
-    let mut dataplane = Dataplane::load(config.dataplane.conntrack_entries)?;
-    dataplane.configure(&config)?;
+    let dataplane = Dataplane::load(config.dataplane.conntrack_entries)?;
+    let (check_events, mut check_results) = mpsc::channel(256);
+    let mut controller = Controller::new(config_path.to_owned(), config.clone(), dataplane, check_events)?;
     for interface in &config.dataplane.interfaces {
-        // On error `dataplane` is dropped, detaching what was attached.
-        dataplane.attach(interface, config.dataplane.xdp_mode)?;
+        // On error the controller is dropped, detaching what was attached.
+        controller.dataplane_mut().attach(interface, config.dataplane.xdp_mode)?;
     }
+
+    let (requests_tx, mut requests) = mpsc::channel::<Envelope>(64);
+    let control = ControlHandle::new(requests_tx);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let servers = spawn_servers(&config, &control, &shutdown_rx).await?;
+
     info!(
         services = config.services.len(),
         backends = config.backend_count(),
@@ -57,21 +86,48 @@ async fn serve(config: Config, options: &RunOptions) -> anyhow::Result<()> {
         "load balancer running"
     );
 
-    let mut ticker = options.stats_interval.map(tokio::time::interval);
+    let mut rates = tokio::time::interval(RATE_INTERVAL);
+    let mut stats_ticker = options.stats_interval.map(tokio::time::interval);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
-            () = async { ticker.as_mut().expect("guarded").tick().await; }, if ticker.is_some() => {
-                log_counters(&dataplane);
+            _ = sighup.recv() => { info!("SIGHUP: reloading the config"); let _ = controller.reload(); }
+            Some(event) = check_results.recv() => controller.on_check(event),
+            Some(envelope) = requests.recv() => {
+                let answer = controller.handle(envelope.request);
+                let _ = envelope.reply.send(answer);
+            }
+            _ = rates.tick() => controller.sample_rates(),
+            () = async { stats_ticker.as_mut().expect("guarded").tick().await; }, if stats_ticker.is_some() => {
+                log_counters(&controller);
             }
         }
     }
-    drop(dataplane);
+    let _ = shutdown_tx.send(true);
+    controller.stop_checks();
+    for server in servers {
+        match tokio::time::timeout(Duration::from_secs(2), server).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "a server ended with an error"),
+            Ok(_) => {}
+            Err(_) => warn!("a server did not stop within 2 s"),
+        }
+    }
+    drop(controller);
     Ok(())
 }
 
-fn log_counters(dataplane: &Dataplane) {
+type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Starts the admin API and the metrics endpoint.
+async fn spawn_servers(config: &Config, control: &ControlHandle, shutdown: &watch::Receiver<bool>) -> anyhow::Result<Vec<Server>> {
+    let servers = Vec::new();
+    let _ = (config, control, shutdown_signal(shutdown.clone()));
+    Ok(servers)
+}
+
+fn log_counters(controller: &Controller) {
+    let dataplane = controller.dataplane();
     match dataplane.counters() {
         Ok(counters) => {
             let line: Vec<String> = counters
@@ -82,6 +138,6 @@ fn log_counters(dataplane: &Dataplane) {
             let flows = dataplane.conntrack_entries().unwrap_or(0);
             info!(conntrack_entries = flows, "counters: {}", line.join(" "));
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read counters"),
+        Err(e) => warn!(error = %e, "cannot read counters"),
     }
 }

@@ -55,7 +55,7 @@ pub fn base_services() -> String {
 pub struct Testbed {
     // Fields drop in order: processes first, then their namespaces.
     pub daemon: Option<Daemon>,
-    servers: Vec<Nginx>,
+    servers: Vec<Option<Nginx>>,
     udp: Vec<UdpResponder>,
     pub client: Netns,
     pub lb: Netns,
@@ -87,14 +87,39 @@ impl Testbed {
         };
         bed.wire().context("wiring the testbed")?;
         for (ns, name) in bed.webs.iter().zip(WEB_NAMES) {
-            bed.servers.push(Nginx::start(
-                ns,
-                name,
-                &[(FRONTEND_PORT, "frontend"), (API_PORT, "api")],
-            )?);
+            bed.servers.push(Some(Nginx::start(ns, name, &[(FRONTEND_PORT, "frontend"), (API_PORT, "api")])?));
             bed.udp.push(UdpResponder::start(ns, name, UDP_PORT)?);
         }
         Ok(bed)
+    }
+
+    /// Stops web server `index`'s nginx (its namespace stays).
+    pub fn stop_web(&mut self, index: usize) {
+        self.servers[index] = None;
+    }
+
+    /// (Re)starts web server `index`'s nginx; `/health` answers `health_status`.
+    pub fn start_web(&mut self, index: usize, health_status: u16) -> anyhow::Result<()> {
+        self.servers[index] = None;
+        self.servers[index] = Some(Nginx::start_with_health(
+            &self.webs[index],
+            WEB_NAMES[index],
+            &[(FRONTEND_PORT, "frontend"), (API_PORT, "api")],
+            health_status,
+        )?);
+        Ok(())
+    }
+
+    /// The admin socket of the daemon this testbed starts.
+    #[must_use]
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+
+    /// Runs `xlb ARGS` (a CLI command) in the LB namespace; returns its output.
+    pub fn xlb(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let binary = crate::daemon::binary()?;
+        Ok(self.lb.command(binary.to_str().context("binary path")?).args(args).output()?)
     }
 
     fn wire(&self) -> anyhow::Result<()> {
@@ -129,7 +154,9 @@ impl Testbed {
     /// Writes a config with the testbed's data plane settings and `services`.
     pub fn write_config(&self, name: &str, services: &str) -> anyhow::Result<PathBuf> {
         let text = format!(
-            "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n\n{services}"
+            "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n\n\
+             [admin]\nsocket = \"{}\"\n\n{services}",
+            self.admin_socket().display()
         );
         let path = self.dir.join(name);
         std::fs::write(&path, text)?;

@@ -26,6 +26,11 @@ impl Nginx {
     /// Starts nginx in `ns`; `GET /` on port P answers `"{name} {label}"` for
     /// each `(P, label)` in `ports`.
     pub fn start(ns: &Netns, name: &str, ports: &[(u16, &str)]) -> anyhow::Result<Self> {
+        Self::start_with_health(ns, name, ports, 200)
+    }
+
+    /// As [`Nginx::start`]; `GET /health` answers with `health_status`.
+    pub fn start_with_health(ns: &Netns, name: &str, ports: &[(u16, &str)], health_status: u16) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(crate::unique_tag("xlb-nginx-"));
         std::fs::create_dir_all(&dir)?;
         let d = dir.display();
@@ -33,7 +38,8 @@ impl Nginx {
             .iter()
             .map(|(port, label)| {
                 format!(
-                    "  server {{ listen {port} reuseport backlog=4096; location / {{ default_type text/plain; return 200 \"{name} {label}\\n\"; }} }}\n"
+                    "  server {{ listen {port} reuseport backlog=4096; location / {{ default_type text/plain; return 200 \"{name} {label}\\n\"; }} \
+                     location = /health {{ default_type text/plain; return {health_status} \"{name} health\\n\"; }} }}\n"
                 )
             })
             .collect();
@@ -80,6 +86,14 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM: the master stops its workers too (SIGKILL would orphan
+        // them, still serving on the inherited sockets).
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -3,13 +3,19 @@
 
 pub mod tables;
 
+use std::collections::HashSet;
+
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    maps::{BackendSlot, Service, ServiceKey, Settings},
+    limits::slot_index,
+    maps::{
+        BackendSlot, BackendStats, Flow, FlowKey, Service, ServiceKey, ServiceStats, Settings, DIRECTION_FORWARD,
+        FLOW_CLOSING,
+    },
     stats::Counter,
 };
 use tracing::{info, warn};
@@ -37,6 +43,8 @@ pub enum DataplaneError {
     },
     #[error("failed to load the XDP program into the kernel: {0}")]
     Program(ProgramError),
+    #[error("cannot count the CPUs: {0}")]
+    Cpus(std::io::Error),
     #[error("failed to attach XDP to {interface} in {mode} mode: {source}")]
     Attach {
         interface: String,
@@ -53,6 +61,9 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
 pub struct Dataplane {
     ebpf: Ebpf,
     attached: Vec<(String, &'static str)>,
+    /// The live slot-table generation of each service id.
+    generations: std::collections::HashMap<u32, u32>,
+    conntrack_capacity: u32,
 }
 
 impl Dataplane {
@@ -74,6 +85,8 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             attached: Vec::new(),
+            generations: std::collections::HashMap::new(),
+            conntrack_capacity: conntrack_entries,
         })
     }
 
@@ -86,20 +99,57 @@ impl Dataplane {
             .map_err(DataplaneError::Program)
     }
 
-    /// Writes the maps for `config`. Settings go last: until they are
-    /// marked ready the program passes every packet to the kernel.
+    /// Programs the maps for `config` with every backend up, as at start-up.
     pub fn configure(&mut self, config: &Config) -> Result<(), DataplaneError> {
-        let tables = tables::build(config, 0);
-        {
-            let mut slots: Array<&mut MapData, BackendSlot> = self.map_mut("SLOTS")?;
-            for (index, slot) in &tables.slots {
-                slots.set(*index, slot, 0).map_err(map_err("SLOTS"))?;
+        let mut ids = tables::Ids::default();
+        ids.assign(config);
+        let weights = |service: &str, backend: &str| {
+            config
+                .services
+                .iter()
+                .find(|s| s.name == service)
+                .and_then(|s| s.backends.iter().find(|b| b.name == backend))
+                .map_or(0, |b| b.weight)
+        };
+        self.apply(&tables::build(config, &ids, weights))
+    }
+
+    /// Makes the maps hold `tables`. Each service's slots are written to its
+    /// idle generation, then its service entries are replaced in one update
+    /// each, so a packet sees the old pool or the new one, never a mix.
+    /// Entries of services and addresses no longer present are removed;
+    /// settings go last (until they are marked ready the program passes
+    /// every packet).
+    pub fn apply(&mut self, tables: &tables::Tables) -> Result<(), DataplaneError> {
+        let mut live_keys = HashSet::new();
+        for table in &tables.services {
+            let generation = match self.generations.get(&table.id) {
+                Some(current) => 1 - current,
+                None => 0,
+            };
+            {
+                let mut slots: Array<&mut MapData, BackendSlot> = self.map_mut("SLOTS")?;
+                for (slot, backend) in (0_u32..).zip(&table.slots) {
+                    slots
+                        .set(slot_index(table.id, generation, slot), backend, 0)
+                        .map_err(map_err("SLOTS"))?;
+                }
             }
+            let value = tables::service_value(table, generation);
+            let mut services: HashMap<&mut MapData, ServiceKey, Service> = self.map_mut("SERVICES")?;
+            for key in &table.keys {
+                services.insert(key, value, 0).map_err(map_err("SERVICES"))?;
+                live_keys.insert(*key);
+            }
+            self.generations.insert(table.id, generation);
         }
+        let live_ids: HashSet<u32> = tables.services.iter().map(|t| t.id).collect();
+        self.generations.retain(|id, _| live_ids.contains(id));
         {
             let mut services: HashMap<&mut MapData, ServiceKey, Service> = self.map_mut("SERVICES")?;
-            for (key, value) in &tables.services {
-                services.insert(key, value, 0).map_err(map_err("SERVICES"))?;
+            let stale: Vec<ServiceKey> = services.keys().filter_map(Result::ok).filter(|k| !live_keys.contains(k)).collect();
+            for key in stale {
+                services.remove(&key).map_err(map_err("SERVICES"))?;
             }
         }
         {
@@ -107,10 +157,104 @@ impl Dataplane {
             for addr in &tables.vip_addrs {
                 vips.insert(addr, 0, 0).map_err(map_err("VIP_ADDRS"))?;
             }
+            let stale: Vec<u32> = vips.keys().filter_map(Result::ok).filter(|a| !tables.vip_addrs.contains(a)).collect();
+            for addr in stale {
+                vips.remove(&addr).map_err(map_err("VIP_ADDRS"))?;
+            }
         }
         let mut settings: Array<&mut MapData, Settings> = self.map_mut("SETTINGS")?;
         settings.set(0, tables.settings, 0).map_err(map_err("SETTINGS"))?;
         Ok(())
+    }
+
+    /// Forgets every tracked connection to backend `backend_id` (both
+    /// directions); their next packets get resets from the kernel. Returns
+    /// how many connections were forgotten.
+    pub fn forget_backend_connections(&mut self, backend_id: u32) -> Result<usize, DataplaneError> {
+        let mut flows: HashMap<&mut MapData, FlowKey, Flow> = self.map_mut("FLOWS")?;
+        let doomed: Vec<(FlowKey, Flow)> = flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, flow)| flow.backend_id == backend_id)
+            .collect();
+        let mut connections = 0;
+        for (key, flow) in &doomed {
+            // An entry may vanish meanwhile (LRU, the other direction's removal).
+            let _ = flows.remove(key);
+            if flow.direction == DIRECTION_FORWARD {
+                connections += 1;
+            }
+        }
+        Ok(connections)
+    }
+
+    /// Open connections per backend id: client-side entries not closing.
+    pub fn active_connections(&self) -> Result<std::collections::HashMap<u32, u64>, DataplaneError> {
+        let map = self.ebpf.map("FLOWS").ok_or(DataplaneError::Missing("map FLOWS"))?;
+        let flows: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(map).map_err(map_err("FLOWS"))?;
+        let mut active = std::collections::HashMap::new();
+        for (_, flow) in flows.iter().filter_map(Result::ok) {
+            if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
+                *active.entry(flow.backend_id).or_insert(0) += 1;
+            }
+        }
+        Ok(active)
+    }
+
+    /// A service's traffic counters, summed over CPUs.
+    pub fn service_stats(&self, id: u32) -> Result<ServiceStats, DataplaneError> {
+        let per_cpu = self.per_cpu::<ServiceStats>("SERVICE_STATS", id)?;
+        Ok(per_cpu.iter().fold(ServiceStats::default(), |a, b| ServiceStats {
+            connections: a.connections + b.connections,
+            refused: a.refused + b.refused,
+            packets_in: a.packets_in + b.packets_in,
+            bytes_in: a.bytes_in + b.bytes_in,
+            packets_out: a.packets_out + b.packets_out,
+            bytes_out: a.bytes_out + b.bytes_out,
+        }))
+    }
+
+    /// A backend's traffic counters, summed over CPUs.
+    pub fn backend_stats(&self, id: u32) -> Result<BackendStats, DataplaneError> {
+        let per_cpu = self.per_cpu::<BackendStats>("BACKEND_STATS", id)?;
+        Ok(per_cpu.iter().fold(BackendStats::default(), |a, b| BackendStats {
+            connections: a.connections + b.connections,
+            packets_to: a.packets_to + b.packets_to,
+            bytes_to: a.bytes_to + b.bytes_to,
+            packets_from: a.packets_from + b.packets_from,
+            bytes_from: a.bytes_from + b.bytes_from,
+        }))
+    }
+
+    /// Zeroes the counters of ids given to a new service or backend, so that
+    /// they do not inherit a previous owner's.
+    pub fn reset_stats(&mut self, services: &[u32], backends: &[u32]) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DataplaneError::Cpus(e))?;
+        {
+            let mut map: PerCpuArray<&mut MapData, ServiceStats> = self.map_mut("SERVICE_STATS")?;
+            for id in services {
+                let zeros = PerCpuValues::try_from(vec![ServiceStats::default(); cpus]).map_err(DataplaneError::Cpus)?;
+                map.set(*id, zeros, 0).map_err(map_err("SERVICE_STATS"))?;
+            }
+        }
+        let mut map: PerCpuArray<&mut MapData, BackendStats> = self.map_mut("BACKEND_STATS")?;
+        for id in backends {
+            let zeros = PerCpuValues::try_from(vec![BackendStats::default(); cpus]).map_err(DataplaneError::Cpus)?;
+            map.set(*id, zeros, 0).map_err(map_err("BACKEND_STATS"))?;
+        }
+        Ok(())
+    }
+
+    /// The connection table's capacity.
+    #[must_use]
+    pub fn conntrack_capacity(&self) -> u32 {
+        self.conntrack_capacity
+    }
+
+    fn per_cpu<T: aya::Pod>(&self, name: &'static str, index: u32) -> Result<PerCpuValues<T>, DataplaneError> {
+        let map = self.ebpf.map(name).ok_or(DataplaneError::Missing(name))?;
+        let array: PerCpuArray<&MapData, T> = PerCpuArray::try_from(map).map_err(map_err(name))?;
+        array.get(&index, 0).map_err(map_err(name))
     }
 
     /// Attaches to `interface`. `Auto` tries native mode and falls back to

@@ -1,0 +1,435 @@
+//! The controller: the one task that owns the data plane. It turns health
+//! check results, operator commands (drain, enable) and reloads into slot
+//! tables, and answers status requests from the maps' counters.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::{
+    config::{CheckConfig, CheckKind, Config, OnDown},
+    control::{Request, Response},
+    dataplane::{
+        tables::{self, BackendKey, Ids},
+        Dataplane, DataplaneError,
+    },
+    health::{self, CheckEvent, CheckTarget, Hysteresis},
+    status::{BackendState, BackendStatus, CounterValue, ReloadOutcome, ServiceStatus, Status},
+};
+
+/// What the controller knows of a backend beyond its config.
+#[derive(Clone, Debug)]
+struct BackendRuntime {
+    healthy: bool,
+    drained: bool,
+    checks_total: u64,
+    failures_total: u64,
+    last_check: Option<String>,
+    last_change: SystemTime,
+    downs_total: u64,
+}
+
+impl BackendRuntime {
+    fn new() -> Self {
+        Self {
+            healthy: true,
+            drained: false,
+            checks_total: 0,
+            failures_total: 0,
+            last_check: None,
+            last_change: SystemTime::now(),
+            downs_total: 0,
+        }
+    }
+}
+
+/// A running check task and the settings it was started with.
+struct CheckTask {
+    handle: JoinHandle<()>,
+    config: CheckConfig,
+}
+
+/// New-connection rates, from counters sampled on a timer.
+#[derive(Default)]
+struct Rates {
+    last: HashMap<String, (Instant, u64)>,
+    rate: HashMap<String, f64>,
+}
+
+impl Rates {
+    fn sample(&mut self, key: String, total: u64, now: Instant) {
+        if let Some((then, before)) = self.last.get(&key) {
+            let seconds = now.duration_since(*then).as_secs_f64();
+            if seconds > 0.0 {
+                self.rate.insert(key.clone(), total.saturating_sub(*before) as f64 / seconds);
+            }
+        }
+        self.last.insert(key, (now, total));
+    }
+}
+
+pub struct Controller {
+    config_path: PathBuf,
+    config: Config,
+    dataplane: Dataplane,
+    ids: Ids,
+    backends: HashMap<BackendKey, BackendRuntime>,
+    checks: HashMap<BackendKey, CheckTask>,
+    events: mpsc::Sender<CheckEvent>,
+    started_at: SystemTime,
+    last_reload: Option<ReloadOutcome>,
+    rates: Rates,
+}
+
+fn key_of(service: &str, backend: &crate::config::BackendConfig) -> BackendKey {
+    (service.to_owned(), backend.name.clone(), backend.address)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Controller {
+    /// Takes over a loaded (not yet attached) data plane, programs it for
+    /// `config` with every backend up, and starts the checks.
+    pub fn new(
+        config_path: PathBuf,
+        config: Config,
+        dataplane: Dataplane,
+        events: mpsc::Sender<CheckEvent>,
+    ) -> Result<Self, DataplaneError> {
+        let mut controller = Self {
+            config_path,
+            config: config.clone(),
+            dataplane,
+            ids: Ids::default(),
+            backends: HashMap::new(),
+            checks: HashMap::new(),
+            events,
+            started_at: SystemTime::now(),
+            last_reload: None,
+            rates: Rates::default(),
+        };
+        controller.adopt(config)?;
+        Ok(controller)
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut Dataplane {
+        &mut self.dataplane
+    }
+
+    #[must_use]
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dataplane
+    }
+
+    /// Makes `config` current: ids, runtimes, checks, maps.
+    fn adopt(&mut self, config: Config) -> Result<(), DataplaneError> {
+        let assignment = self.ids.assign(&config);
+        self.dataplane.reset_stats(&assignment.new_services, &assignment.new_backends)?;
+        let wanted: HashMap<BackendKey, (CheckConfig, String)> = config
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(move |b| (key_of(&s.name, b), (s.check.clone(), s.name.clone()))))
+            .collect();
+        self.backends.retain(|key, _| wanted.contains_key(key));
+        let stale: Vec<BackendKey> = self.checks.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        for key in stale {
+            if let Some(task) = self.checks.remove(&key) {
+                task.handle.abort();
+            }
+        }
+        for (key, (check, _)) in &wanted {
+            let runtime = self.backends.entry(key.clone()).or_insert_with(BackendRuntime::new);
+            if matches!(check.kind, CheckKind::None) && !runtime.healthy {
+                runtime.healthy = true;
+                runtime.last_change = SystemTime::now();
+            }
+            let unchanged = self.checks.get(key).is_some_and(|task| task.config == *check);
+            if unchanged {
+                continue;
+            }
+            let state = if runtime.checks_total == 0 {
+                Hysteresis::new(check.rise, check.fall)
+            } else {
+                Hysteresis::resume(check.rise, check.fall, runtime.healthy)
+            };
+            let target = CheckTarget { service: key.0.clone(), backend: key.1.clone(), address: key.2 };
+            let handle = health::spawn(target, check.clone(), state, self.events.clone());
+            if let Some(old) = self.checks.insert(key.clone(), CheckTask { handle, config: check.clone() }) {
+                old.handle.abort();
+            }
+        }
+        self.config = config;
+        self.sync()
+    }
+
+    /// Rewrites the maps from the config and the backends' states.
+    fn sync(&mut self) -> Result<(), DataplaneError> {
+        let tables = tables::build(&self.config, &self.ids, |service, backend| {
+            let Some(config) = self
+                .config
+                .services
+                .iter()
+                .find(|s| s.name == service)
+                .and_then(|s| s.backends.iter().find(|b| b.name == backend))
+            else {
+                return 0;
+            };
+            let runtime = self.backends.get(&key_of(service, config));
+            match runtime {
+                Some(r) if r.healthy && !r.drained => config.weight,
+                _ => 0,
+            }
+        });
+        self.dataplane.apply(&tables)
+    }
+
+    /// Records a check result; re-programs the pool when health flipped.
+    pub fn on_check(&mut self, event: CheckEvent) {
+        let key = (event.target.service.clone(), event.target.backend.clone(), event.target.address);
+        let Some(runtime) = self.backends.get_mut(&key) else { return };
+        runtime.checks_total += 1;
+        if event.result.is_err() {
+            runtime.failures_total += 1;
+        }
+        runtime.last_check = Some(match &event.result {
+            Ok(()) => "ok".to_owned(),
+            Err(why) => why.clone(),
+        });
+        if !event.flipped || runtime.healthy == event.healthy {
+            return;
+        }
+        runtime.healthy = event.healthy;
+        runtime.last_change = event.at;
+        let (service, backend) = (&key.0, &key.1);
+        if event.healthy {
+            info!(service, backend, address = %key.2, "backend UP (rise reached)");
+        } else {
+            runtime.downs_total += 1;
+            let reason = runtime.last_check.clone().unwrap_or_default();
+            warn!(service, backend, address = %key.2, reason, "backend DOWN");
+        }
+        if let Err(e) = self.sync() {
+            warn!(error = %e, "cannot update the pool after a health change");
+        }
+        let on_down = self.config.services.iter().find(|s| &s.name == service).map(|s| s.on_down);
+        if !event.healthy && on_down == Some(OnDown::ShutdownSessions) {
+            if let Some(id) = self.ids.backend(service, backend, key.2) {
+                match self.dataplane.forget_backend_connections(id) {
+                    Ok(n) => info!(service, backend, connections = n, "shut down the backend's sessions"),
+                    Err(e) => warn!(service, backend, error = %e, "cannot shut down the backend's sessions"),
+                }
+            }
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&mut self, request: Request) -> Result<Response, String> {
+        match request {
+            Request::Status => Ok(Response::Status(Box::new(self.status()))),
+            Request::Reload => self.reload().map(Response::Reloaded),
+            Request::SetDrained { service, backend, drained } => {
+                let Some(config) = self
+                    .config
+                    .services
+                    .iter()
+                    .find(|s| s.name == service)
+                    .and_then(|s| s.backends.iter().find(|b| b.name == backend))
+                else {
+                    return Err(format!("unknown backend {backend:?} of service {service:?}"));
+                };
+                let key = key_of(&service, config);
+                let runtime = self.backends.get_mut(&key).ok_or_else(|| format!("unknown backend {backend:?}"))?;
+                if runtime.drained != drained {
+                    runtime.drained = drained;
+                    info!(service, backend, drained, "operator changed the backend's drain state");
+                    self.sync().map_err(|e| e.to_string())?;
+                }
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// Re-reads the config file. Everything is validated before anything
+    /// changes; on error the running config stays untouched.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let outcome = self.try_reload();
+        let message = match &outcome {
+            Ok(summary) => summary.clone(),
+            Err(why) => why.clone(),
+        };
+        self.last_reload = Some(ReloadOutcome { at_unix: unix(SystemTime::now()), ok: outcome.is_ok(), message });
+        match &outcome {
+            Ok(summary) => info!(summary, "config reloaded"),
+            Err(why) => warn!(error = why, "config reload refused; the running config stays"),
+        }
+        outcome
+    }
+
+    fn try_reload(&mut self) -> Result<String, String> {
+        let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old = &self.config;
+        let needs_restart = [
+            (old.dataplane.interfaces != new.dataplane.interfaces, "dataplane.interfaces"),
+            (old.dataplane.xdp_mode != new.dataplane.xdp_mode, "dataplane.xdp_mode"),
+            (old.dataplane.conntrack_entries != new.dataplane.conntrack_entries, "dataplane.conntrack_entries"),
+            (old.dataplane.manage_sysctls != new.dataplane.manage_sysctls, "dataplane.manage_sysctls"),
+            (old.admin != new.admin, "[admin]"),
+            (old.metrics != new.metrics, "[metrics]"),
+        ];
+        if let Some((_, what)) = needs_restart.iter().find(|(changed, _)| *changed) {
+            return Err(format!("{}: changing {what} needs a restart", self.config_path.display()));
+        }
+        crate::netdev::check_snat_ports(&new.dataplane.snat_ports, &crate::netdev::local_port_range().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let summary = summarize(old, &new);
+        self.adopt(new).map_err(|e| format!("applying the new config failed: {e}"))?;
+        Ok(summary)
+    }
+
+    /// Samples the connection counters for the rates in the status.
+    pub fn sample_rates(&mut self) {
+        let now = Instant::now();
+        for service in &self.config.services {
+            let Some(id) = self.ids.service(&service.name) else { continue };
+            if let Ok(stats) = self.dataplane.service_stats(id) {
+                self.rates.sample(service.name.clone(), stats.connections, now);
+            }
+            for backend in &service.backends {
+                let Some(id) = self.ids.backend(&service.name, &backend.name, backend.address) else { continue };
+                if let Ok(stats) = self.dataplane.backend_stats(id) {
+                    self.rates.sample(format!("{}/{}", service.name, backend.name), stats.connections, now);
+                }
+            }
+        }
+    }
+
+    /// A snapshot of everything, counters read from the maps now.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        let active = self.dataplane.active_connections().unwrap_or_default();
+        let services = self
+            .config
+            .services
+            .iter()
+            .map(|service| {
+                let id = self.ids.service(&service.name);
+                let stats = id.and_then(|id| self.dataplane.service_stats(id).ok()).unwrap_or_default();
+                let backends: Vec<BackendStatus> = service
+                    .backends
+                    .iter()
+                    .map(|backend| {
+                        let key = key_of(&service.name, backend);
+                        let runtime = self.backends.get(&key).cloned().unwrap_or_else(BackendRuntime::new);
+                        let id = self.ids.backend(&service.name, &backend.name, backend.address);
+                        let b = id.and_then(|id| self.dataplane.backend_stats(id).ok()).unwrap_or_default();
+                        let state = if !runtime.healthy {
+                            BackendState::Down
+                        } else if runtime.drained || backend.weight == 0 {
+                            BackendState::Drain
+                        } else {
+                            BackendState::Up
+                        };
+                        BackendStatus {
+                            name: backend.name.clone(),
+                            address: backend.address.to_string(),
+                            state,
+                            weight: backend.weight,
+                            drained: runtime.drained,
+                            healthy: runtime.healthy,
+                            checks_total: runtime.checks_total,
+                            check_failures_total: runtime.failures_total,
+                            last_check: runtime.last_check.clone(),
+                            last_change_unix: unix(runtime.last_change),
+                            downs_total: runtime.downs_total,
+                            active_connections: id.and_then(|id| active.get(&id).copied()).unwrap_or(0),
+                            connections_total: b.connections,
+                            packets_to_total: b.packets_to,
+                            bytes_to_total: b.bytes_to,
+                            packets_from_total: b.packets_from,
+                            bytes_from_total: b.bytes_from,
+                            connection_rate: self
+                                .rates
+                                .rate
+                                .get(&format!("{}/{}", service.name, backend.name))
+                                .copied()
+                                .unwrap_or(0.0),
+                        }
+                    })
+                    .collect();
+                ServiceStatus {
+                    name: service.name.clone(),
+                    addresses: service.addresses.iter().map(ToString::to_string).collect(),
+                    port: service.port,
+                    protocol: service.protocol.to_string(),
+                    check: service.check.kind.name().to_owned(),
+                    active_backends: backends.iter().filter(|b| b.state == BackendState::Up).count() as u32,
+                    connections_total: stats.connections,
+                    refused_total: stats.refused,
+                    packets_in_total: stats.packets_in,
+                    bytes_in_total: stats.bytes_in,
+                    packets_out_total: stats.packets_out,
+                    bytes_out_total: stats.bytes_out,
+                    connection_rate: self.rates.rate.get(&service.name).copied().unwrap_or(0.0),
+                    backends,
+                }
+            })
+            .collect();
+        let counters = self
+            .dataplane
+            .counters()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(c, value)| CounterValue { name: c.name().to_owned(), value })
+            .collect();
+        Status {
+            config_path: self.config_path.display().to_string(),
+            started_at_unix: unix(self.started_at),
+            now_unix: unix(SystemTime::now()),
+            last_reload: self.last_reload.clone(),
+            services,
+            counters,
+            conntrack_entries: self.dataplane.conntrack_entries().unwrap_or(0) as u64,
+            conntrack_capacity: u64::from(self.dataplane.conntrack_capacity()),
+        }
+    }
+
+    /// Stops the checks (the data plane detaches when the controller drops).
+    pub fn stop_checks(&mut self) {
+        for (_, task) in self.checks.drain() {
+            task.handle.abort();
+        }
+    }
+}
+
+/// What a reload changes, in words.
+fn summarize(old: &Config, new: &Config) -> String {
+    let names = |c: &Config| c.services.iter().map(|s| s.name.clone()).collect::<std::collections::BTreeSet<_>>();
+    let backends = |c: &Config| {
+        c.services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(move |b| (s.name.clone(), b.name.clone(), b.address, b.weight)))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (old_s, new_s) = (names(old), names(new));
+    let (old_b, new_b) = (backends(old), backends(new));
+    let added_s = new_s.difference(&old_s).count();
+    let removed_s = old_s.difference(&new_s).count();
+    let added_b = new_b.difference(&old_b).count();
+    let removed_b = old_b.difference(&new_b).count();
+    if old == new {
+        return "no change".to_owned();
+    }
+    format!(
+        "services +{added_s} -{removed_s}, backends (or their address/weight) +{added_b} -{removed_b}; connection tracking kept"
+    )
+}
+
+/// How often rates are sampled.
+pub const RATE_INTERVAL: Duration = Duration::from_secs(2);

@@ -1,0 +1,147 @@
+//! Health-checked pools and live changes, end to end with real nginx
+//! backends in namespaces. Needs root.
+
+use std::{
+    collections::HashMap,
+    net::TcpListener,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    http,
+    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, LB_PUBLIC, VIP},
+    unique_tag,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The frontend service with `extra` lines (check settings, on_down, ...).
+fn frontend_with(extra: &str) -> String {
+    base_services().replacen(
+        &format!("port = {FRONTEND_PORT}\n"),
+        &format!("port = {FRONTEND_PORT}\n{extra}\n"),
+        1,
+    )
+}
+
+// The timeout is generous: the first check after XDP attaches can lose its
+// SYN to the interface reconfiguring, and waits for the 1 s retransmit.
+const FAST_CHECKS: &str = "check = { inter = \"300ms\", rise = 2, fall = 2, timeout = \"1500ms\" }";
+
+fn request(bed: &Testbed) -> anyhow::Result<String> {
+    let mut stream = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))?;
+    http::get(&mut stream)
+}
+
+fn tally(bed: &Testbed, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let body = request(bed).unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        *counts.entry(body).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn send_signal(bed: &Testbed, signal: i32) {
+    let pid = bed.daemon.as_ref().expect("daemon").pid();
+    // SAFETY: plain kill(2) on our child.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+}
+
+#[test]
+fn dead_backend_leaves_rotation_and_rejoins_after_rise() {
+    let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
+    bed.start_lb(&frontend_with(FAST_CHECKS), &[]).unwrap();
+    assert_eq!(tally(&bed, 10).len(), 2);
+
+    bed.stop_web(0);
+    let daemon = bed.daemon.as_mut().unwrap();
+    let line = daemon.wait_for_line("backend DOWN", WAIT).unwrap();
+    assert!(line.contains("web1") && line.contains("frontend"), "{line}");
+    // Every new connection now goes to web2, and succeeds.
+    let counts = tally(&bed, 20);
+    assert_eq!(counts.get("web2 frontend"), Some(&20), "{counts:?}");
+
+    bed.start_web(0, 200).unwrap();
+    bed.daemon.as_mut().unwrap().wait_for_line("backend UP", WAIT).unwrap();
+    let counts = tally(&bed, 20);
+    assert_eq!(counts.get("web1 frontend"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
+}
+
+#[test]
+fn http_check_expecting_200_takes_a_500_backend_down() {
+    let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
+    bed.start_web(1, 500).unwrap();
+    let check = "check = { type = \"http\", path = \"/health\", expect_status = \"200\", inter = \"300ms\", timeout = \"1500ms\", rise = 2, fall = 2 }";
+    bed.start_lb(&frontend_with(check), &[]).unwrap();
+    let line = bed.daemon.as_mut().unwrap().wait_for_line("backend DOWN", WAIT).unwrap();
+    assert!(line.contains("web2") && line.contains("500"), "{line}");
+    let counts = tally(&bed, 10);
+    assert_eq!(counts.get("web1 frontend"), Some(&10), "{counts:?}");
+}
+
+#[test]
+fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_connections() {
+    let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
+    bed.start_lb(&base_services(), &[]).unwrap();
+    let mut long = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT)).unwrap();
+    let first = http::get(&mut long).unwrap();
+
+    // A broken config: the daemon says what and where, and keeps serving.
+    let config = bed.dir.join("xlb.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("203.0.113.12:3000", "203.0.113.12:3000x")).unwrap();
+    send_signal(&bed, libc::SIGHUP);
+    let line = bed.daemon.as_mut().unwrap().wait_for_line("reload refused", WAIT).unwrap();
+    assert!(line.contains("xlb.toml:") && line.contains("web2"), "{line}");
+    assert_eq!(tally(&bed, 10).len(), 2);
+    assert_eq!(http::get(&mut long).unwrap(), first);
+
+    // A good one adds a third backend (web1's API port) to the frontend.
+    let third = good.replacen(
+        "  { name = \"web2\", address = \"203.0.113.12:3000\" },\n",
+        "  { name = \"web2\", address = \"203.0.113.12:3000\" },\n  { name = \"web3\", address = \"203.0.113.11:5000\" },\n",
+        1,
+    );
+    assert_ne!(third, good);
+    std::fs::write(&config, third).unwrap();
+    send_signal(&bed, libc::SIGHUP);
+    bed.daemon.as_mut().unwrap().wait_for_line("config reloaded", WAIT).unwrap();
+    let counts = tally(&bed, 30);
+    for body in ["web1 frontend", "web2 frontend", "web1 api"] {
+        assert_eq!(counts.get(body), Some(&10), "{counts:?}");
+    }
+    // The connection opened before both reloads still works, on its backend.
+    assert_eq!(http::get(&mut long).unwrap(), first);
+}
+
+#[test]
+fn all_backends_down_refuses_promptly_and_the_lb_stays_reachable() {
+    let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
+    bed.start_lb(&frontend_with(FAST_CHECKS), &[]).unwrap();
+    bed.stop_web(0);
+    bed.stop_web(1);
+    let daemon = bed.daemon.as_mut().unwrap();
+    daemon.wait_for_line("backend DOWN", WAIT).unwrap();
+    daemon.wait_for_line("backend DOWN", WAIT).unwrap();
+
+    let started = Instant::now();
+    let err = bed
+        .connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))
+        .expect_err("a connection to an empty pool must be refused");
+    assert!(err.to_string().contains("refused"), "{err}");
+    // Refused by a reset, not left to time out: well inside the 5 s connect limit.
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+
+    let ssh = bed.lb.run(|| TcpListener::bind((LB_PUBLIC, 2222))).unwrap().unwrap();
+    bed.connect((CLIENT_ADDRS[0], 0), (LB_PUBLIC, 2222)).expect("the LB's own services still answer");
+    drop(ssh);
+
+    let status = bed.xlb(&["status", "--json", "--socket", bed.admin_socket().to_str().unwrap()]).unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let frontend = json["services"].as_array().unwrap().iter().find(|s| s["name"] == "frontend").unwrap();
+    assert_eq!(frontend["refused_total"], 1, "{frontend}");
+    assert_eq!(frontend["active_backends"], 0);
+}
