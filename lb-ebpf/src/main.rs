@@ -195,7 +195,13 @@ fn process(ctx: &XdpContext) -> Outcome {
     }
     match conntrack::open(&key, service, settings, now) {
         Ok((rewrite, backend_id)) => {
-            stats::count_traffic(service.id, backend_id, DIRECTION_FORWARD, u64::from(ip.total_len()), true);
+            stats::count_traffic(
+                service.id,
+                backend_id,
+                DIRECTION_FORWARD,
+                u64::from(ip.total_len()),
+                true,
+            );
             translate(ctx, ip, l4, &rewrite, Counter::ForwardNew, None)
         }
         Err(counter) => Outcome::drop(counter),

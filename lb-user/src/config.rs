@@ -666,12 +666,14 @@ impl Validator<'_> {
                 Some(cmd) => {
                     return self.error(cmd.span(), format!("service {service:?}: check command is empty"))
                 }
-                None => return self.error(
-                    span,
-                    format!(
+                None => {
+                    return self.error(
+                        span,
+                        format!(
                         "service {service:?}: a command check needs command = [\"program\", \"arg\", ...]"
                     ),
-                ),
+                    )
+                }
             },
             other => {
                 return self.error(
@@ -843,19 +845,20 @@ impl Validator<'_> {
                     format!("service {name:?}: backend address {address} is listed twice"),
                 );
             }
-            let weight =
-                match &b.weight {
-                    None => 1,
-                    Some(w) => match u32::try_from(*w.get_ref()) {
-                        Ok(w) if w <= MAX_WEIGHT => w,
-                        _ => return self.error(
+            let weight = match &b.weight {
+                None => 1,
+                Some(w) => match u32::try_from(*w.get_ref()) {
+                    Ok(w) if w <= MAX_WEIGHT => w,
+                    _ => {
+                        return self.error(
                             w.span(),
                             format!(
                                 "service {name:?} backend {backend_name:?}: weight must be 0 to {MAX_WEIGHT}"
                             ),
-                        ),
-                    },
-                };
+                        )
+                    }
+                },
+            };
             backends.push(BackendConfig {
                 name: backend_name,
                 address,

@@ -66,7 +66,8 @@ impl Rates {
         if let Some((then, before)) = self.last.get(&key) {
             let seconds = now.duration_since(*then).as_secs_f64();
             if seconds > 0.0 {
-                self.rate.insert(key.clone(), total.saturating_sub(*before) as f64 / seconds);
+                self.rate
+                    .insert(key.clone(), total.saturating_sub(*before) as f64 / seconds);
             }
         }
         self.last.insert(key, (now, total));
@@ -131,21 +132,34 @@ impl Controller {
     /// Makes `config` current: ids, runtimes, checks, maps.
     fn adopt(&mut self, config: Config) -> Result<(), DataplaneError> {
         let assignment = self.ids.assign(&config);
-        self.dataplane.reset_stats(&assignment.new_services, &assignment.new_backends)?;
+        self.dataplane
+            .reset_stats(&assignment.new_services, &assignment.new_backends)?;
         let wanted: HashMap<BackendKey, (CheckConfig, String)> = config
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(move |b| (key_of(&s.name, b), (s.check.clone(), s.name.clone()))))
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(move |b| (key_of(&s.name, b), (s.check.clone(), s.name.clone())))
+            })
             .collect();
         self.backends.retain(|key, _| wanted.contains_key(key));
-        let stale: Vec<BackendKey> = self.checks.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        let stale: Vec<BackendKey> = self
+            .checks
+            .keys()
+            .filter(|k| !wanted.contains_key(*k))
+            .cloned()
+            .collect();
         for key in stale {
             if let Some(task) = self.checks.remove(&key) {
                 task.handle.abort();
             }
         }
         for (key, (check, _)) in &wanted {
-            let runtime = self.backends.entry(key.clone()).or_insert_with(BackendRuntime::new);
+            let runtime = self
+                .backends
+                .entry(key.clone())
+                .or_insert_with(BackendRuntime::new);
             if matches!(check.kind, CheckKind::None) && !runtime.healthy {
                 runtime.healthy = true;
                 runtime.last_change = SystemTime::now();
@@ -159,9 +173,19 @@ impl Controller {
             } else {
                 Hysteresis::resume(check.rise, check.fall, runtime.healthy)
             };
-            let target = CheckTarget { service: key.0.clone(), backend: key.1.clone(), address: key.2 };
+            let target = CheckTarget {
+                service: key.0.clone(),
+                backend: key.1.clone(),
+                address: key.2,
+            };
             let handle = health::spawn(target, check.clone(), state, self.events.clone());
-            if let Some(old) = self.checks.insert(key.clone(), CheckTask { handle, config: check.clone() }) {
+            if let Some(old) = self.checks.insert(
+                key.clone(),
+                CheckTask {
+                    handle,
+                    config: check.clone(),
+                },
+            ) {
                 old.handle.abort();
             }
         }
@@ -192,8 +216,14 @@ impl Controller {
 
     /// Records a check result; re-programs the pool when health flipped.
     pub fn on_check(&mut self, event: CheckEvent) {
-        let key = (event.target.service.clone(), event.target.backend.clone(), event.target.address);
-        let Some(runtime) = self.backends.get_mut(&key) else { return };
+        let key = (
+            event.target.service.clone(),
+            event.target.backend.clone(),
+            event.target.address,
+        );
+        let Some(runtime) = self.backends.get_mut(&key) else {
+            return;
+        };
         runtime.checks_total += 1;
         if event.result.is_err() {
             runtime.failures_total += 1;
@@ -207,22 +237,35 @@ impl Controller {
         }
         runtime.healthy = event.healthy;
         runtime.last_change = event.at;
+        if !event.healthy {
+            runtime.downs_total += 1;
+        }
+        let reason = runtime.last_check.clone().unwrap_or_default();
+        // Log after the maps changed, so that the log says what is in force.
+        if let Err(e) = self.sync() {
+            warn!(error = %e, "cannot update the pool after a health change");
+        }
         let (service, backend) = (&key.0, &key.1);
         if event.healthy {
             info!(service, backend, address = %key.2, "backend UP (rise reached)");
         } else {
-            runtime.downs_total += 1;
-            let reason = runtime.last_check.clone().unwrap_or_default();
             warn!(service, backend, address = %key.2, reason, "backend DOWN");
         }
-        if let Err(e) = self.sync() {
-            warn!(error = %e, "cannot update the pool after a health change");
-        }
-        let on_down = self.config.services.iter().find(|s| &s.name == service).map(|s| s.on_down);
+        let on_down = self
+            .config
+            .services
+            .iter()
+            .find(|s| &s.name == service)
+            .map(|s| s.on_down);
         if !event.healthy && on_down == Some(OnDown::ShutdownSessions) {
             if let Some(id) = self.ids.backend(service, backend, key.2) {
                 match self.dataplane.forget_backend_connections(id) {
-                    Ok(n) => info!(service, backend, connections = n, "shut down the backend's sessions"),
+                    Ok(n) => info!(
+                        service,
+                        backend,
+                        connections = n,
+                        "shut down the backend's sessions"
+                    ),
                     Err(e) => warn!(service, backend, error = %e, "cannot shut down the backend's sessions"),
                 }
             }
@@ -234,7 +277,11 @@ impl Controller {
         match request {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
             Request::Reload => self.reload().map(Response::Reloaded),
-            Request::SetDrained { service, backend, drained } => {
+            Request::SetDrained {
+                service,
+                backend,
+                drained,
+            } => {
                 let Some(config) = self
                     .config
                     .services
@@ -245,10 +292,16 @@ impl Controller {
                     return Err(format!("unknown backend {backend:?} of service {service:?}"));
                 };
                 let key = key_of(&service, config);
-                let runtime = self.backends.get_mut(&key).ok_or_else(|| format!("unknown backend {backend:?}"))?;
+                let runtime = self
+                    .backends
+                    .get_mut(&key)
+                    .ok_or_else(|| format!("unknown backend {backend:?}"))?;
                 if runtime.drained != drained {
                     runtime.drained = drained;
-                    info!(service, backend, drained, "operator changed the backend's drain state");
+                    info!(
+                        service,
+                        backend, drained, "operator changed the backend's drain state"
+                    );
                     self.sync().map_err(|e| e.to_string())?;
                 }
                 Ok(Response::Done)
@@ -264,7 +317,11 @@ impl Controller {
             Ok(summary) => summary.clone(),
             Err(why) => why.clone(),
         };
-        self.last_reload = Some(ReloadOutcome { at_unix: unix(SystemTime::now()), ok: outcome.is_ok(), message });
+        self.last_reload = Some(ReloadOutcome {
+            at_unix: unix(SystemTime::now()),
+            ok: outcome.is_ok(),
+            message,
+        });
         match &outcome {
             Ok(summary) => info!(summary, "config reloaded"),
             Err(why) => warn!(error = why, "config reload refused; the running config stays"),
@@ -276,20 +333,39 @@ impl Controller {
         let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
         let old = &self.config;
         let needs_restart = [
-            (old.dataplane.interfaces != new.dataplane.interfaces, "dataplane.interfaces"),
-            (old.dataplane.xdp_mode != new.dataplane.xdp_mode, "dataplane.xdp_mode"),
-            (old.dataplane.conntrack_entries != new.dataplane.conntrack_entries, "dataplane.conntrack_entries"),
-            (old.dataplane.manage_sysctls != new.dataplane.manage_sysctls, "dataplane.manage_sysctls"),
+            (
+                old.dataplane.interfaces != new.dataplane.interfaces,
+                "dataplane.interfaces",
+            ),
+            (
+                old.dataplane.xdp_mode != new.dataplane.xdp_mode,
+                "dataplane.xdp_mode",
+            ),
+            (
+                old.dataplane.conntrack_entries != new.dataplane.conntrack_entries,
+                "dataplane.conntrack_entries",
+            ),
+            (
+                old.dataplane.manage_sysctls != new.dataplane.manage_sysctls,
+                "dataplane.manage_sysctls",
+            ),
             (old.admin != new.admin, "[admin]"),
             (old.metrics != new.metrics, "[metrics]"),
         ];
         if let Some((_, what)) = needs_restart.iter().find(|(changed, _)| *changed) {
-            return Err(format!("{}: changing {what} needs a restart", self.config_path.display()));
+            return Err(format!(
+                "{}: changing {what} needs a restart",
+                self.config_path.display()
+            ));
         }
-        crate::netdev::check_snat_ports(&new.dataplane.snat_ports, &crate::netdev::local_port_range().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        crate::netdev::check_snat_ports(
+            &new.dataplane.snat_ports,
+            &crate::netdev::local_port_range().map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
         let summary = summarize(old, &new);
-        self.adopt(new).map_err(|e| format!("applying the new config failed: {e}"))?;
+        self.adopt(new)
+            .map_err(|e| format!("applying the new config failed: {e}"))?;
         Ok(summary)
     }
 
@@ -297,14 +373,22 @@ impl Controller {
     pub fn sample_rates(&mut self) {
         let now = Instant::now();
         for service in &self.config.services {
-            let Some(id) = self.ids.service(&service.name) else { continue };
+            let Some(id) = self.ids.service(&service.name) else {
+                continue;
+            };
             if let Ok(stats) = self.dataplane.service_stats(id) {
                 self.rates.sample(service.name.clone(), stats.connections, now);
             }
             for backend in &service.backends {
-                let Some(id) = self.ids.backend(&service.name, &backend.name, backend.address) else { continue };
+                let Some(id) = self.ids.backend(&service.name, &backend.name, backend.address) else {
+                    continue;
+                };
                 if let Ok(stats) = self.dataplane.backend_stats(id) {
-                    self.rates.sample(format!("{}/{}", service.name, backend.name), stats.connections, now);
+                    self.rates.sample(
+                        format!("{}/{}", service.name, backend.name),
+                        stats.connections,
+                        now,
+                    );
                 }
             }
         }
@@ -320,15 +404,23 @@ impl Controller {
             .iter()
             .map(|service| {
                 let id = self.ids.service(&service.name);
-                let stats = id.and_then(|id| self.dataplane.service_stats(id).ok()).unwrap_or_default();
+                let stats = id
+                    .and_then(|id| self.dataplane.service_stats(id).ok())
+                    .unwrap_or_default();
                 let backends: Vec<BackendStatus> = service
                     .backends
                     .iter()
                     .map(|backend| {
                         let key = key_of(&service.name, backend);
-                        let runtime = self.backends.get(&key).cloned().unwrap_or_else(BackendRuntime::new);
+                        let runtime = self
+                            .backends
+                            .get(&key)
+                            .cloned()
+                            .unwrap_or_else(BackendRuntime::new);
                         let id = self.ids.backend(&service.name, &backend.name, backend.address);
-                        let b = id.and_then(|id| self.dataplane.backend_stats(id).ok()).unwrap_or_default();
+                        let b = id
+                            .and_then(|id| self.dataplane.backend_stats(id).ok())
+                            .unwrap_or_default();
                         let state = if !runtime.healthy {
                             BackendState::Down
                         } else if runtime.drained || backend.weight == 0 {
@@ -386,7 +478,10 @@ impl Controller {
             .counters()
             .unwrap_or_default()
             .into_iter()
-            .map(|(c, value)| CounterValue { name: c.name().to_owned(), value })
+            .map(|(c, value)| CounterValue {
+                name: c.name().to_owned(),
+                value,
+            })
             .collect();
         Status {
             config_path: self.config_path.display().to_string(),
@@ -410,11 +505,20 @@ impl Controller {
 
 /// What a reload changes, in words.
 fn summarize(old: &Config, new: &Config) -> String {
-    let names = |c: &Config| c.services.iter().map(|s| s.name.clone()).collect::<std::collections::BTreeSet<_>>();
+    let names = |c: &Config| {
+        c.services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
     let backends = |c: &Config| {
         c.services
             .iter()
-            .flat_map(|s| s.backends.iter().map(move |b| (s.name.clone(), b.name.clone(), b.address, b.weight)))
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(move |b| (s.name.clone(), b.name.clone(), b.address, b.weight))
+            })
             .collect::<std::collections::BTreeSet<_>>()
     };
     let (old_s, new_s) = (names(old), names(new));

@@ -2,7 +2,7 @@
 //! health checks, the admin API, metrics, reloads on SIGHUP, until SIGINT or
 //! SIGTERM, which detach.
 
-use std::{future::Future, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -12,6 +12,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
+    admin::AdminServer,
     config::Config,
     control::{ControlHandle, Envelope},
     controller::{Controller, RATE_INTERVAL},
@@ -44,12 +45,10 @@ pub fn run(config_path: &Path, options: &RunOptions) -> anyhow::Result<()> {
 }
 
 /// Resolves when the daemon shuts down.
-fn shutdown_signal(mut receiver: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        while !*receiver.borrow() {
-            if receiver.changed().await.is_err() {
-                return;
-            }
+async fn shutdown_signal(mut receiver: watch::Receiver<bool>) {
+    while !*receiver.borrow() {
+        if receiver.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -71,7 +70,9 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     let mut controller = Controller::new(config_path.to_owned(), config.clone(), dataplane, check_events)?;
     for interface in &config.dataplane.interfaces {
         // On error the controller is dropped, detaching what was attached.
-        controller.dataplane_mut().attach(interface, config.dataplane.xdp_mode)?;
+        controller
+            .dataplane_mut()
+            .attach(interface, config.dataplane.xdp_mode)?;
     }
 
     let (requests_tx, mut requests) = mpsc::channel::<Envelope>(64);
@@ -120,9 +121,37 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
 type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 /// Starts the admin API and the metrics endpoint.
-async fn spawn_servers(config: &Config, control: &ControlHandle, shutdown: &watch::Receiver<bool>) -> anyhow::Result<Vec<Server>> {
-    let servers = Vec::new();
-    let _ = (config, control, shutdown_signal(shutdown.clone()));
+async fn spawn_servers(
+    config: &Config,
+    control: &ControlHandle,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Server>> {
+    let mut servers = Vec::new();
+    let admin = AdminServer::bind_unix(&config.admin.socket).await?;
+    let (c, s) = (control.clone(), shutdown_signal(shutdown.clone()));
+    servers.push(tokio::spawn(async move {
+        admin.serve(c, s).await;
+        Ok(())
+    }));
+    if let (Some(addr), Some(token)) = (config.admin.listen, &config.admin.token) {
+        let tcp = AdminServer::bind_tcp(addr, token).await?;
+        let (c, s) = (control.clone(), shutdown_signal(shutdown.clone()));
+        servers.push(tokio::spawn(async move {
+            tcp.serve(c, s).await;
+            Ok(())
+        }));
+    }
+    if let Some(addr) = config.metrics.listen {
+        // Bind here, so that a port in use fails the start, not a task.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        servers.push(tokio::spawn(crate::metrics::serve_listener(
+            listener,
+            control.clone(),
+            shutdown_signal(shutdown.clone()),
+        )));
+    }
     Ok(servers)
 }
 

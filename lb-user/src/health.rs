@@ -132,7 +132,11 @@ pub async fn check(kind: &CheckKind, target: &CheckTarget, limit: Duration) -> R
             if expect.contains(&status) {
                 Ok(())
             } else {
-                Err(format!("HTTP status {status}, expected {}-{}", expect.start(), expect.end()))
+                Err(format!(
+                    "HTTP status {status}, expected {}-{}",
+                    expect.start(),
+                    expect.end()
+                ))
             }
         }
         CheckKind::Command(argv) => {
@@ -159,8 +163,15 @@ pub async fn check(kind: &CheckKind, target: &CheckTarget, limit: Duration) -> R
     }
 }
 
-async fn http_status(address: SocketAddrV4, method: &str, path: &str, host: Option<&str>) -> Result<u16, String> {
-    let stream = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
+async fn http_status(
+    address: SocketAddrV4,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+) -> Result<u16, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake: {e}"))?;
@@ -168,12 +179,18 @@ async fn http_status(address: SocketAddrV4, method: &str, path: &str, host: Opti
     let request = Request::builder()
         .method(method)
         .uri(path)
-        .header(hyper::header::HOST, host.map_or_else(|| address.to_string(), str::to_owned))
+        .header(
+            hyper::header::HOST,
+            host.map_or_else(|| address.to_string(), str::to_owned),
+        )
         .header(hyper::header::USER_AGENT, "xlb-health-check")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("bad request: {e}"))?;
-    let response = sender.send_request(request).await.map_err(|e| format!("HTTP: {e}"));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP: {e}"));
     driver.abort();
     Ok(response?.status().as_u16())
 }
@@ -288,9 +305,13 @@ mod tests {
     async fn tcp_check_follows_the_listener() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1)).await.is_ok());
+        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1))
+            .await
+            .is_ok());
         drop(listener);
-        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1)).await.is_err());
+        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1))
+            .await
+            .is_err());
     }
 
     async fn http_server_answering(status: &'static str) -> u16 {
@@ -318,19 +339,35 @@ mod tests {
         };
         let ok = http_server_answering("200 OK").await;
         let failing = http_server_answering("500 Internal Server Error").await;
-        assert!(check(&http(200..=200), &target(ok), Duration::from_secs(2)).await.is_ok());
-        let err = check(&http(200..=200), &target(failing), Duration::from_secs(2)).await.unwrap_err();
+        assert!(check(&http(200..=200), &target(ok), Duration::from_secs(2))
+            .await
+            .is_ok());
+        let err = check(&http(200..=200), &target(failing), Duration::from_secs(2))
+            .await
+            .unwrap_err();
         assert!(err.contains("500"), "{err}");
-        assert!(check(&http(200..=599), &target(failing), Duration::from_secs(2)).await.is_ok());
+        assert!(check(&http(200..=599), &target(failing), Duration::from_secs(2))
+            .await
+            .is_ok());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn command_check_uses_the_exit_status_and_gets_the_backend() {
         let script = |body: &str| CheckKind::Command(vec!["sh".into(), "-c".into(), body.into()]);
         let t = target(8080);
-        assert!(check(&script("test \"$XLB_SERVER_PORT\" = 8080"), &t, Duration::from_secs(2)).await.is_ok());
-        assert!(check(&script("exit 3"), &t, Duration::from_secs(2)).await.is_err());
-        let err = check(&script("sleep 5"), &t, Duration::from_millis(100)).await.unwrap_err();
+        assert!(check(
+            &script("test \"$XLB_SERVER_PORT\" = 8080"),
+            &t,
+            Duration::from_secs(2)
+        )
+        .await
+        .is_ok());
+        assert!(check(&script("exit 3"), &t, Duration::from_secs(2))
+            .await
+            .is_err());
+        let err = check(&script("sleep 5"), &t, Duration::from_millis(100))
+            .await
+            .unwrap_err();
         assert!(err.contains("timed out"), "{err}");
     }
 }

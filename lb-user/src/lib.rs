@@ -1,9 +1,14 @@
 //! The xlb daemon: configuration, the data plane's maps, and the run loop.
 
+pub mod admin;
+pub mod admin_client;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod health;
+pub mod metrics;
 pub mod netdev;
 pub mod status;

@@ -1,8 +1,10 @@
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use lb_user::{
-    cli::{Cli, Command},
+    admin_client::{self, Action},
+    cli::{AdminArgs, Cli, Command},
     config::Config,
     daemon,
 };
@@ -27,6 +29,32 @@ fn main() -> ExitCode {
                 c.backend_count()
             );
         }),
+        Command::Status { json, admin } => client(&admin, &Action::Status { json }),
+        Command::Drain {
+            service,
+            backend,
+            admin,
+        } => client(
+            &admin,
+            &Action::SetDrained {
+                service,
+                backend,
+                drained: true,
+            },
+        ),
+        Command::Enable {
+            service,
+            backend,
+            admin,
+        } => client(
+            &admin,
+            &Action::SetDrained {
+                service,
+                backend,
+                drained: false,
+            },
+        ),
+        Command::Reload { admin } => client(&admin, &Action::Reload),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,4 +63,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an admin API command on a single-threaded runtime and prints its output.
+fn client(admin: &AdminArgs, action: &Action) -> anyhow::Result<()> {
+    let endpoint = admin.endpoint()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let output = runtime.block_on(admin_client::execute(endpoint, action))?;
+    print!("{output}");
+    Ok(())
 }

@@ -87,7 +87,11 @@ impl Testbed {
         };
         bed.wire().context("wiring the testbed")?;
         for (ns, name) in bed.webs.iter().zip(WEB_NAMES) {
-            bed.servers.push(Some(Nginx::start(ns, name, &[(FRONTEND_PORT, "frontend"), (API_PORT, "api")])?));
+            bed.servers.push(Some(Nginx::start(
+                ns,
+                name,
+                &[(FRONTEND_PORT, "frontend"), (API_PORT, "api")],
+            )?));
             bed.udp.push(UdpResponder::start(ns, name, UDP_PORT)?);
         }
         Ok(bed)
@@ -119,7 +123,11 @@ impl Testbed {
     /// Runs `xlb ARGS` (a CLI command) in the LB namespace; returns its output.
     pub fn xlb(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
         let binary = crate::daemon::binary()?;
-        Ok(self.lb.command(binary.to_str().context("binary path")?).args(args).output()?)
+        Ok(self
+            .lb
+            .command(binary.to_str().context("binary path")?)
+            .args(args)
+            .output()?)
     }
 
     fn wire(&self) -> anyhow::Result<()> {

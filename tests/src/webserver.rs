@@ -30,7 +30,12 @@ impl Nginx {
     }
 
     /// As [`Nginx::start`]; `GET /health` answers with `health_status`.
-    pub fn start_with_health(ns: &Netns, name: &str, ports: &[(u16, &str)], health_status: u16) -> anyhow::Result<Self> {
+    pub fn start_with_health(
+        ns: &Netns,
+        name: &str,
+        ports: &[(u16, &str)],
+        health_status: u16,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(crate::unique_tag("xlb-nginx-"));
         std::fs::create_dir_all(&dir)?;
         let d = dir.display();

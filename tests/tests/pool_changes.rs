@@ -42,6 +42,20 @@ fn tally(bed: &Testbed, n: usize) -> HashMap<String, usize> {
     counts
 }
 
+/// Waits for the daemon to log `event` ("backend DOWN", "backend UP") for
+/// `backend` of `service` (other services share the web servers).
+fn wait_for(bed: &mut Testbed, event: &str, service: &str, backend: &str) -> String {
+    let daemon = bed.daemon.as_mut().expect("daemon");
+    loop {
+        let line = daemon.wait_for_line(event, WAIT).unwrap();
+        if line.contains(&format!("service=\"{service}\""))
+            && line.contains(&format!("backend=\"{backend}\""))
+        {
+            return line;
+        }
+    }
+}
+
 fn send_signal(bed: &Testbed, signal: i32) {
     let pid = bed.daemon.as_ref().expect("daemon").pid();
     // SAFETY: plain kill(2) on our child.
@@ -55,15 +69,13 @@ fn dead_backend_leaves_rotation_and_rejoins_after_rise() {
     assert_eq!(tally(&bed, 10).len(), 2);
 
     bed.stop_web(0);
-    let daemon = bed.daemon.as_mut().unwrap();
-    let line = daemon.wait_for_line("backend DOWN", WAIT).unwrap();
-    assert!(line.contains("web1") && line.contains("frontend"), "{line}");
+    wait_for(&mut bed, "backend DOWN", "frontend", "web1");
     // Every new connection now goes to web2, and succeeds.
     let counts = tally(&bed, 20);
     assert_eq!(counts.get("web2 frontend"), Some(&20), "{counts:?}");
 
     bed.start_web(0, 200).unwrap();
-    bed.daemon.as_mut().unwrap().wait_for_line("backend UP", WAIT).unwrap();
+    wait_for(&mut bed, "backend UP", "frontend", "web1");
     let counts = tally(&bed, 20);
     assert_eq!(counts.get("web1 frontend"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
@@ -75,8 +87,8 @@ fn http_check_expecting_200_takes_a_500_backend_down() {
     bed.start_web(1, 500).unwrap();
     let check = "check = { type = \"http\", path = \"/health\", expect_status = \"200\", inter = \"300ms\", timeout = \"1500ms\", rise = 2, fall = 2 }";
     bed.start_lb(&frontend_with(check), &[]).unwrap();
-    let line = bed.daemon.as_mut().unwrap().wait_for_line("backend DOWN", WAIT).unwrap();
-    assert!(line.contains("web2") && line.contains("500"), "{line}");
+    let line = wait_for(&mut bed, "backend DOWN", "frontend", "web2");
+    assert!(line.contains("500"), "{line}");
     let counts = tally(&bed, 10);
     assert_eq!(counts.get("web1 frontend"), Some(&10), "{counts:?}");
 }
@@ -93,7 +105,12 @@ fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_co
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, good.replace("203.0.113.12:3000", "203.0.113.12:3000x")).unwrap();
     send_signal(&bed, libc::SIGHUP);
-    let line = bed.daemon.as_mut().unwrap().wait_for_line("reload refused", WAIT).unwrap();
+    let line = bed
+        .daemon
+        .as_mut()
+        .unwrap()
+        .wait_for_line("reload refused", WAIT)
+        .unwrap();
     assert!(line.contains("xlb.toml:") && line.contains("web2"), "{line}");
     assert_eq!(tally(&bed, 10).len(), 2);
     assert_eq!(http::get(&mut long).unwrap(), first);
@@ -107,7 +124,11 @@ fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_co
     assert_ne!(third, good);
     std::fs::write(&config, third).unwrap();
     send_signal(&bed, libc::SIGHUP);
-    bed.daemon.as_mut().unwrap().wait_for_line("config reloaded", WAIT).unwrap();
+    bed.daemon
+        .as_mut()
+        .unwrap()
+        .wait_for_line("config reloaded", WAIT)
+        .unwrap();
     let counts = tally(&bed, 30);
     for body in ["web1 frontend", "web2 frontend", "web1 api"] {
         assert_eq!(counts.get(body), Some(&10), "{counts:?}");
@@ -122,9 +143,18 @@ fn all_backends_down_refuses_promptly_and_the_lb_stays_reachable() {
     bed.start_lb(&frontend_with(FAST_CHECKS), &[]).unwrap();
     bed.stop_web(0);
     bed.stop_web(1);
+    // The frontend's backends go down, in either order (the API service's
+    // go down too: same nginx).
     let daemon = bed.daemon.as_mut().unwrap();
-    daemon.wait_for_line("backend DOWN", WAIT).unwrap();
-    daemon.wait_for_line("backend DOWN", WAIT).unwrap();
+    let mut down = std::collections::HashSet::new();
+    while down.len() < 2 {
+        let line = daemon.wait_for_line("backend DOWN", WAIT).unwrap();
+        for web in ["web1", "web2"] {
+            if line.contains("service=\"frontend\"") && line.contains(&format!("backend=\"{web}\"")) {
+                down.insert(web);
+            }
+        }
+    }
 
     let started = Instant::now();
     let err = bed
@@ -132,16 +162,41 @@ fn all_backends_down_refuses_promptly_and_the_lb_stays_reachable() {
         .expect_err("a connection to an empty pool must be refused");
     assert!(err.to_string().contains("refused"), "{err}");
     // Refused by a reset, not left to time out: well inside the 5 s connect limit.
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
 
-    let ssh = bed.lb.run(|| TcpListener::bind((LB_PUBLIC, 2222))).unwrap().unwrap();
-    bed.connect((CLIENT_ADDRS[0], 0), (LB_PUBLIC, 2222)).expect("the LB's own services still answer");
+    let ssh = bed
+        .lb
+        .run(|| TcpListener::bind((LB_PUBLIC, 2222)))
+        .unwrap()
+        .unwrap();
+    bed.connect((CLIENT_ADDRS[0], 0), (LB_PUBLIC, 2222))
+        .expect("the LB's own services still answer");
     drop(ssh);
 
-    let status = bed.xlb(&["status", "--json", "--socket", bed.admin_socket().to_str().unwrap()]).unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status = bed
+        .xlb(&[
+            "status",
+            "--json",
+            "--socket",
+            bed.admin_socket().to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let frontend = json["services"].as_array().unwrap().iter().find(|s| s["name"] == "frontend").unwrap();
+    let frontend = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "frontend")
+        .unwrap();
     assert_eq!(frontend["refused_total"], 1, "{frontend}");
     assert_eq!(frontend["active_backends"], 0);
 }

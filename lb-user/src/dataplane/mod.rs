@@ -13,8 +13,8 @@ use aya::{
 use lb_common::{
     limits::slot_index,
     maps::{
-        BackendSlot, BackendStats, Flow, FlowKey, Service, ServiceKey, ServiceStats, Settings, DIRECTION_FORWARD,
-        FLOW_CLOSING,
+        BackendSlot, BackendStats, Flow, FlowKey, Service, ServiceKey, ServiceStats, Settings,
+        DIRECTION_FORWARD, FLOW_CLOSING,
     },
     stats::Counter,
 };
@@ -147,7 +147,11 @@ impl Dataplane {
         self.generations.retain(|id, _| live_ids.contains(id));
         {
             let mut services: HashMap<&mut MapData, ServiceKey, Service> = self.map_mut("SERVICES")?;
-            let stale: Vec<ServiceKey> = services.keys().filter_map(Result::ok).filter(|k| !live_keys.contains(k)).collect();
+            let stale: Vec<ServiceKey> = services
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !live_keys.contains(k))
+                .collect();
             for key in stale {
                 services.remove(&key).map_err(map_err("SERVICES"))?;
             }
@@ -157,7 +161,11 @@ impl Dataplane {
             for addr in &tables.vip_addrs {
                 vips.insert(addr, 0, 0).map_err(map_err("VIP_ADDRS"))?;
             }
-            let stale: Vec<u32> = vips.keys().filter_map(Result::ok).filter(|a| !tables.vip_addrs.contains(a)).collect();
+            let stale: Vec<u32> = vips
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|a| !tables.vip_addrs.contains(a))
+                .collect();
             for addr in stale {
                 vips.remove(&addr).map_err(map_err("VIP_ADDRS"))?;
             }
@@ -190,7 +198,10 @@ impl Dataplane {
 
     /// Open connections per backend id: client-side entries not closing.
     pub fn active_connections(&self) -> Result<std::collections::HashMap<u32, u64>, DataplaneError> {
-        let map = self.ebpf.map("FLOWS").ok_or(DataplaneError::Missing("map FLOWS"))?;
+        let map = self
+            .ebpf
+            .map("FLOWS")
+            .ok_or(DataplaneError::Missing("map FLOWS"))?;
         let flows: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(map).map_err(map_err("FLOWS"))?;
         let mut active = std::collections::HashMap::new();
         for (_, flow) in flows.iter().filter_map(Result::ok) {
@@ -233,13 +244,15 @@ impl Dataplane {
         {
             let mut map: PerCpuArray<&mut MapData, ServiceStats> = self.map_mut("SERVICE_STATS")?;
             for id in services {
-                let zeros = PerCpuValues::try_from(vec![ServiceStats::default(); cpus]).map_err(DataplaneError::Cpus)?;
+                let zeros = PerCpuValues::try_from(vec![ServiceStats::default(); cpus])
+                    .map_err(DataplaneError::Cpus)?;
                 map.set(*id, zeros, 0).map_err(map_err("SERVICE_STATS"))?;
             }
         }
         let mut map: PerCpuArray<&mut MapData, BackendStats> = self.map_mut("BACKEND_STATS")?;
         for id in backends {
-            let zeros = PerCpuValues::try_from(vec![BackendStats::default(); cpus]).map_err(DataplaneError::Cpus)?;
+            let zeros =
+                PerCpuValues::try_from(vec![BackendStats::default(); cpus]).map_err(DataplaneError::Cpus)?;
             map.set(*id, zeros, 0).map_err(map_err("BACKEND_STATS"))?;
         }
         Ok(())
@@ -251,7 +264,11 @@ impl Dataplane {
         self.conntrack_capacity
     }
 
-    fn per_cpu<T: aya::Pod>(&self, name: &'static str, index: u32) -> Result<PerCpuValues<T>, DataplaneError> {
+    fn per_cpu<T: aya::Pod>(
+        &self,
+        name: &'static str,
+        index: u32,
+    ) -> Result<PerCpuValues<T>, DataplaneError> {
         let map = self.ebpf.map(name).ok_or(DataplaneError::Missing(name))?;
         let array: PerCpuArray<&MapData, T> = PerCpuArray::try_from(map).map_err(map_err(name))?;
         array.get(&index, 0).map_err(map_err(name))

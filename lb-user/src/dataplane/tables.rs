@@ -40,11 +40,16 @@ impl Ids {
     pub fn assign(&mut self, config: &Config) -> Assignment {
         let mut assignment = Assignment::default();
         let wanted_services: BTreeSet<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-        self.services.retain(|name, _| wanted_services.contains(name.as_str()));
+        self.services
+            .retain(|name, _| wanted_services.contains(name.as_str()));
         let wanted_backends: BTreeSet<BackendKey> = config
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| (s.name.clone(), b.name.clone(), b.address)))
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .map(|b| (s.name.clone(), b.name.clone(), b.address))
+            })
             .collect();
         self.backends.retain(|key, id| {
             let keep = wanted_backends.contains(key);
@@ -77,7 +82,9 @@ impl Ids {
 
     #[must_use]
     pub fn backend(&self, service: &str, name: &str, address: SocketAddrV4) -> Option<u32> {
-        self.backends.get(&(service.to_owned(), name.to_owned(), address)).copied()
+        self.backends
+            .get(&(service.to_owned(), name.to_owned(), address))
+            .copied()
     }
 }
 
@@ -163,7 +170,9 @@ pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> 
     let mut services = Vec::new();
     let mut vip_addrs: Vec<u32> = Vec::new();
     for service in &config.services {
-        let Some(id) = ids.service(&service.name) else { continue };
+        let Some(id) = ids.service(&service.name) else {
+            continue;
+        };
         let keys = service
             .addresses
             .iter()
@@ -179,7 +188,11 @@ pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> 
                 vip_addrs.push(key.addr);
             }
         }
-        let weights: Vec<u32> = service.backends.iter().map(|b| weight(&service.name, &b.name)).collect();
+        let weights: Vec<u32> = service
+            .backends
+            .iter()
+            .map(|b| weight(&service.name, &b.name))
+            .collect();
         let slots = weighted_order(&weights)
             .into_iter()
             .filter_map(|i| {
@@ -197,7 +210,12 @@ pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> 
             OnEmpty::Reset => SERVICE_RESET_WHEN_EMPTY,
             OnEmpty::Drop => 0,
         };
-        services.push(ServiceTable { id, keys, slots, flags });
+        services.push(ServiceTable {
+            id,
+            keys,
+            slots,
+            flags,
+        });
     }
     Tables {
         settings,
@@ -242,7 +260,11 @@ mod tests {
         let order = weighted_order(&[3, 1]);
         assert_eq!(order.len(), 4);
         assert_eq!(order.iter().filter(|&&i| i == 0).count(), 3);
-        assert_eq!(order, [0, 0, 1, 0], "smooth: the light backend is not last in a bunch");
+        assert_eq!(
+            order,
+            [0, 0, 1, 0],
+            "smooth: the light backend is not last in a bunch"
+        );
         assert_eq!(weighted_order(&[0, 2]), [1, 1]);
         assert!(weighted_order(&[0, 0]).is_empty());
     }
@@ -261,10 +283,14 @@ mod tests {
         let first = ids.assign(&config);
         assert_eq!(first.new_services, [0, 1]);
         assert_eq!(first.new_backends.len(), 4);
-        let web02 = ids.backend("webservers2", "web02", config.services[1].backends[1].address).unwrap();
+        let web02 = ids
+            .backend("webservers2", "web02", config.services[1].backends[1].address)
+            .unwrap();
 
         // Drop web01 of webservers2; add web03.
-        let removed_id = ids.backend("webservers2", "web01", config.services[1].backends[0].address).unwrap();
+        let removed_id = ids
+            .backend("webservers2", "web01", config.services[1].backends[0].address)
+            .unwrap();
         config.services[1].backends.remove(0);
         config.services[1].backends.push(crate::config::BackendConfig {
             name: "web03".into(),
@@ -275,7 +301,10 @@ mod tests {
         assert!(second.new_services.is_empty());
         assert_eq!(second.removed_backends, [removed_id]);
         assert_eq!(second.new_backends, [removed_id], "the freed id is reused");
-        assert_eq!(ids.backend("webservers2", "web02", config.services[1].backends[0].address), Some(web02));
+        assert_eq!(
+            ids.backend("webservers2", "web02", config.services[1].backends[0].address),
+            Some(web02)
+        );
     }
 
     #[test]
@@ -288,13 +317,19 @@ mod tests {
         assert_eq!(all_up.vip_addrs.len(), 2);
         assert_eq!(all_up.services[0].keys.len(), 2);
         assert_eq!(all_up.services[1].slots.len(), 2);
-        assert_eq!(all_up.services[1].slots[0].addr, u32::from_ne_bytes([10, 108, 0, 2]));
+        assert_eq!(
+            all_up.services[1].slots[0].addr,
+            u32::from_ne_bytes([10, 108, 0, 2])
+        );
         assert_eq!(all_up.settings.flags & SETTINGS_READY, SETTINGS_READY);
         assert_eq!(all_up.services[0].flags, SERVICE_RESET_WHEN_EMPTY);
 
         let web01_down = build(&config, &ids, |_, b| u32::from(b != "web01"));
         assert_eq!(web01_down.services[1].slots.len(), 1);
-        assert_eq!(web01_down.services[1].slots[0].addr, u32::from_ne_bytes([10, 108, 0, 3]));
+        assert_eq!(
+            web01_down.services[1].slots[0].addr,
+            u32::from_ne_bytes([10, 108, 0, 3])
+        );
         assert_eq!(service_value(&web01_down.services[1], 1).slot_count, 1);
     }
 }
