@@ -200,3 +200,66 @@ fn all_backends_down_refuses_promptly_and_the_lb_stays_reachable() {
     assert_eq!(frontend["refused_total"], 1, "{frontend}");
     assert_eq!(frontend["active_backends"], 0);
 }
+
+/// A command check that fails while `DIR/down-<backend>` exists: a backend
+/// can be marked down while its server keeps serving open connections.
+fn flag_file_check(bed: &Testbed) -> String {
+    format!(
+        "check = {{ type = \"command\", command = [\"sh\", \"-c\", \"test ! -e {}/down-$XLB_SERVER_NAME\"], inter = \"200ms\", rise = 1, fall = 1 }}",
+        bed.dir.display()
+    )
+}
+
+#[test]
+fn on_down_keep_spares_established_connections_and_shutdown_sessions_resets_them() {
+    for (on_down, survives) in [("keep", true), ("shutdown-sessions", false)] {
+        let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
+        let extra = format!("on_down = \"{on_down}\"\n{}", flag_file_check(&bed));
+        bed.start_lb(&frontend_with(&extra), &[]).unwrap();
+        let mut long = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT)).unwrap();
+        assert_eq!(http::get(&mut long).unwrap(), "web1 frontend");
+
+        std::fs::write(bed.dir.join("down-web1"), "").unwrap();
+        wait_for(&mut bed, "backend DOWN", "frontend", "web1");
+        assert_eq!(request(&bed).unwrap(), "web2 frontend");
+        let after = http::get(&mut long);
+        if survives {
+            assert_eq!(after.unwrap(), "web1 frontend", "on_down = keep");
+        } else {
+            assert!(
+                after.is_err(),
+                "on_down = shutdown-sessions: the connection must be reset, got {after:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn weights_share_new_connections_and_weight_zero_drains() {
+    let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
+    let weighted = base_services().replacen(
+        "address = \"203.0.113.11:3000\" }",
+        "address = \"203.0.113.11:3000\", weight = 3 }",
+        1,
+    );
+    bed.start_lb(&weighted, &[]).unwrap();
+    let counts = tally(&bed, 40);
+    assert_eq!(counts.get("web1 frontend"), Some(&30), "{counts:?}");
+    assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
+
+    // Weight 0 by reload: web1 takes nothing new, its open connection stays.
+    let mut long = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT)).unwrap();
+    let first = http::get(&mut long).unwrap();
+    let config = bed.dir.join("xlb.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("weight = 3", "weight = 0")).unwrap();
+    send_signal(&bed, libc::SIGHUP);
+    bed.daemon
+        .as_mut()
+        .unwrap()
+        .wait_for_line("config reloaded", WAIT)
+        .unwrap();
+    let counts = tally(&bed, 10);
+    assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
+    assert_eq!(http::get(&mut long).unwrap(), first);
+}
