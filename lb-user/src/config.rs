@@ -335,6 +335,15 @@ impl Config {
         Validator { path, text }.config(raw)
     }
 
+    /// The backend `name` of service `service`.
+    #[must_use]
+    pub fn backend(&self, service: &str, name: &str) -> Option<&BackendConfig> {
+        self.services
+            .iter()
+            .find(|s| s.name == service)
+            .and_then(|s| s.backends.iter().find(|b| b.name == name))
+    }
+
     /// Backends across all services.
     #[must_use]
     pub fn backend_count(&self) -> usize {

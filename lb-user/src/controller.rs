@@ -196,13 +196,7 @@ impl Controller {
     /// Rewrites the maps from the config and the backends' states.
     fn sync(&mut self) -> Result<(), DataplaneError> {
         let tables = tables::build(&self.config, &self.ids, |service, backend| {
-            let Some(config) = self
-                .config
-                .services
-                .iter()
-                .find(|s| s.name == service)
-                .and_then(|s| s.backends.iter().find(|b| b.name == backend))
-            else {
+            let Some(config) = self.config.backend(service, backend) else {
                 return 0;
             };
             let runtime = self.backends.get(&key_of(service, config));
@@ -282,13 +276,7 @@ impl Controller {
                 backend,
                 drained,
             } => {
-                let Some(config) = self
-                    .config
-                    .services
-                    .iter()
-                    .find(|s| s.name == service)
-                    .and_then(|s| s.backends.iter().find(|b| b.name == backend))
-                else {
+                let Some(config) = self.config.backend(&service, &backend) else {
                     return Err(format!("unknown backend {backend:?} of service {service:?}"));
                 };
                 let key = key_of(&service, config);

@@ -38,10 +38,19 @@ pub fn testbed(binary: &Path) -> anyhow::Result<()> {
          \n  ip netns exec {client} bash -c 'for i in $(seq 10); do curl -s http://{VIP}:{FRONTEND_PORT}/; done'\
          \n  ip netns exec {client} bash -c 'exec 3<>/dev/udp/{VIP}/{UDP_PORT}; echo hi >&3; timeout 1 head -n1 <&3'   # UDP service\
          \n  ip netns exec {client} ping -c1 {VIP}                           # not a service: the LB's own stack answers\
+         \n\nOperate it (the admin socket is {socket}):\
+         \n  {xlb} status --socket {socket}\
+         \n  {xlb} drain frontend web1 --socket {socket}      # then curl again: only web2 answers\
+         \n  {xlb} enable frontend web1 --socket {socket}\
+         \n  ip netns exec {lb} curl -s 127.0.0.1:8404/metrics | grep xlb_server_sessions_total\
+         \n  kill $(ip netns pids {web1})                   # web1 dies: its health check takes it out\
          \n\nClient addresses: {}, {}. Counters follow every 2 s. Ctrl-C stops and removes everything.\n",
         CLIENT_ADDRS[0],
         CLIENT_ADDRS[1],
         lb = bed.lb.name(),
+        web1 = bed.webs[0].name(),
+        socket = bed.admin_socket().display(),
+        xlb = binary.display(),
     );
     while !STOP.load(Ordering::SeqCst) {
         if let Some(daemon) = bed.daemon.as_mut() {

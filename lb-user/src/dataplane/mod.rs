@@ -103,14 +103,7 @@ impl Dataplane {
     pub fn configure(&mut self, config: &Config) -> Result<(), DataplaneError> {
         let mut ids = tables::Ids::default();
         ids.assign(config);
-        let weights = |service: &str, backend: &str| {
-            config
-                .services
-                .iter()
-                .find(|s| s.name == service)
-                .and_then(|s| s.backends.iter().find(|b| b.name == backend))
-                .map_or(0, |b| b.weight)
-        };
+        let weights = |service: &str, backend: &str| config.backend(service, backend).map_or(0, |b| b.weight);
         self.apply(&tables::build(config, &ids, weights))
     }
 
