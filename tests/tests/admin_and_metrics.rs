@@ -92,6 +92,20 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
     let answers: Vec<String> = (0..4).map(|_| request(&bed)).collect();
     assert!(answers.contains(&"web1 frontend".to_owned()), "{answers:?}");
 
+    // `xlb reload` over the socket: a broken file is refused with its line,
+    // the running config stays; the good file reloads.
+    let config = bed.dir.join("xlb.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("port = 5000", "port = 0")).unwrap();
+    let refused = cli(&bed, &["reload"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("xlb.toml:") && stderr.contains("port 0"), "{stderr}");
+    assert_eq!(request(&bed).len(), "web1 frontend".len());
+    std::fs::write(&config, &good).unwrap();
+    let reloaded = cli(&bed, &["reload"]);
+    assert!(reloaded.status.success(), "{}", String::from_utf8_lossy(&reloaded.stderr));
+
     // `xlb status` (human) names the services and backends.
     let human = cli(&bed, &["status"]);
     let text = String::from_utf8_lossy(&human.stdout);
