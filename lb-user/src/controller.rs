@@ -16,7 +16,7 @@ use crate::{
     control::{Request, Response},
     dataplane::{
         tables::{self, BackendKey, Ids},
-        Dataplane, DataplaneError,
+        ConnectionCensus, Dataplane, DataplaneError,
     },
     health::{self, CheckEvent, CheckTarget, Hysteresis},
     status::{BackendState, BackendStatus, CounterValue, ReloadOutcome, ServiceStatus, Status},
@@ -85,7 +85,11 @@ pub struct Controller {
     started_at: SystemTime,
     last_reload: Option<ReloadOutcome>,
     rates: Rates,
+    census: std::cell::RefCell<Option<(Instant, ConnectionCensus)>>,
 }
+
+/// How stale the connection census in a status may be.
+const CENSUS_MAX_AGE: Duration = Duration::from_secs(2);
 
 fn key_of(service: &str, backend: &crate::config::BackendConfig) -> BackendKey {
     (service.to_owned(), backend.name.clone(), backend.address)
@@ -115,6 +119,7 @@ impl Controller {
             started_at: SystemTime::now(),
             last_reload: None,
             rates: Rates::default(),
+            census: std::cell::RefCell::new(None),
         };
         controller.adopt(config)?;
         Ok(controller)
@@ -385,7 +390,8 @@ impl Controller {
     /// A snapshot of everything, counters read from the maps now.
     #[must_use]
     pub fn status(&self) -> Status {
-        let active = self.dataplane.active_connections().unwrap_or_default();
+        let census = self.census();
+        let active = &census.active_by_backend;
         let services = self
             .config
             .services
@@ -478,9 +484,26 @@ impl Controller {
             last_reload: self.last_reload.clone(),
             services,
             counters,
-            conntrack_entries: self.dataplane.conntrack_entries().unwrap_or(0) as u64,
+            conntrack_entries: census.entries,
             conntrack_capacity: u64::from(self.dataplane.conntrack_capacity()),
         }
+    }
+
+    /// The connection table's census, rescanned when older than
+    /// [`CENSUS_MAX_AGE`]: scrapes and status calls in a burst share one scan.
+    fn census(&self) -> ConnectionCensus {
+        let mut cache = self.census.borrow_mut();
+        if let Some((at, census)) = cache.as_ref() {
+            if at.elapsed() < CENSUS_MAX_AGE {
+                return census.clone();
+            }
+        }
+        let census = self.dataplane.scan_connections().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot scan the connection table");
+            ConnectionCensus::default()
+        });
+        *cache = Some((Instant::now(), census.clone()));
+        census
     }
 
     /// Stops the checks (the data plane detaches when the controller drops).

@@ -57,6 +57,13 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
     move |source| DataplaneError::Map { map, source }
 }
 
+/// What [`Dataplane::scan_connections`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionCensus {
+    pub entries: u64,
+    pub active_by_backend: std::collections::HashMap<u32, u64>,
+}
+
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -189,20 +196,21 @@ impl Dataplane {
         Ok(connections)
     }
 
-    /// Open connections per backend id: client-side entries not closing.
-    pub fn active_connections(&self) -> Result<std::collections::HashMap<u32, u64>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map("FLOWS")
-            .ok_or(DataplaneError::Missing("map FLOWS"))?;
+    /// One pass over the connection table: its entries, and the open
+    /// connections (client-side entries not closing) per backend id. The
+    /// cost grows with the entries in use (two syscalls each), not with the
+    /// table's capacity.
+    pub fn scan_connections(&self) -> Result<ConnectionCensus, DataplaneError> {
+        let map = self.ebpf.map("FLOWS").ok_or(DataplaneError::Missing("map FLOWS"))?;
         let flows: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(map).map_err(map_err("FLOWS"))?;
-        let mut active = std::collections::HashMap::new();
+        let mut census = ConnectionCensus::default();
         for (_, flow) in flows.iter().filter_map(Result::ok) {
+            census.entries += 1;
             if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
-                *active.entry(flow.backend_id).or_insert(0) += 1;
+                *census.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
             }
         }
-        Ok(active)
+        Ok(census)
     }
 
     /// A service's traffic counters, summed over CPUs.
