@@ -12,3 +12,4 @@ pub mod health;
 pub mod metrics;
 pub mod netdev;
 pub mod status;
+pub mod vrrp;

@@ -201,7 +201,10 @@ impl Dataplane {
     /// cost grows with the entries in use (two syscalls each), not with the
     /// table's capacity.
     pub fn scan_connections(&self) -> Result<ConnectionCensus, DataplaneError> {
-        let map = self.ebpf.map("FLOWS").ok_or(DataplaneError::Missing("map FLOWS"))?;
+        let map = self
+            .ebpf
+            .map("FLOWS")
+            .ok_or(DataplaneError::Missing("map FLOWS"))?;
         let flows: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(map).map_err(map_err("FLOWS"))?;
         let mut census = ConnectionCensus::default();
         for (_, flow) in flows.iter().filter_map(Result::ok) {

@@ -1,0 +1,482 @@
+//! The VRRP state machine of RFC 9568/5798 section 6.4 (Initialize, Backup,
+//! Master), plus keepalived's FAULT for a node whose tracked health failed,
+//! as a pure transition function: events in, actions out, timers as
+//! deadlines the driver waits for. Names follow the RFC.
+
+use std::{
+    collections::VecDeque,
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use super::packet::Version;
+
+/// Priority of the address owner: it takes over at once on start-up.
+pub const OWNER_PRIORITY: u8 = 255;
+/// Transitions kept for the status.
+const HISTORY: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+    /// Tracked health failed: neither master nor candidate.
+    Fault,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub version: Version,
+    pub priority: u8,
+    /// Advertisement_Interval, centiseconds.
+    pub interval_cs: u16,
+    pub preempt: bool,
+    /// After start-up, do not preempt for this long (keepalived's preempt_delay).
+    pub preempt_delay: Duration,
+    /// This node's address on the VRRP link: breaks ties between equal priorities.
+    pub primary_address: Ipv4Addr,
+}
+
+/// Something the machine was told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Startup,
+    Shutdown,
+    /// A validated advertisement from `source`.
+    Advertisement {
+        source: Ipv4Addr,
+        priority: u8,
+        interval_cs: u16,
+    },
+    /// The node's tracked health changed (after its own rise/fall).
+    Health {
+        ok: bool,
+    },
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    SendAdvertisement {
+        priority: u8,
+    },
+    /// Take the virtual addresses (add them, announce with gratuitous ARP).
+    TakeOver,
+    /// Give the virtual addresses up.
+    Release,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    pub reason: String,
+    pub at: Instant,
+}
+
+pub struct Machine {
+    params: Params,
+    state: State,
+    /// Master_Adver_Interval: the master's advertised interval (version 3
+    /// learns it from the master's adverts), centiseconds.
+    master_adver_interval_cs: u16,
+    adver_timer: Option<Instant>,
+    master_down_timer: Option<Instant>,
+    started_at: Option<Instant>,
+    current_master: Option<Ipv4Addr>,
+    healthy: bool,
+    history: VecDeque<Transition>,
+}
+
+impl Machine {
+    #[must_use]
+    pub fn new(params: Params) -> Self {
+        let interval = params.interval_cs;
+        Self {
+            params,
+            state: State::Initialize,
+            master_adver_interval_cs: interval,
+            adver_timer: None,
+            master_down_timer: None,
+            started_at: None,
+            current_master: None,
+            healthy: true,
+            history: VecDeque::new(),
+        }
+    }
+
+    #[must_use]
+    pub const fn state(&self) -> State {
+        self.state
+    }
+
+    #[must_use]
+    pub const fn current_master(&self) -> Option<Ipv4Addr> {
+        self.current_master
+    }
+
+    #[must_use]
+    pub fn history(&self) -> impl Iterator<Item = &Transition> {
+        self.history.iter()
+    }
+
+    /// Skew_Time: lower priorities wait longer before taking over.
+    #[must_use]
+    pub fn skew_time(&self) -> Duration {
+        let cs = (256 - u32::from(self.params.priority)) * u32::from(self.master_adver_interval_cs) / 256;
+        Duration::from_millis(u64::from(cs) * 10)
+    }
+
+    /// Master_Down_Interval: three missed adverts plus the skew.
+    #[must_use]
+    pub fn master_down_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.master_adver_interval_cs) * 30) + self.skew_time()
+    }
+
+    fn advertisement_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.params.interval_cs) * 10)
+    }
+
+    /// The earliest timer, for the driver to sleep until.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.adver_timer, self.master_down_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn preempt_now(&self, now: Instant) -> bool {
+        self.params.preempt
+            && self
+                .started_at
+                .is_none_or(|start| now.duration_since(start) >= self.params.preempt_delay)
+    }
+
+    fn go(&mut self, to: State, reason: impl Into<String>, now: Instant) {
+        let transition = Transition {
+            from: self.state,
+            to,
+            reason: reason.into(),
+            at: now,
+        };
+        tracing::info!(from = ?transition.from, to = ?to, reason = %transition.reason, "VRRP transition");
+        self.state = to;
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(transition);
+    }
+
+    fn become_master(&mut self, reason: &str, now: Instant) -> Vec<Action> {
+        self.master_down_timer = None;
+        self.adver_timer = Some(now + self.advertisement_interval());
+        self.current_master = Some(self.params.primary_address);
+        self.go(State::Master, reason, now);
+        vec![
+            Action::SendAdvertisement {
+                priority: self.params.priority,
+            },
+            Action::TakeOver,
+        ]
+    }
+
+    fn become_backup(&mut self, reason: &str, now: Instant) {
+        self.adver_timer = None;
+        self.master_down_timer = Some(now + self.master_down_interval());
+        self.go(State::Backup, reason, now);
+    }
+
+    fn start(&mut self, reason: &str, now: Instant) -> Vec<Action> {
+        if self.params.priority == OWNER_PRIORITY {
+            return self.become_master(reason, now);
+        }
+        self.master_adver_interval_cs = self.params.interval_cs;
+        self.become_backup(reason, now);
+        Vec::new()
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        if self.master_down_timer.is_some_and(|t| t <= now) && self.state == State::Backup {
+            return self.become_master("Master_Down_Timer expired: no advertisement from a master", now);
+        }
+        if self.adver_timer.is_some_and(|t| t <= now) && self.state == State::Master {
+            self.adver_timer = Some(now + self.advertisement_interval());
+            return vec![Action::SendAdvertisement {
+                priority: self.params.priority,
+            }];
+        }
+        Vec::new()
+    }
+
+    /// Handles one event.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        match (self.state, event) {
+            (State::Initialize, Event::Startup) => {
+                self.started_at = Some(now);
+                if !self.healthy {
+                    self.go(State::Fault, "started with failed health", now);
+                    return Vec::new();
+                }
+                self.start("startup", now)
+            }
+            (_, Event::Startup) | (State::Initialize, _) => Vec::new(),
+
+            (State::Master, Event::Shutdown) => {
+                self.adver_timer = None;
+                self.go(State::Initialize, "shutdown", now);
+                // Priority 0 tells the backups to take over after Skew_Time.
+                vec![Action::SendAdvertisement { priority: 0 }, Action::Release]
+            }
+            (_, Event::Shutdown) => {
+                self.adver_timer = None;
+                self.master_down_timer = None;
+                self.go(State::Initialize, "shutdown", now);
+                Vec::new()
+            }
+
+            (State::Master, Event::Health { ok: false }) => {
+                self.healthy = false;
+                self.adver_timer = None;
+                self.go(State::Fault, "tracked health failed", now);
+                vec![Action::SendAdvertisement { priority: 0 }, Action::Release]
+            }
+            (_, Event::Health { ok: false }) => {
+                self.healthy = false;
+                if self.state != State::Fault {
+                    self.master_down_timer = None;
+                    self.go(State::Fault, "tracked health failed", now);
+                }
+                Vec::new()
+            }
+            (State::Fault, Event::Health { ok: true }) => {
+                self.healthy = true;
+                self.start("tracked health recovered", now)
+            }
+            (_, Event::Health { ok: true }) => {
+                self.healthy = true;
+                Vec::new()
+            }
+            (State::Fault, Event::Advertisement { source, .. }) => {
+                self.current_master = Some(source);
+                Vec::new()
+            }
+
+            (
+                State::Backup,
+                Event::Advertisement {
+                    source,
+                    priority,
+                    interval_cs,
+                },
+            ) => {
+                if priority == 0 {
+                    // The master is leaving: take over after Skew_Time only.
+                    self.master_down_timer = Some(now + self.skew_time());
+                    return Vec::new();
+                }
+                if !self.preempt_now(now) || priority >= self.params.priority {
+                    self.current_master = Some(source);
+                    if self.params.version == Version::V3 {
+                        self.master_adver_interval_cs = interval_cs;
+                    }
+                    self.master_down_timer = Some(now + self.master_down_interval());
+                }
+                // Otherwise a lower-priority master: let the timer run out and preempt.
+                Vec::new()
+            }
+            (
+                State::Master,
+                Event::Advertisement {
+                    source,
+                    priority,
+                    interval_cs,
+                },
+            ) => {
+                if priority == 0 {
+                    self.adver_timer = Some(now + self.advertisement_interval());
+                    return vec![Action::SendAdvertisement {
+                        priority: self.params.priority,
+                    }];
+                }
+                let wins = priority > self.params.priority
+                    || (priority == self.params.priority
+                        && u32::from(source) > u32::from(self.params.primary_address));
+                if !wins {
+                    return Vec::new();
+                }
+                if self.params.version == Version::V3 {
+                    self.master_adver_interval_cs = interval_cs;
+                }
+                self.current_master = Some(source);
+                self.become_backup(
+                    &format!("advertisement from {source} with priority {priority}"),
+                    now,
+                );
+                vec![Action::Release]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 108, 0, 6);
+    const PEER: Ipv4Addr = Ipv4Addr::new(10, 108, 0, 5);
+
+    fn machine(priority: u8, preempt: bool) -> Machine {
+        Machine::new(Params {
+            version: Version::V3,
+            priority,
+            interval_cs: 100,
+            preempt,
+            preempt_delay: Duration::ZERO,
+            primary_address: ME,
+        })
+    }
+
+    fn advert(priority: u8) -> Event {
+        Event::Advertisement {
+            source: PEER,
+            priority,
+            interval_cs: 100,
+        }
+    }
+
+    #[test]
+    fn rfc_timers() {
+        let m = machine(254, true);
+        // Skew_Time = (256 - 254) * 100 / 256 = 0 cs (integer), Master_Down = 300 cs.
+        assert_eq!(m.skew_time(), Duration::ZERO);
+        assert_eq!(m.master_down_interval(), Duration::from_secs(3));
+        let low = machine(100, true);
+        assert_eq!(low.skew_time(), Duration::from_millis(600));
+        assert_eq!(low.master_down_interval(), Duration::from_millis(3600));
+    }
+
+    #[test]
+    fn owner_takes_over_at_startup_and_others_wait_as_backup() {
+        let t0 = Instant::now();
+        let mut owner = machine(255, true);
+        assert_eq!(
+            owner.handle(Event::Startup, t0),
+            [Action::SendAdvertisement { priority: 255 }, Action::TakeOver]
+        );
+        assert_eq!(owner.state(), State::Master);
+        let mut backup = machine(200, true);
+        assert!(backup.handle(Event::Startup, t0).is_empty());
+        assert_eq!(backup.state(), State::Backup);
+        assert_eq!(backup.next_deadline(), Some(t0 + backup.master_down_interval()));
+    }
+
+    #[test]
+    fn backup_takes_over_when_adverts_stop() {
+        let t0 = Instant::now();
+        let mut m = machine(200, true);
+        m.handle(Event::Startup, t0);
+        m.handle(advert(255), t0 + Duration::from_secs(1));
+        assert!(
+            m.poll(t0 + Duration::from_secs(3)).is_empty(),
+            "the advert reset the timer"
+        );
+        let deadline = m.next_deadline().unwrap();
+        assert_eq!(
+            m.poll(deadline),
+            [Action::SendAdvertisement { priority: 200 }, Action::TakeOver]
+        );
+        assert_eq!(m.state(), State::Master);
+        // As master it advertises every interval.
+        let next = m.next_deadline().unwrap();
+        assert_eq!(next - deadline, Duration::from_secs(1));
+        assert_eq!(m.poll(next), [Action::SendAdvertisement { priority: 200 }]);
+    }
+
+    #[test]
+    fn priority_zero_means_take_over_after_skew_time() {
+        let t0 = Instant::now();
+        let mut m = machine(100, true);
+        m.handle(Event::Startup, t0);
+        m.handle(advert(0), t0);
+        assert_eq!(m.next_deadline(), Some(t0 + m.skew_time()));
+        assert_eq!(m.poll(t0 + m.skew_time()).len(), 2);
+    }
+
+    #[test]
+    fn master_yields_to_higher_priority_and_wins_ties_by_address() {
+        let t0 = Instant::now();
+        let mut m = machine(200, true);
+        m.handle(Event::Startup, t0);
+        m.poll(t0 + m.master_down_interval());
+        assert_eq!(m.state(), State::Master);
+        assert!(
+            m.handle(advert(100), t0).is_empty(),
+            "a lower priority is ignored"
+        );
+        // Equal priority: the higher address wins; ME (.6) > PEER (.5).
+        assert!(m.handle(advert(200), t0).is_empty());
+        assert_eq!(m.handle(advert(255), t0), [Action::Release]);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.current_master(), Some(PEER));
+    }
+
+    #[test]
+    fn preemption_is_configurable() {
+        let t0 = Instant::now();
+        for (preempt, takes_over) in [(true, true), (false, false)] {
+            let mut m = machine(255 - 1, preempt);
+            m.handle(Event::Startup, t0);
+            // A lower-priority master keeps advertising.
+            let mut now = t0;
+            let mut became_master = false;
+            for _ in 0..10 {
+                now += Duration::from_secs(1);
+                m.handle(advert(100), now);
+                became_master |= !m.poll(now).is_empty();
+            }
+            assert_eq!(became_master, takes_over, "preempt = {preempt}");
+        }
+    }
+
+    #[test]
+    fn clean_shutdown_of_the_master_sends_priority_zero() {
+        let t0 = Instant::now();
+        let mut m = machine(255, true);
+        m.handle(Event::Startup, t0);
+        assert_eq!(
+            m.handle(Event::Shutdown, t0),
+            [Action::SendAdvertisement { priority: 0 }, Action::Release]
+        );
+        assert_eq!(m.state(), State::Initialize);
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn failed_health_gives_up_and_recovery_rejoins() {
+        let t0 = Instant::now();
+        let mut m = machine(255, true);
+        m.handle(Event::Startup, t0);
+        assert_eq!(
+            m.handle(Event::Health { ok: false }, t0),
+            [Action::SendAdvertisement { priority: 0 }, Action::Release]
+        );
+        assert_eq!(m.state(), State::Fault);
+        assert!(
+            m.poll(t0 + Duration::from_secs(60)).is_empty(),
+            "no timers in FAULT"
+        );
+        assert_eq!(
+            m.handle(Event::Health { ok: true }, t0).len(),
+            2,
+            "the owner takes over again"
+        );
+        let reasons: Vec<&str> = m.history().map(|t| t.reason.as_str()).collect();
+        assert_eq!(
+            reasons,
+            ["startup", "tracked health failed", "tracked health recovered"]
+        );
+    }
+}
