@@ -116,7 +116,6 @@ impl Machine {
         self.current_master
     }
 
-    #[must_use]
     pub fn history(&self) -> impl Iterator<Item = &Transition> {
         self.history.iter()
     }

@@ -85,7 +85,7 @@ impl Advertisement {
         match self.version {
             Version::V2 => {
                 let seconds = self.interval_cs / 100;
-                if self.interval_cs % 100 != 0 || !(1..=255).contains(&seconds) {
+                if !self.interval_cs.is_multiple_of(100) || !(1..=255).contains(&seconds) {
                     return Err(EncodeError::V2Interval(self.interval_cs));
                 }
                 let auth_type = if self.auth.is_some() { AUTH_TYPE_PASS } else { 0 };
