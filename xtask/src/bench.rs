@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: what the data plane costs per packet, what a client
-//! sees end to end through xlb, HAProxy, nftables and no load balancer, and
-//! how much memory the daemon holds. A measurement, not a test: nothing here
-//! passes or fails on the numbers.
+//! sees end to end through xlb, HAProxy, nftables and no load balancer, how
+//! much memory the daemon holds, and how fast its health checks take a dead
+//! backend out and a returning one back, at what CPU cost. A measurement,
+//! not a test: nothing here passes or fails on the numbers.
 
 mod e2e;
+mod health;
 mod micro;
 mod process;
 mod report;
@@ -57,11 +59,27 @@ impl Spread {
     }
 }
 
-pub fn run(binary: &Path, write: bool) -> anyhow::Result<()> {
+/// The parts of the benchmark, for running one alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Per-packet cost (BPF_PROG_TEST_RUN).
+    Micro,
+    /// End to end through each load balancer, and memory.
+    E2e,
+    /// Health checks: detection times, CPU and memory while checking.
+    Health,
+}
+
+/// Runs the benchmark (`only`: one part, printed, never written).
+pub fn run(binary: &Path, write: bool, only: Option<Part>) -> anyhow::Result<()> {
     anyhow::ensure!(
         // SAFETY: plain geteuid(2).
         unsafe { libc::geteuid() } == 0,
         "the benchmark needs root (network namespaces, XDP)"
+    );
+    anyhow::ensure!(
+        !(write && only.is_some()),
+        "--write needs every part: BENCHMARKS.md holds them all"
     );
     // The testbed starts the daemon from XLB_BIN.
     std::env::set_var("XLB_BIN", binary);
@@ -73,20 +91,37 @@ pub fn run(binary: &Path, write: bool) -> anyhow::Result<()> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let machine = report::Machine::detect().context("describe the machine")?;
+    let wanted = |part: Part| only.is_none_or(|o| o == part);
     let mut sections = Vec::new();
 
-    eprintln!(
-        "xtask bench: per-packet cost, {} rounds of BPF_PROG_TEST_RUN",
-        micro::ROUNDS
-    );
-    let micro = micro::measure().context("per-packet cost")?;
-    sections.push(report::micro_section(&micro));
-    println!("\n{}", sections[0]);
+    if wanted(Part::Micro) {
+        eprintln!(
+            "xtask bench: per-packet cost, {} rounds of BPF_PROG_TEST_RUN",
+            micro::ROUNDS
+        );
+        let micro = micro::measure().context("per-packet cost")?;
+        let section = report::micro_section(&micro);
+        println!("\n{section}");
+        sections.push(section);
+    }
 
-    let e2e = e2e::measure().context("end to end")?;
-    sections.push(report::e2e_section(&e2e, &machine));
-    sections.push(report::memory_section(&e2e, &machine));
-    println!("{}\n{}", sections[1], sections[2]);
+    if wanted(Part::E2e) {
+        let e2e = e2e::measure().context("end to end")?;
+        for section in [
+            report::e2e_section(&e2e, &machine),
+            report::memory_section(&e2e, &machine),
+        ] {
+            println!("{section}");
+            sections.push(section);
+        }
+    }
+
+    if wanted(Part::Health) {
+        let health = health::measure().context("health checks")?;
+        let section = report::health_section(&health);
+        println!("{section}");
+        sections.push(section);
+    }
 
     if write {
         let path = crate::root().join("BENCHMARKS.md");

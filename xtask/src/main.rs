@@ -24,11 +24,15 @@ enum Command {
     Run,
     /// Run every test: unit tests, then the root-only namespace tests.
     Test,
-    /// Measure the data plane against the floor, HAProxy, nftables and no LB.
+    /// Measure the data plane against the floor, HAProxy, nftables and no LB,
+    /// and the health checks' detection times and cost.
     Bench {
         /// Write the results into BENCHMARKS.md.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "only")]
         write: bool,
+        /// Run only this part (printed, not written).
+        #[arg(long, value_enum)]
+        only: Option<bench::Part>,
     },
 }
 
@@ -47,10 +51,10 @@ fn main() -> anyhow::Result<()> {
             let binary = build()?;
             test(&binary)
         }
-        Command::Bench { write } => {
+        Command::Bench { write, only } => {
             setup::ensure_all()?;
             let binary = build()?;
-            bench::run(&binary, write)
+            bench::run(&binary, write, only)
         }
     }
 }

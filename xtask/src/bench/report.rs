@@ -7,8 +7,10 @@ use lb_tests::testbed::{FRONTEND_PORT, VIP};
 
 use super::{
     e2e::{self, Results, Summary},
+    health::{self, IdleChecks},
     micro::{self, Case, Micro},
     process::Memory,
+    Spread,
 };
 
 /// Where and when the numbers were taken.
@@ -393,6 +395,284 @@ pub fn memory_section(r: &Results, machine: &Machine) -> String {
          Reference: HAProxy and keepalived together ~21 MB on the reference droplets. \
          Goal: xlb under 16 MB.\n",
         table.render()
+    )
+}
+
+/// Seconds, to the millisecond.
+fn seconds(s: f64) -> String {
+    format!("{s:.3} s")
+}
+
+fn window(w: (std::time::Duration, std::time::Duration)) -> String {
+    format!("{:.2}-{:.2} s", w.0.as_secs_f64(), w.1.as_secs_f64())
+}
+
+fn spread_cells(spread: Option<Spread>) -> [String; 2] {
+    spread.map_or_else(
+        || ["-".to_owned(), "-".to_owned()],
+        |s| [seconds(s.median), format!("{:.3}-{:.3}", s.min, s.max)],
+    )
+}
+
+fn median_of(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        0.0
+    } else {
+        Spread::of(values).median
+    }
+}
+
+pub fn health_section(h: &health::Results) -> String {
+    let mut detection = Table::new(&[
+        ("Check (frontend)", false),
+        ("web1", false),
+        ("Window", true),
+        ("Probes: median", true),
+        ("Probes: range, s", true),
+        ("Log: median", true),
+        ("Log: range, s", true),
+        ("In window", true),
+    ]);
+    let mut anomalies = Vec::new();
+    for d in &h.detection {
+        let removal = d.timing.removal_window();
+        let reentry = d.timing.reentry_window();
+        let (inside, of) = d.within(|t| t.removal_probes, removal);
+        let [probes_median, probes_range] = spread_cells(d.removal_probes());
+        let [log_median, log_range] = spread_cells(d.removal_log());
+        detection.row(vec![
+            d.timing.label(),
+            "dies: out of rotation".to_owned(),
+            window(removal),
+            probes_median,
+            probes_range,
+            log_median,
+            log_range,
+            format!("{inside}/{of}"),
+        ]);
+        let (inside, of) = d.within(|t| t.reentry_probes, reentry);
+        let [probes_median, probes_range] = spread_cells(d.reentry_probes());
+        let [log_median, log_range] = spread_cells(d.reentry_log());
+        detection.row(vec![
+            String::new(),
+            "returns: back in rotation".to_owned(),
+            window(reentry),
+            probes_median,
+            probes_range,
+            log_median,
+            log_range,
+            format!("{inside}/{of}"),
+        ]);
+        for (i, t) in d.trials.iter().enumerate() {
+            for a in &t.anomalies {
+                anomalies.push(format!("{}, trial {}: {a}", d.timing.label(), i + 1));
+            }
+            if t.removal_probes.is_none() {
+                anomalies.push(format!(
+                    "{}, trial {}: the probes did not show web1's removal",
+                    d.timing.label(),
+                    i + 1
+                ));
+            }
+            if t.reentry_probes.is_none() {
+                anomalies.push(format!(
+                    "{}, trial {}: web1 answered no probe after its return",
+                    d.timing.label(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    let counters = h
+        .detection
+        .iter()
+        .map(|d| {
+            let count = |name: &str| d.counters.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+            let unusual: Vec<String> = d
+                .counters
+                .iter()
+                .filter(|(name, value)| {
+                    *value > 0
+                        && (name.starts_with("drop_")
+                            || name.starts_with("reset_")
+                            || name.starts_with("pass_no_"))
+                })
+                .map(|(name, value)| format!("{name} {}", grouped(*value)))
+                .collect();
+            format!(
+                "with {}, {} new connections forwarded, {}; {} SYNs refused by a backend's TIME_WAIT, \
+                 {} SYNs sent again by the client",
+                d.timing.label(),
+                grouped(count("forward_new")),
+                if unusual.is_empty() {
+                    "no packet dropped, reset or handed to the kernel unresolved".to_owned()
+                } else {
+                    unusual.join(", ")
+                },
+                grouped(d.backend_paws_timewait),
+                grouped(d.client_syn_retransmits),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let collided = h
+        .detection
+        .iter()
+        .any(|d| d.backend_paws_timewait > 0 || d.client_syn_retransmits > 0);
+    let collisions = if collided {
+        "A backend refuses a SYN that matches one of its own connections still in TIME_WAIT \
+         (the probes' answers close from the backend's side, so the backend keeps the SNAT \
+         address and port for 60 s) when the SYN's timestamp is older, which with \
+         per-connection timestamp offsets is a coin toss; the client then resets and sends \
+         its SYN again, at once, or after its 1 s retransmission timeout, which a probe \
+         (500 ms) reports as a timeout. The data plane holds a closed connection's SNAT port \
+         back for 61 s against this. Possible gaps: a backend's 60 s TIME_WAIT timer may fire \
+         up to a couple of seconds late, and, reading the code, the port is given back at \
+         once when the client reuses its own source port for a new connection (both \
+         entries of the old one are removed). A restarted daemon has no record of the \
+         ports at all, which is why each schedule here runs on a fresh testbed.\n\n"
+    } else {
+        ""
+    };
+    let trials: Vec<&health::Trial> = h.detection.iter().flat_map(|d| &d.trials).collect();
+    let refused = median_of(trials.iter().map(|t| t.refused as f64));
+    let in_rotation = median_of(trials.iter().map(|t| t.probes_while_in_rotation as f64));
+    let stop_ms = median_of(trials.iter().map(|t| t.stop_took.as_secs_f64() * 1000.0));
+    let start_ms = median_of(trials.iter().map(|t| t.start_took.as_secs_f64() * 1000.0));
+    let trial_counts = h
+        .detection
+        .iter()
+        .map(|d| format!("{} with {}", d.trials.len(), d.timing.label()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let anomalies = if anomalies.is_empty() {
+        "Nothing unexpected: no probe was refused after the DOWN line, no probe failed \
+         other than by a refusal, and no frontend backend went down or up unprompted."
+            .to_owned()
+    } else {
+        format!(
+            "Unexpected ({}):\n\n{}",
+            anomalies.len(),
+            anomalies
+                .iter()
+                .map(|a| format!("- {a}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+
+    let mut idle = Table::new(&[
+        ("Checks on frontend and API", false),
+        ("Watched", true),
+        ("Checks run", true),
+        ("Expected", true),
+        ("Failed", true),
+        ("CPU, schedstat", true),
+        ("CPU, utime+stime", true),
+        ("Per check, above baseline", true),
+        ("VmRSS", true),
+        ("VmHWM", true),
+    ]);
+    let baseline = h
+        .idle
+        .iter()
+        .find(|i| i.checks == IdleChecks::None)
+        .map(health::Idle::cpu_percent_sched);
+    for run in &h.idle {
+        let per_check = match (baseline, run.checks_run) {
+            (Some(base), n) if n > 0 && run.checks != IdleChecks::None => {
+                let extra_s = (run.cpu_percent_sched() - base) / 100.0 * run.wall.as_secs_f64();
+                format!("{:.0} µs", extra_s / n as f64 * 1e6)
+            }
+            _ => "-".to_owned(),
+        };
+        idle.row(vec![
+            run.checks.label().to_owned(),
+            format!("{:.0} s", run.wall.as_secs_f64()),
+            grouped(run.checks_run),
+            format!("{:.0}", run.checks_expected()),
+            grouped(run.check_failures),
+            format!("{:.3}%", run.cpu_percent_sched()),
+            format!("{:.2}%", run.cpu_percent_ticks()),
+            per_check,
+            mib(run.memory.rss_kib),
+            mib(run.memory.peak_kib),
+        ]);
+    }
+    let reference = h.idle.iter().find(|i| i.checks == IdleChecks::Tcp);
+    let goal = reference.map_or_else(
+        || "not measured".to_owned(),
+        |r| {
+            format!(
+                "{:.3}% of one core with the default TCP checks",
+                r.cpu_percent_sched()
+            )
+        },
+    );
+    format!(
+        "## Health checks\n\n\
+         How long a dead backend stays in rotation and a returning one stays out, \
+         against the windows its check schedule allows; and what checking costs the \
+         daemon. On the namespace testbed, the frontend service gets the schedule \
+         below (the API keeps the default TCP check every 2 s). Each trial waits a \
+         random part of `inter`, stops web1's nginx, waits for the daemon's `backend \
+         DOWN` line, waits a random part of `downinter`, starts nginx again and waits \
+         for `backend UP (rise reached)`. Trials: {trial_counts}.\n\n\
+         Throughout, a prober in the client namespace opens a new connection to \
+         `{VIP}:{FRONTEND_PORT}` every {probe_ms} ms and sends one request. While web1 \
+         is dead but in rotation, the connections sent to it are refused (its kernel \
+         resets the forwarded SYN); while both are in rotation the probes alternate \
+         between the backends, so a change shows within two probes. *Probes* is the \
+         client's view: from nginx gone (it has exited, its sockets closed) to the \
+         first probe that shows web1 out of rotation (the second after the last \
+         refused one), and from nginx listening again to the first probe web1 \
+         answers. *Log* is the time the daemon's line arrived, which it writes after \
+         the maps changed. *Window*: for a backend that is UP and has passed a check, \
+         the next regular check (up to `inter` away) fails, then `fall` - 1 more at \
+         `fastinter`: from (`fall` - 1) x `fastinter` to `inter` + (`fall` - 1) x \
+         `fastinter`; a returning backend passes the next check while down (up to \
+         `downinter` away), then `rise` - 1 more at `fastinter`. *In window*: trials \
+         whose probe time lies inside it, give or take {tolerance} ms (nginx takes \
+         {stop_ms:.0} ms to stop and {start_ms:.0} ms to start, medians; the probes \
+         see a change up to two probes late).\n\n\
+         {detection}\n\
+         While web1 was dead and still in rotation, a median {refused:.0} of the \
+         {in_rotation:.0} new connections the prober opened were refused: every other \
+         one, as round robin sends them. Each schedule runs on a fresh testbed and daemon. \
+         Counters over the trials (the data plane's, and the kernel's TcpExt \
+         PAWSTimewait in the backends and TCPSynRetrans in the client): {counters}. \
+         {anomalies}\n\n\
+         {collisions}\
+         HAProxy with the same `inter`, `fastinter`, `downinter`, `rise` and `fall` \
+         schedules its checks the same way (fastinter while a change is pending, \
+         downinter while down), so a clean death and return take it the same number of \
+         checks at the same intervals: the same windows. It counts differently under \
+         flapping: its health counter moves one step per result (a success between \
+         failures undoes one of them), where xlb needs `fall` failures in a row. With \
+         the reference configuration's plain `check` (inter 2s, rise 2, fall 3), \
+         which is also xlb's default, the windows are 4-6 s out and 2-4 s back.\n\n\
+         CPU and memory: the daemon with the testbed's services, its frontend and API \
+         (2 backends each, the reference configuration's pools) checked as below and \
+         the UDP service unchecked, no traffic, watched after {settle} s of start-up. \
+         CPU is the daemon's on-CPU time over the wall time, as a share of one core: \
+         *schedstat* by the scheduler's nanosecond clock (its threads, from \
+         /proc/PID/task/*/schedstat), *utime+stime* from /proc/PID/stat at the clock \
+         tick's resolution. The baseline has no checks: what remains is the \
+         daemon's own periodic work (sampling the rates every 2 s). Checks counted by \
+         the daemon's metrics, read outside the window; *expected*: one per checked \
+         backend every 2 s. *Per check* is the CPU above the baseline divided by the \
+         checks: it includes the kernel's work for the check's packets (on veth much \
+         of the receiving side, the backend's included, runs in the sender's \
+         context), and XDP running on them. VmRSS and VmHWM (peak) at the end of the \
+         window.\n\n\
+         {idle}\n\
+         **Checking the reference configuration: {goal}** (goal: under 1%).\n",
+        probe_ms = health::PROBE_INTERVAL.as_millis(),
+        tolerance = health::TOLERANCE.as_millis(),
+        settle = health::IDLE_SETTLE.as_secs(),
+        detection = detection.render(),
+        idle = idle.render(),
     )
 }
 
