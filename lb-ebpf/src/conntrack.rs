@@ -4,6 +4,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
+use lb_common::headers::IPPROTO_TCP;
 use lb_common::{
     conntrack::port_reusable,
     limits::{slot_index, SNAT_PORT_RETRIES},
@@ -117,8 +118,23 @@ pub fn open(
 
 /// Forgets a connection, given its client-side entry.
 #[inline(always)]
-pub fn close(key: &FlowKey, flow: &Flow) {
-    let _ = FLOWS.remove(&flow.rewrite.reply_key(key.proto));
+pub fn close(key: &FlowKey, flow: &Flow, now_ns: u64) {
+    let reply_key = flow.rewrite.reply_key(key.proto);
+    if key.proto != IPPROTO_TCP {
+        let _ = FLOWS.remove(&reply_key);
+        let _ = FLOWS.remove(key);
+        return;
+    }
+    // A TCP reply entry stays, marked closed: it holds the SNAT port until
+    // the backend's TIME_WAIT for it is over (see `port_reusable`), so that
+    // the next connection does not reuse a 4-tuple the backend remembers.
+    if let Some(reply) = FLOWS.get_ptr_mut(&reply_key) {
+        // SAFETY: a field write into a live map value.
+        unsafe {
+            (*reply).state |= lb_common::maps::FLOW_CLOSING;
+            (*reply).last_seen_ns = now_ns;
+        }
+    }
     let _ = FLOWS.remove(key);
 }
 

@@ -164,7 +164,7 @@ fn process(ctx: &XdpContext) -> Outcome {
             return translate(ctx, ip, l4, &current.rewrite, counter, Some(cache));
         }
         if current.direction == DIRECTION_FORWARD {
-            conntrack::close(&key, &current);
+            conntrack::close(&key, &current, now);
         }
     }
 

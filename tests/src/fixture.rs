@@ -198,8 +198,14 @@ pub fn with_fixture_settings<T: Send + 'static>(
             "permanent",
         ])?;
     }
+    // The default SNAT range, unless the caller sets its own.
+    let dataplane_toml = if dataplane_toml.contains("snat_ports") {
+        dataplane_toml.to_owned()
+    } else {
+        format!("snat_ports = \"20000-29999\"\n{dataplane_toml}")
+    };
     let config_text = format!(
-        "[dataplane]\ninterfaces = [\"{PUBLIC_IF}\", \"{PRIVATE_IF}\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n{dataplane_toml}\n\n{services_toml}"
+        "[dataplane]\ninterfaces = [\"{PUBLIC_IF}\", \"{PRIVATE_IF}\"]\nsnat_address = \"{LB_PRIVATE}\"\n{dataplane_toml}\n\n{services_toml}"
     );
     let config = Config::parse(Path::new("fixture.toml"), &config_text)?;
     let fixture_parts = (

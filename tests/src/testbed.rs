@@ -86,6 +86,14 @@ impl Testbed {
             dir,
         };
         bed.wire().context("wiring the testbed")?;
+        // Resolve the neighbours now: on links a few hundred ms old the first
+        // ARP request sometimes goes unanswered until the kernel retries a
+        // second later, which would fail the daemon's first health checks.
+        for web in WEB_ADDRS {
+            bed.lb.exec("ping", &["-c", "1", "-W", "3", &web.to_string()])?;
+        }
+        bed.client
+            .exec("ping", &["-c", "1", "-W", "3", &LB_PUBLIC.to_string()])?;
         for (ns, name) in bed.webs.iter().zip(WEB_NAMES) {
             bed.servers.push(Some(Nginx::start(
                 ns,

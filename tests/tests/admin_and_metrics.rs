@@ -100,11 +100,18 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
     let refused = cli(&bed, &["reload"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("xlb.toml:") && stderr.contains("port 0"), "{stderr}");
+    assert!(
+        stderr.contains("xlb.toml:") && stderr.contains("port 0"),
+        "{stderr}"
+    );
     assert_eq!(request(&bed).len(), "web1 frontend".len());
     std::fs::write(&config, &good).unwrap();
     let reloaded = cli(&bed, &["reload"]);
-    assert!(reloaded.status.success(), "{}", String::from_utf8_lossy(&reloaded.stderr));
+    assert!(
+        reloaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reloaded.stderr)
+    );
 
     // `xlb status` (human) names the services and backends.
     let human = cli(&bed, &["status"]);

@@ -294,6 +294,23 @@ fn closed_connection_port_reuse_picks_a_new_backend() {
     });
 }
 
+#[test]
+fn a_closed_connections_snat_port_is_held_through_the_backends_time_wait() {
+    // One SNAT port, one backend: the only 4-tuple towards the backend.
+    with_fixture_settings("snat_ports = \"20000-20000\"", &services(), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        let first = fx.run(&Frame::tcp(CLIENT, to, SYN).build(), fx.public_ifindex);
+        assert_eq!(first.action, XDP_TX);
+        fx.run(&Frame::tcp(CLIENT, to, FIN | ACK).build(), fx.public_ifindex);
+        // The client reuses its port at once: the backend may still hold the
+        // old connection in TIME_WAIT, so the port must not be reused yet.
+        let again = fx.run(&Frame::tcp(CLIENT, to, SYN).build(), fx.public_ifindex);
+        assert_eq!(again.action, XDP_DROP, "{again:?}");
+        assert_eq!(counter(fx, Counter::DropNatPortsExhausted), 1);
+    })
+    .expect("fixture");
+}
+
 /// Every way a packet for a VIP can be broken: each is dropped or passed
 /// unmodified, never forwarded, and counted by reason.
 #[test]

@@ -149,8 +149,9 @@ pub struct Tables {
 }
 
 /// Time a closed connection's SNAT port is held back, so that the backend's
-/// TIME_WAIT (60 s on Linux) has ended before the port is used again.
-const CLOSED_PORT_REUSE_NS: u64 = 61_000_000_000;
+/// TIME_WAIT (60 s on Linux, whose timer may fire a few seconds late) has
+/// ended before the port is used again.
+const CLOSED_PORT_REUSE_NS: u64 = 65_000_000_000;
 
 /// The map contents for `config`. `weight(service, backend)` is a backend's
 /// effective weight: its configured weight, or 0 while it is down or drained.
