@@ -194,6 +194,17 @@ impl Controller {
                 old.handle.abort();
             }
         }
+        // Forget the rates of services and backends that are gone.
+        let live: std::collections::HashSet<String> = config
+            .services
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.name.clone())
+                    .chain(s.backends.iter().map(|b| format!("{}/{}", s.name, b.name)))
+            })
+            .collect();
+        self.rates.last.retain(|key, _| live.contains(key));
+        self.rates.rate.retain(|key, _| live.contains(key));
         self.config = config;
         self.sync()
     }
