@@ -3,3 +3,4 @@
 
 pub mod machine;
 pub mod packet;
+pub mod validate;
