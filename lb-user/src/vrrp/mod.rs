@@ -3,4 +3,5 @@
 
 pub mod machine;
 pub mod packet;
+pub mod socket;
 pub mod validate;
