@@ -129,30 +129,29 @@ pub fn close(key: &FlowKey, flow: &Flow, now_ns: u64) {
     // the backend's TIME_WAIT for it is over (see `port_reusable`), so that
     // the next connection does not reuse a 4-tuple the backend remembers.
     if let Some(reply) = FLOWS.get_ptr_mut(&reply_key) {
-        // SAFETY: a field write into a live map value.
-        unsafe {
-            (*reply).state |= lb_common::maps::FLOW_CLOSING;
-            (*reply).last_seen_ns = now_ns;
-        }
+        mark_entry_closing(reply, now_ns);
     }
     let _ = FLOWS.remove(key);
+}
+
+/// Marks one entry closed as of `now_ns`.
+#[inline(always)]
+fn mark_entry_closing(entry: *mut Flow, now_ns: u64) {
+    // SAFETY: entry points into a live map value; field writes only.
+    unsafe {
+        (*entry).state |= lb_common::maps::FLOW_CLOSING;
+        (*entry).last_seen_ns = now_ns;
+    }
 }
 
 /// Marks both entries of the connection that `flow` (found under `key`)
 /// belongs to as closing.
 #[inline(always)]
 pub fn mark_closing(flow: *mut Flow, proto: u8, now_ns: u64) {
+    mark_entry_closing(flow, now_ns);
     // SAFETY: flow points into the map value found by the caller.
-    let other_key = unsafe {
-        (*flow).state |= lb_common::maps::FLOW_CLOSING;
-        (*flow).last_seen_ns = now_ns;
-        (*flow).rewrite.reply_key(proto)
-    };
+    let other_key = unsafe { (*flow).rewrite.reply_key(proto) };
     if let Some(other) = FLOWS.get_ptr_mut(&other_key) {
-        // SAFETY: as above.
-        unsafe {
-            (*other).state |= lb_common::maps::FLOW_CLOSING;
-            (*other).last_seen_ns = now_ns;
-        }
+        mark_entry_closing(other, now_ns);
     }
 }

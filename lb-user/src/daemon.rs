@@ -164,7 +164,7 @@ fn log_counters(controller: &Controller) {
                 .filter(|(_, n)| *n > 0)
                 .map(|(c, n)| format!("{}={n}", c.name()))
                 .collect();
-            let flows = dataplane.conntrack_entries().unwrap_or(0);
+            let flows = dataplane.scan_connections().map_or(0, |census| census.entries);
             info!(conntrack_entries = flows, "counters: {}", line.join(" "));
         }
         Err(e) => warn!(error = %e, "cannot read counters"),

@@ -16,6 +16,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Drain and enable differ only in the state they ask for.
+    let drain = matches!(cli.command, Command::Drain { .. });
     let result = match cli.command {
         Command::Run {
             config,
@@ -34,15 +36,8 @@ fn main() -> ExitCode {
             service,
             backend,
             admin,
-        } => client(
-            &admin,
-            &Action::SetDrained {
-                service,
-                backend,
-                drained: true,
-            },
-        ),
-        Command::Enable {
+        }
+        | Command::Enable {
             service,
             backend,
             admin,
@@ -51,7 +46,7 @@ fn main() -> ExitCode {
             &Action::SetDrained {
                 service,
                 backend,
-                drained: false,
+                drained: drain,
             },
         ),
         Command::Reload { admin } => client(&admin, &Action::Reload),

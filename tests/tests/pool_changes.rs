@@ -56,6 +56,18 @@ fn wait_for(bed: &mut Testbed, event: &str, service: &str, backend: &str) -> Str
     }
 }
 
+/// Writes `text` as the daemon's config, sends SIGHUP, and returns the log
+/// line containing `outcome` ("config reloaded" or "reload refused").
+fn reload_with(bed: &mut Testbed, text: &str, outcome: &str) -> String {
+    std::fs::write(bed.dir.join("xlb.toml"), text).unwrap();
+    send_signal(bed, libc::SIGHUP);
+    bed.daemon
+        .as_mut()
+        .expect("daemon")
+        .wait_for_line(outcome, WAIT)
+        .unwrap()
+}
+
 fn send_signal(bed: &Testbed, signal: i32) {
     let pid = bed.daemon.as_ref().expect("daemon").pid();
     // SAFETY: plain kill(2) on our child.
@@ -103,14 +115,11 @@ fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_co
     // A broken config: the daemon says what and where, and keeps serving.
     let config = bed.dir.join("xlb.toml");
     let good = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, good.replace("203.0.113.12:3000", "203.0.113.12:3000x")).unwrap();
-    send_signal(&bed, libc::SIGHUP);
-    let line = bed
-        .daemon
-        .as_mut()
-        .unwrap()
-        .wait_for_line("reload refused", WAIT)
-        .unwrap();
+    let line = reload_with(
+        &mut bed,
+        &good.replace("203.0.113.12:3000", "203.0.113.12:3000x"),
+        "reload refused",
+    );
     assert!(line.contains("xlb.toml:") && line.contains("web2"), "{line}");
     assert_eq!(tally(&bed, 10).len(), 2);
     assert_eq!(http::get(&mut long).unwrap(), first);
@@ -122,13 +131,7 @@ fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_co
         1,
     );
     assert_ne!(third, good);
-    std::fs::write(&config, third).unwrap();
-    send_signal(&bed, libc::SIGHUP);
-    bed.daemon
-        .as_mut()
-        .unwrap()
-        .wait_for_line("config reloaded", WAIT)
-        .unwrap();
+    reload_with(&mut bed, &third, "config reloaded");
     let counts = tally(&bed, 30);
     for body in ["web1 frontend", "web2 frontend", "web1 api"] {
         assert_eq!(counts.get(body), Some(&10), "{counts:?}");
@@ -252,13 +255,11 @@ fn weights_share_new_connections_and_weight_zero_drains() {
     let first = http::get(&mut long).unwrap();
     let config = bed.dir.join("xlb.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("weight = 3", "weight = 0")).unwrap();
-    send_signal(&bed, libc::SIGHUP);
-    bed.daemon
-        .as_mut()
-        .unwrap()
-        .wait_for_line("config reloaded", WAIT)
-        .unwrap();
+    reload_with(
+        &mut bed,
+        &text.replace("weight = 3", "weight = 0"),
+        "config reloaded",
+    );
     let counts = tally(&bed, 10);
     assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
     assert_eq!(http::get(&mut long).unwrap(), first);

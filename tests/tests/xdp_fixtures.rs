@@ -382,7 +382,10 @@ fn malformed_packets_are_never_forwarded() {
         }
         // Nothing was forwarded, so nothing was tracked.
         assert_eq!(counter(fx, Counter::ForwardNew), 0);
-        assert_eq!(fx.dataplane.lock().unwrap().conntrack_entries().unwrap(), 0);
+        assert_eq!(
+            fx.dataplane.lock().unwrap().scan_connections().unwrap().entries,
+            0
+        );
     });
 }
 

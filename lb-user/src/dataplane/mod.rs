@@ -333,17 +333,6 @@ impl Dataplane {
             .collect()
     }
 
-    /// Number of entries in the connection table (two per connection).
-    pub fn conntrack_entries(&self) -> Result<usize, DataplaneError> {
-        let map = self
-            .ebpf
-            .map("FLOWS")
-            .ok_or(DataplaneError::Missing("map FLOWS"))?;
-        let flows: HashMap<&MapData, lb_common::maps::FlowKey, lb_common::maps::Flow> =
-            HashMap::try_from(map).map_err(map_err("FLOWS"))?;
-        Ok(flows.keys().filter(Result::is_ok).count())
-    }
-
     fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DataplaneError>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,

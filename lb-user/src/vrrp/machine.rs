@@ -168,6 +168,14 @@ impl Machine {
         self.history.push_back(transition);
     }
 
+    /// Records `source` as the master; version 3 adopts its interval.
+    fn follow(&mut self, source: Ipv4Addr, interval_cs: u16) {
+        self.current_master = Some(source);
+        if self.params.version == Version::V3 {
+            self.master_adver_interval_cs = interval_cs;
+        }
+    }
+
     fn become_master(&mut self, reason: &str, now: Instant) -> Vec<Action> {
         self.master_down_timer = None;
         self.adver_timer = Some(now + self.advertisement_interval());
@@ -277,10 +285,7 @@ impl Machine {
                     return Vec::new();
                 }
                 if !self.preempt_now(now) || priority >= self.params.priority {
-                    self.current_master = Some(source);
-                    if self.params.version == Version::V3 {
-                        self.master_adver_interval_cs = interval_cs;
-                    }
+                    self.follow(source, interval_cs);
                     self.master_down_timer = Some(now + self.master_down_interval());
                 }
                 // Otherwise a lower-priority master: let the timer run out and preempt.
@@ -306,10 +311,7 @@ impl Machine {
                 if !wins {
                     return Vec::new();
                 }
-                if self.params.version == Version::V3 {
-                    self.master_adver_interval_cs = interval_cs;
-                }
-                self.current_master = Some(source);
+                self.follow(source, interval_cs);
                 self.become_backup(
                     &format!("advertisement from {source} with priority {priority}"),
                     now,
