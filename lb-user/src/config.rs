@@ -188,6 +188,11 @@ pub struct Secret(String);
 
 impl Secret {
     #[must_use]
+    pub const fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    #[must_use]
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -8,6 +8,7 @@ pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod failover;
 pub mod health;
 pub mod metrics;
 pub mod netdev;
