@@ -23,7 +23,7 @@ use tokio::{
     net::{TcpStream, UnixStream},
 };
 
-use crate::status::{BackendState, Status};
+use crate::status::{BackendState, Status, VrrpStatus};
 
 /// How long a command waits for the daemon, connection included.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -451,6 +451,87 @@ impl Table {
     }
 }
 
+/// The failover part of `xlb status`.
+fn render_vrrp(vrrp: &VrrpStatus, out: &mut String) {
+    out.push('\n');
+    let master = vrrp.current_master.as_deref().unwrap_or("unknown");
+    let _ = writeln!(
+        out,
+        "vrrp {}  vrid {} v{} on {} from {}  priority {}{}  master {master}  adverts every {} ms",
+        vrrp.state,
+        vrrp.vrid,
+        vrrp.version,
+        vrrp.interface,
+        vrrp.source_address,
+        vrrp.priority,
+        if vrrp.priority == vrrp.configured_priority {
+            String::new()
+        } else {
+            format!(" (configured {})", vrrp.configured_priority)
+        },
+        vrrp.advert_interval_ms,
+    );
+    let rejected: Vec<String> = vrrp
+        .adverts_rejected
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.value))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  floating {}  adverts sent {} received {}  rejected {}",
+        vrrp.virtual_addresses.join(","),
+        vrrp.adverts_sent_total,
+        vrrp.adverts_received_total,
+        if rejected.is_empty() {
+            "0".to_owned()
+        } else {
+            rejected.join(" ")
+        },
+    );
+    for track in &vrrp.tracks {
+        let effect = track
+            .weight
+            .map_or("fault".to_owned(), |w| format!("weight {w:+}"));
+        let _ = writeln!(
+            out,
+            "  track {:<5} {} ({effect}): {}",
+            if track.ok { "ok" } else { "FAIL" },
+            track.name,
+            track.detail
+        );
+    }
+    for link in &vrrp.peer_links {
+        let _ = writeln!(
+            out,
+            "  peer link {} {}  (closed {} times)",
+            link.peer,
+            if link.up { "up" } else { "down" },
+            link.closes_total
+        );
+    }
+    for mover in &vrrp.movers {
+        if mover.last_action.is_empty() {
+            let _ = writeln!(out, "  mover {}: no action yet", mover.mover);
+        } else {
+            let _ = writeln!(
+                out,
+                "  mover {}: {} {}: {}",
+                mover.mover,
+                mover.last_action,
+                if mover.ok { "ok" } else { "FAILED" },
+                mover.detail
+            );
+        }
+    }
+    for transition in vrrp.transitions.iter().rev().take(5) {
+        let _ = writeln!(
+            out,
+            "  {} -> {} at {}: {}",
+            transition.from, transition.to, transition.at_unix_ms, transition.reason
+        );
+    }
+}
+
 /// The `xlb status` view: a header, then per service a summary line and a
 /// table of its backends, then the non-zero global counters.
 #[must_use]
@@ -537,6 +618,10 @@ pub fn render_status(status: &Status) -> String {
             ]);
         }
         table.render("  ", &mut out);
+    }
+
+    if let Some(vrrp) = &status.vrrp {
+        render_vrrp(vrrp, &mut out);
     }
 
     let counters: Vec<String> = status
@@ -681,6 +766,7 @@ mod tests {
             ],
             conntrack_entries: 1_234,
             conntrack_capacity: 262_144,
+            vrrp: None,
         }
     }
 

@@ -59,6 +59,24 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Started by `xlb run`: removes the floating addresses when the daemon
+    /// dies without releasing them (kill -9), so a dead node attracts nothing.
+    #[command(hide = true)]
+    Guard {
+        #[arg(long)]
+        interface: String,
+        /// A.B.C.D/prefix, repeated.
+        #[arg(long = "address", value_parser = parse_address)]
+        addresses: Vec<(std::net::Ipv4Addr, u8)>,
+    },
+}
+
+fn parse_address(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, prefix) = text.split_once('/').unwrap_or((text, "32"));
+    match (addr.parse(), prefix.parse::<u8>()) {
+        (Ok(addr), Ok(prefix)) if prefix <= 32 => Ok((addr, prefix)),
+        _ => Err(format!("{text:?} is not an IPv4 address/prefix")),
+    }
 }
 
 /// How to reach the daemon's admin API.

@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -19,7 +22,8 @@ use crate::{
         ConnectionCensus, Dataplane, DataplaneError,
     },
     health::{self, CheckEvent, CheckTarget, Hysteresis},
-    status::{BackendState, BackendStatus, CounterValue, ReloadOutcome, ServiceStatus, Status},
+    status::{BackendState, BackendStatus, CounterValue, ReloadOutcome, ServiceStatus, Status, VrrpStatus},
+    vrrp::track::NodeHealth,
 };
 
 /// What the controller knows of a backend beyond its config.
@@ -86,6 +90,9 @@ pub struct Controller {
     last_reload: Option<ReloadOutcome>,
     rates: Rates,
     census: std::cell::RefCell<Option<(Instant, ConnectionCensus)>>,
+    /// What VRRP's tracks need to know of the data plane and the pools.
+    node_health: watch::Sender<NodeHealth>,
+    vrrp_status: Option<watch::Receiver<VrrpStatus>>,
 }
 
 /// How stale the connection census in a status may be.
@@ -120,9 +127,60 @@ impl Controller {
             last_reload: None,
             rates: Rates::default(),
             census: std::cell::RefCell::new(None),
+            node_health: watch::channel(NodeHealth::default()).0,
+            vrrp_status: None,
         };
         controller.adopt(config)?;
         Ok(controller)
+    }
+
+    /// For VRRP's tracks: attachment and healthy backends, kept current.
+    #[must_use]
+    pub fn node_health(&self) -> watch::Receiver<NodeHealth> {
+        self.node_health.subscribe()
+    }
+
+    /// Shows VRRP's state in the status.
+    pub fn set_vrrp_status(&mut self, status: watch::Receiver<VrrpStatus>) {
+        self.vrrp_status = Some(status);
+    }
+
+    /// Records the interfaces the program is attached to now (after attach).
+    pub fn note_attached(&mut self) {
+        let attached = self
+            .dataplane
+            .attached()
+            .iter()
+            .filter_map(|(name, _)| {
+                crate::netdev::ifindex(name)
+                    .ok()
+                    .map(|index| (name.clone(), index))
+            })
+            .collect();
+        self.node_health.send_modify(|n| n.attached = attached);
+    }
+
+    fn publish_node_health(&self) {
+        let mut healthy_backends: HashMap<String, usize> = HashMap::new();
+        for service in &self.config.services {
+            let up = service
+                .backends
+                .iter()
+                .filter(|b| {
+                    self.backends
+                        .get(&key_of(&service.name, b))
+                        .is_some_and(|r| r.healthy)
+                })
+                .count();
+            healthy_backends.insert(service.name.clone(), up);
+        }
+        let interfaces = self.config.dataplane.interfaces.clone();
+        self.node_health.send_if_modified(|n| {
+            let changed = n.healthy_backends != healthy_backends || n.interfaces != interfaces;
+            n.healthy_backends = healthy_backends;
+            n.interfaces = interfaces;
+            changed
+        });
     }
 
     pub fn dataplane_mut(&mut self) -> &mut Dataplane {
@@ -221,6 +279,7 @@ impl Controller {
                 _ => 0,
             }
         });
+        self.publish_node_health();
         self.dataplane.apply(&tables)
     }
 
@@ -355,6 +414,7 @@ impl Controller {
             ),
             (old.admin != new.admin, "[admin]"),
             (old.metrics != new.metrics, "[metrics]"),
+            (old.vrrp != new.vrrp, "[vrrp]"),
         ];
         if let Some((_, what)) = needs_restart.iter().find(|(changed, _)| *changed) {
             return Err(format!(
@@ -497,6 +557,7 @@ impl Controller {
             counters,
             conntrack_entries: census.entries,
             conntrack_capacity: u64::from(self.dataplane.conntrack_capacity()),
+            vrrp: self.vrrp_status.as_ref().map(|status| status.borrow().clone()),
         }
     }
 

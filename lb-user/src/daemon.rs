@@ -17,7 +17,7 @@ use crate::{
     control::{ControlHandle, Envelope},
     controller::{Controller, RATE_INTERVAL},
     dataplane::Dataplane,
-    netdev,
+    netdev, vrrp,
 };
 
 pub struct RunOptions {
@@ -29,6 +29,12 @@ pub struct RunOptions {
 pub fn preflight(config: &Config) -> anyhow::Result<()> {
     for interface in &config.dataplane.interfaces {
         netdev::ifindex(interface)?;
+    }
+    if let Some(vrrp) = &config.vrrp {
+        netdev::ifindex(&vrrp.interface)?;
+        if let Some(local) = &vrrp.local {
+            netdev::ifindex(&local.interface)?;
+        }
     }
     netdev::check_snat_ports(&config.dataplane.snat_ports, &netdev::local_port_range()?)?;
     Ok(())
@@ -74,6 +80,16 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
             .dataplane_mut()
             .attach(interface, config.dataplane.xdp_mode)?;
     }
+    controller.note_attached();
+    // The data plane is ready before this node can win an election.
+    let vrrp = match &config.vrrp {
+        Some(vrrp_config) => {
+            let handle = vrrp::driver::start(vrrp_config.clone(), controller.node_health()).await?;
+            controller.set_vrrp_status(handle.status.clone());
+            Some(handle)
+        }
+        None => None,
+    };
 
     let (requests_tx, mut requests) = mpsc::channel::<Envelope>(64);
     let control = ControlHandle::new(requests_tx);
@@ -104,6 +120,10 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
                 log_counters(&controller);
             }
         }
+    }
+    if let Some(vrrp) = vrrp {
+        // Hand the floating IP over (priority 0) while still forwarding.
+        vrrp.shutdown(Duration::from_secs(10)).await;
     }
     let _ = shutdown_tx.send(true);
     controller.stop_checks();

@@ -24,8 +24,14 @@ fn main() -> ExitCode {
             stats_interval,
         } => daemon::run(&config, &daemon::RunOptions { stats_interval }),
         Command::Check { config } => Config::load(&config).map_err(Into::into).map(|c| {
+            let vrrp = c.vrrp.as_ref().map_or(String::new(), |v| {
+                format!(
+                    ", VRRP vrid {} priority {} on {}",
+                    v.vrid, v.priority, v.interface
+                )
+            });
             println!(
-                "{}: ok ({} services, {} backends)",
+                "{}: ok ({} services, {} backends{vrrp})",
                 config.display(),
                 c.services.len(),
                 c.backend_count()
@@ -50,6 +56,9 @@ fn main() -> ExitCode {
             },
         ),
         Command::Reload { admin } => client(&admin, &Action::Reload),
+        Command::Guard { interface, addresses } => {
+            lb_user::failover::guard::run_guard(&interface, &addresses)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::{
     control::ControlHandle,
-    status::{BackendState, BackendStatus, ServiceStatus, Status},
+    status::{BackendState, BackendStatus, ServiceStatus, Status, VrrpStatus},
 };
 
 /// The content type of `GET /metrics`: OpenMetrics text, as encoded by
@@ -573,6 +573,10 @@ fn families(status: &Status, process: Option<&ProcessStats>) -> Families {
         );
     }
 
+    if let Some(vrrp) = &status.vrrp {
+        vrrp_families(&mut f, vrrp);
+    }
+
     // -- process (the names every Prometheus client library uses) --
     if let Some(p) = process {
         f.counter_f64(
@@ -607,6 +611,85 @@ fn families(status: &Status, process: Option<&ProcessStats>) -> Families {
         );
     }
     f
+}
+
+/// The failover side: one-hot state like keepalived's exporter, the
+/// election's counters, tracks and movers.
+fn vrrp_families(f: &mut Families, vrrp: &VrrpStatus) {
+    let vrid = || vec![("vrid", LabelValue::new(&vrrp.vrid.to_string()))];
+    let with = |name: &'static str, value: &str| {
+        let mut labels = vrid();
+        labels.push((name, LabelValue::new(value)));
+        labels
+    };
+    f.gauge(
+        "xlb_vrrp_state",
+        "1 for this node's VRRP state (INIT, BACKUP, MASTER, FAULT), 0 for the others.",
+        ["INIT", "BACKUP", "MASTER", "FAULT"]
+            .map(|state| (with("state", state), i64::from(vrrp.state == state))),
+    );
+    f.gauge(
+        "xlb_vrrp_priority",
+        "The priority this node advertises now (tracks with a weight change it).",
+        [(vrid(), i64::from(vrrp.priority))],
+    );
+    f.counter(
+        "xlb_vrrp_transitions_total",
+        "VRRP state transitions since start.",
+        [(vrid(), vrrp.transitions_total)],
+    );
+    f.counter(
+        "xlb_vrrp_adverts_sent_total",
+        "VRRP advertisements sent.",
+        [(vrid(), vrrp.adverts_sent_total)],
+    );
+    f.counter(
+        "xlb_vrrp_adverts_received_total",
+        "VRRP advertisements received and accepted.",
+        [(vrid(), vrrp.adverts_received_total)],
+    );
+    f.counter(
+        "xlb_vrrp_adverts_rejected_total",
+        "VRRP datagrams dropped, by reason (checksum, auth, vrid, ttl, truncated, ...).",
+        vrrp.adverts_rejected
+            .iter()
+            .map(|c| (with("reason", &c.name), c.value)),
+    );
+    f.gauge(
+        "xlb_vrrp_track_up",
+        "1 if the track is satisfied, 0 if it is failing.",
+        vrrp.tracks
+            .iter()
+            .map(|t| (with("track", &t.name), i64::from(t.ok))),
+    );
+    f.gauge(
+        "xlb_vrrp_mover_last_success",
+        "1 if the mover's last action succeeded (or it has not acted yet), 0 if it failed.",
+        vrrp.movers
+            .iter()
+            .map(|m| (with("mover", &m.mover), i64::from(m.ok))),
+    );
+    f.counter(
+        "xlb_vrrp_mover_actions_total",
+        "Actions the mover carried out (take over, release, reconcile, notify).",
+        vrrp.movers
+            .iter()
+            .map(|m| (with("mover", &m.mover), m.actions_total)),
+    );
+    f.counter(
+        "xlb_vrrp_mover_failures_total",
+        "Actions of the mover that failed.",
+        vrrp.movers
+            .iter()
+            .map(|m| (with("mover", &m.mover), m.failures_total)),
+    );
+    f.gauge(
+        "xlb_vrrp_peer_link_up",
+        "1 while the peer link to this peer is connected.",
+        vrrp.peer_links
+            .iter()
+            .map(|l| (with("peer", &l.peer), i64::from(l.up))),
+    );
 }
 
 // ---- HTTP ------------------------------------------------------------------
@@ -790,7 +873,74 @@ mod tests {
                 .collect(),
             conntrack_entries: 42,
             conntrack_capacity: 262_144,
+            vrrp: Some(VrrpStatus {
+                state: "MASTER".to_owned(),
+                vrid: 50,
+                priority: 205,
+                configured_priority: 255,
+                transitions_total: 3,
+                adverts_sent_total: 900,
+                adverts_received_total: 17,
+                adverts_rejected: vec![CounterValue {
+                    name: "auth".to_owned(),
+                    value: 2,
+                }],
+                tracks: vec![crate::status::TrackStatus {
+                    name: "interface eth0 up".to_owned(),
+                    ok: false,
+                    weight: Some(-50),
+                    detail: "eth0 is down".to_owned(),
+                }],
+                movers: vec![crate::status::MoverStatus {
+                    mover: "local".to_owned(),
+                    last_action: "take over".to_owned(),
+                    ok: true,
+                    actions_total: 4,
+                    ..Default::default()
+                }],
+                peer_links: vec![crate::status::PeerLinkStatus {
+                    peer: "10.108.0.6".to_owned(),
+                    up: true,
+                    closes_total: 1,
+                }],
+                ..VrrpStatus::default()
+            }),
         }
+    }
+
+    #[test]
+    fn vrrp_state_is_one_hot_with_its_counters() {
+        let scrape = parse(&render(&sample_status(), &sample_process()));
+        let state = |s: &str| value(&scrape, "xlb_vrrp_state", &[("vrid", "50"), ("state", s)]);
+        assert_eq!(
+            (state("MASTER"), state("BACKUP"), state("FAULT")),
+            (1.0, 0.0, 0.0)
+        );
+        assert_eq!(value(&scrape, "xlb_vrrp_priority", &[("vrid", "50")]), 205.0);
+        assert_eq!(
+            value(
+                &scrape,
+                "xlb_vrrp_adverts_rejected_total",
+                &[("vrid", "50"), ("reason", "auth")]
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &scrape,
+                "xlb_vrrp_track_up",
+                &[("vrid", "50"), ("track", "interface eth0 up")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &scrape,
+                "xlb_vrrp_mover_actions_total",
+                &[("vrid", "50"), ("mover", "local")]
+            ),
+            4.0
+        );
     }
 
     fn sample_process() -> ProcessStats {

@@ -17,6 +17,9 @@ pub struct Status {
     /// Entries in the connection table (two per connection).
     pub conntrack_entries: u64,
     pub conntrack_capacity: u64,
+    /// None: no [vrrp] configured.
+    #[serde(default)]
+    pub vrrp: Option<VrrpStatus>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -107,4 +110,74 @@ pub struct BackendStatus {
 pub struct CounterValue {
     pub name: String,
     pub value: u64,
+}
+
+/// The failover side: the VRRP election, this node's tracked health, and
+/// what the movers of the floating IP last did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VrrpStatus {
+    /// "INIT", "BACKUP", "MASTER" or "FAULT".
+    pub state: String,
+    pub vrid: u8,
+    pub version: u8,
+    pub interface: String,
+    pub source_address: String,
+    pub advert_interval_ms: u64,
+    /// Advertised now (weighted tracks may have changed it).
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// The router this node believes is master (itself when MASTER).
+    pub current_master: Option<String>,
+    pub virtual_addresses: Vec<String>,
+    pub transitions_total: u64,
+    /// The last transitions, oldest first.
+    pub transitions: Vec<VrrpTransition>,
+    pub adverts_sent_total: u64,
+    /// Accepted advertisements.
+    pub adverts_received_total: u64,
+    /// Dropped advertisements by reason (checksum, auth, vrid, ttl, ...).
+    pub adverts_rejected: Vec<CounterValue>,
+    pub tracks: Vec<TrackStatus>,
+    pub movers: Vec<MoverStatus>,
+    pub peer_links: Vec<PeerLinkStatus>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VrrpTransition {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// Milliseconds since the UNIX epoch.
+    pub at_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrackStatus {
+    pub name: String,
+    pub ok: bool,
+    /// None: failing means FAULT; else the priority change while failing.
+    pub weight: Option<i16>,
+    /// The last observation ("ok" or why not).
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MoverStatus {
+    /// "local", "digitalocean" or "notify".
+    pub mover: String,
+    /// What it last did ("take over", "release", "reconcile", "notify master", ...); empty before the first.
+    pub last_action: String,
+    pub ok: bool,
+    pub detail: String,
+    pub at_unix_ms: u64,
+    pub actions_total: u64,
+    pub failures_total: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerLinkStatus {
+    pub peer: String,
+    pub up: bool,
+    /// Times the peer's end closed (its process went away).
+    pub closes_total: u64,
 }

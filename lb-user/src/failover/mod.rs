@@ -1,9 +1,245 @@
 //! Moving the floating IP when this node's VRRP state changes. Each mover is
 //! independent and optional: `local` (the address on an interface, announced
-//! with gratuitous ARP), `digitalocean` (the reserved-IP API) and `exec`
-//! (keepalived-style notify commands).
+//! with gratuitous ARP), `digitalocean` (the reserved-IP API) and `notify`
+//! (keepalived-style commands). `Movers` runs them for the VRRP driver:
+//! fast steps inline, slow ones (API calls, ARP bursts) as tasks that a
+//! release cancels.
 
 pub mod digitalocean;
 pub mod garp;
 pub mod guard;
 pub mod local;
+pub mod notify;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+use tracing::{info, warn};
+
+use crate::config::VrrpConfig;
+
+/// What a mover did, for the status and the logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoverReport {
+    pub mover: &'static str,
+    pub action: String,
+    /// A one-line description of what was done, or why it failed.
+    pub result: Result<String, String>,
+}
+
+pub struct Movers {
+    local: Option<Arc<local::LocalMover>>,
+    burst: Option<JoinHandle<()>>,
+    next_garp_refresh: Option<Instant>,
+    digitalocean: Option<Arc<digitalocean::DigitalOcean>>,
+    assign: Option<JoinHandle<()>>,
+    next_reconcile: Option<Instant>,
+    notify: Option<(mpsc::UnboundedSender<notify::Notification>, JoinHandle<()>)>,
+    reports: mpsc::Sender<MoverReport>,
+    /// Removes the local addresses if this process dies without releasing.
+    _guard: Option<guard::Guard>,
+}
+
+impl Movers {
+    /// Builds the configured movers. Before the election starts, removes
+    /// floating addresses a killed predecessor left behind and starts the
+    /// guard that does the same should this process be killed.
+    pub async fn start(config: &VrrpConfig, reports: mpsc::Sender<MoverReport>) -> anyhow::Result<Self> {
+        let mut movers = Self {
+            reports: reports.clone(),
+            ..Self::empty()
+        };
+        if let Some(settings) = &config.local {
+            let mover = local::LocalMover::new(settings.clone())?;
+            let removed = mover.remove_leftovers().await?;
+            if !removed.is_empty() {
+                warn!(addresses = ?removed, interface = settings.interface, "removed floating addresses left by a previous run");
+            }
+            movers._guard = Some(guard::Guard::spawn(settings)?);
+            movers.local = Some(Arc::new(mover));
+        }
+        if let Some(settings) = &config.digitalocean {
+            movers.digitalocean = Some(Arc::new(digitalocean::DigitalOcean::new(settings.clone())?));
+        }
+        if let Some(settings) = &config.notify {
+            movers.notify = Some(notify::spawn(settings.clone(), config.vrid, reports));
+        }
+        Ok(movers)
+    }
+
+    /// No movers (what is left after `finish`).
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            local: None,
+            burst: None,
+            next_garp_refresh: None,
+            digitalocean: None,
+            assign: None,
+            next_reconcile: None,
+            notify: None,
+            reports: mpsc::channel(1).0,
+            _guard: None,
+        }
+    }
+
+    /// Names of the configured movers, for the status.
+    #[must_use]
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.local.is_some() {
+            names.push("local");
+        }
+        if self.digitalocean.is_some() {
+            names.push("digitalocean");
+        }
+        if self.notify.is_some() {
+            names.push("notify");
+        }
+        names
+    }
+
+    async fn report(&self, mover: &'static str, action: &str, result: Result<String, String>) {
+        let _ = self
+            .reports
+            .send(MoverReport {
+                mover,
+                action: action.to_owned(),
+                result,
+            })
+            .await;
+    }
+
+    /// This node became master: take the addresses now, announce them, and
+    /// point the reserved IP here.
+    pub async fn take_over(&mut self, now: Instant) {
+        if let Some(local) = &self.local {
+            let result = local.take_over().await.map_err(|e| e.to_string());
+            let ok = result.is_ok();
+            self.report("local", "take over", result).await;
+            if ok {
+                let mover = Arc::clone(local);
+                let reports = self.reports.clone();
+                self.burst = Some(tokio::spawn(async move {
+                    if let Err(e) = mover.announce_burst().await {
+                        let _ = reports
+                            .send(MoverReport {
+                                mover: "local",
+                                action: "gratuitous ARP".to_owned(),
+                                result: Err(e.to_string()),
+                            })
+                            .await;
+                    }
+                }));
+                self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
+            }
+        }
+        if self.digitalocean.is_some() {
+            self.spawn_assign("assign");
+            self.next_reconcile = self
+                .digitalocean
+                .as_ref()
+                .map(|d| now + d.settings().reconcile_interval);
+        }
+    }
+
+    fn spawn_assign(&mut self, action: &'static str) {
+        let Some(api) = &self.digitalocean else { return };
+        if self.assign.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let api = Arc::clone(api);
+        let reports = self.reports.clone();
+        self.assign = Some(tokio::spawn(async move {
+            let result = api.assign().await;
+            let quiet = matches!(result, Ok(digitalocean::AssignOutcome::AlreadyAssigned { .. }))
+                && action == "reconcile";
+            if !quiet {
+                match &result {
+                    Ok(outcome) => info!(%outcome, "reserved IP {action}"),
+                    Err(e) => warn!(error = %e, "reserved IP {action} failed"),
+                }
+            }
+            let _ = reports
+                .send(MoverReport {
+                    mover: "digitalocean",
+                    action: action.to_owned(),
+                    result: result.map(|o| o.to_string()).map_err(|e| e.to_string()),
+                })
+                .await;
+        }));
+    }
+
+    /// This node stopped being master.
+    pub async fn release(&mut self) {
+        if let Some(task) = self.burst.take() {
+            task.abort();
+        }
+        if let Some(task) = self.assign.take() {
+            // The new master assigns the reserved IP; there is nothing to undo.
+            task.abort();
+        }
+        self.next_garp_refresh = None;
+        self.next_reconcile = None;
+        if let Some(local) = &self.local {
+            let result = local.release().await.map_err(|e| e.to_string());
+            self.report("local", "release", result).await;
+        }
+    }
+
+    /// Runs the notify command for a transition.
+    pub fn notify(&self, notification: notify::Notification) {
+        if let Some((queue, _)) = &self.notify {
+            let _ = queue.send(notification);
+        }
+    }
+
+    /// When `maintain` should run next (while master).
+    #[must_use]
+    pub fn next_maintenance(&self) -> Option<Instant> {
+        match (self.next_garp_refresh, self.next_reconcile) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The periodic work of a master: gratuitous ARP refresh, and checking
+    /// that the reserved IP still points here (a split brain may have moved it).
+    pub async fn maintain(&mut self, now: Instant) {
+        if self.next_garp_refresh.is_some_and(|t| t <= now) {
+            if let Some(local) = &self.local {
+                if let Err(e) = local.announce().await {
+                    self.report("local", "gratuitous ARP refresh", Err(e.to_string()))
+                        .await;
+                }
+                self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
+            }
+        }
+        if self.next_reconcile.is_some_and(|t| t <= now) {
+            self.spawn_assign("reconcile");
+            self.next_reconcile = self
+                .digitalocean
+                .as_ref()
+                .map(|d| now + d.settings().reconcile_interval.max(Duration::from_secs(1)));
+        }
+    }
+
+    /// Waits (bounded) for queued notify commands, at shutdown.
+    pub async fn finish(mut self, limit: Duration) {
+        if let Some((queue, task)) = self.notify.take() {
+            drop(queue);
+            if tokio::time::timeout(limit, task).await.is_err() {
+                warn!("notify commands still running at exit");
+            }
+        }
+        if let Some(task) = self.burst.take() {
+            task.abort();
+        }
+        if let Some(task) = self.assign.take() {
+            task.abort();
+        }
+    }
+}

@@ -36,6 +36,9 @@ pub struct Params {
     pub preempt_delay: Duration,
     /// This node's address on the VRRP link: breaks ties between equal priorities.
     pub primary_address: Ipv4Addr,
+    /// Unicast peers configured (0: multicast). With exactly one, a leaving
+    /// master has no other backup to race, so Skew_Time is not waited.
+    pub unicast_peers: usize,
 }
 
 /// Something the machine was told.
@@ -52,6 +55,16 @@ pub enum Event {
     /// The node's tracked health changed (after its own rise/fall).
     Health {
         ok: bool,
+    },
+    /// Weighted tracks changed the priority.
+    Priority {
+        priority: u8,
+    },
+    /// The connection to peer `source` was closed by its kernel: its
+    /// process is gone (it crashed or stopped) even if adverts would still
+    /// be due for a while.
+    PeerGone {
+        source: Ipv4Addr,
     },
 }
 
@@ -87,6 +100,7 @@ pub struct Machine {
     current_master: Option<Ipv4Addr>,
     healthy: bool,
     history: VecDeque<Transition>,
+    transitions_total: u64,
 }
 
 impl Machine {
@@ -103,6 +117,7 @@ impl Machine {
             current_master: None,
             healthy: true,
             history: VecDeque::new(),
+            transitions_total: 0,
         }
     }
 
@@ -116,8 +131,31 @@ impl Machine {
         self.current_master
     }
 
+    /// The priority advertised now (tracks may have changed it).
+    #[must_use]
+    pub const fn priority(&self) -> u8 {
+        self.params.priority
+    }
+
+    /// The wait after learning that the master left: Skew_Time, so that of
+    /// several backups the best takes over, or nothing with a single peer.
+    fn leaving_master_delay(&self) -> Duration {
+        if self.params.unicast_peers == 1 {
+            Duration::ZERO
+        } else {
+            self.skew_time()
+        }
+    }
+
+    /// The last transitions, oldest first.
     pub fn history(&self) -> impl Iterator<Item = &Transition> {
         self.history.iter()
+    }
+
+    /// Transitions since start (the history keeps only the last few).
+    #[must_use]
+    pub const fn transitions_total(&self) -> u64 {
+        self.transitions_total
     }
 
     /// Skew_Time: lower priorities wait longer before taking over.
@@ -162,6 +200,7 @@ impl Machine {
         };
         tracing::info!(from = ?transition.from, to = ?to, reason = %transition.reason, "VRRP transition");
         self.state = to;
+        self.transitions_total += 1;
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
@@ -229,6 +268,15 @@ impl Machine {
                 }
                 self.start("startup", now)
             }
+            (State::Initialize, Event::Health { ok }) => {
+                // Remembered, so that Startup goes to FAULT if it is bad.
+                self.healthy = ok;
+                Vec::new()
+            }
+            (State::Initialize, Event::Priority { priority }) => {
+                self.params.priority = priority;
+                Vec::new()
+            }
             (_, Event::Startup) | (State::Initialize, _) => Vec::new(),
 
             (State::Master, Event::Shutdown) => {
@@ -270,6 +318,27 @@ impl Machine {
                 self.current_master = Some(source);
                 Vec::new()
             }
+            (_, Event::Priority { priority }) => {
+                let old = std::mem::replace(&mut self.params.priority, priority);
+                if self.state == State::Master && old != priority {
+                    // Tell the backups now, so a better one can preempt.
+                    self.adver_timer = Some(now + self.advertisement_interval());
+                    return vec![Action::SendAdvertisement { priority }];
+                }
+                Vec::new()
+            }
+            (State::Backup, Event::PeerGone { source }) if self.current_master == Some(source) => {
+                let delay = self.leaving_master_delay();
+                if delay.is_zero() {
+                    return self.become_master(
+                        &format!("peer link to master {source} closed: its process is gone"),
+                        now,
+                    );
+                }
+                self.master_down_timer = Some(now + delay);
+                Vec::new()
+            }
+            (_, Event::PeerGone { .. }) => Vec::new(),
 
             (
                 State::Backup,
@@ -281,7 +350,7 @@ impl Machine {
             ) => {
                 if priority == 0 {
                     // The master is leaving: take over after Skew_Time only.
-                    self.master_down_timer = Some(now + self.skew_time());
+                    self.master_down_timer = Some(now + self.leaving_master_delay());
                     return Vec::new();
                 }
                 if !self.preempt_now(now) || priority >= self.params.priority {
@@ -337,6 +406,7 @@ mod tests {
             preempt,
             preempt_delay: Duration::ZERO,
             primary_address: ME,
+            unicast_peers: 0,
         })
     }
 
@@ -479,5 +549,51 @@ mod tests {
             reasons,
             ["startup", "tracked health failed", "tracked health recovered"]
         );
+    }
+
+    #[test]
+    fn a_closed_peer_link_from_the_master_means_take_over_now_with_one_peer() {
+        let t0 = Instant::now();
+        let mut m = machine(200, true);
+        m.params.unicast_peers = 1;
+        m.handle(Event::Startup, t0);
+        m.handle(advert(255), t0);
+        assert!(
+            m.handle(
+                Event::PeerGone {
+                    source: Ipv4Addr::new(10, 108, 0, 9)
+                },
+                t0
+            )
+            .is_empty(),
+            "a peer that is not the master changes nothing"
+        );
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(
+            m.handle(Event::PeerGone { source: PEER }, t0),
+            [Action::SendAdvertisement { priority: 200 }, Action::TakeOver]
+        );
+        assert_eq!(m.state(), State::Master);
+        // With several backups, the best one must win: wait Skew_Time.
+        let mut m = machine(200, true);
+        m.params.unicast_peers = 2;
+        m.handle(Event::Startup, t0);
+        m.handle(advert(255), t0);
+        assert!(m.handle(Event::PeerGone { source: PEER }, t0).is_empty());
+        assert_eq!(m.next_deadline(), Some(t0 + m.skew_time()));
+    }
+
+    #[test]
+    fn a_weighted_priority_change_is_advertised_at_once() {
+        let t0 = Instant::now();
+        let mut m = machine(255, true);
+        m.handle(Event::Startup, t0);
+        assert_eq!(
+            m.handle(Event::Priority { priority: 155 }, t0),
+            [Action::SendAdvertisement { priority: 155 }]
+        );
+        assert_eq!(m.priority(), 155);
+        // A better backup's advert now wins.
+        assert_eq!(m.handle(advert(200), t0), [Action::Release]);
     }
 }

@@ -56,6 +56,22 @@ pub enum DecodeError {
     Reserved,
 }
 
+impl DecodeError {
+    /// Stable name for counters.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Truncated(_) => "truncated",
+            Self::Version(_) => "version",
+            Self::Type(_) => "type",
+            Self::AddressCount { .. } => "address_count",
+            Self::Checksum => "checksum",
+            Self::AuthType(_) => "auth_type",
+            Self::Reserved => "reserved",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
     #[error("version 2 advertises whole seconds from 1 to 255, not {0} cs")]

@@ -76,9 +76,20 @@ impl VrrpSocket {
         Ok(())
     }
 
-    /// Waits up to `timeout` for one datagram.
+    /// Waits up to `timeout` for one datagram (on a blocking socket).
     pub fn receive(&self, timeout: Duration) -> io::Result<Received> {
         self.socket.set_read_timeout(Some(timeout))?;
+        self.try_receive()
+    }
+
+    /// For use with an event loop: `try_receive` then returns WouldBlock
+    /// when nothing is queued.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        self.socket.set_nonblocking(true)
+    }
+
+    /// One queued datagram.
+    pub fn try_receive(&self) -> io::Result<Received> {
         let mut buffer = [MaybeUninit::<u8>::uninit(); 1500];
         let length = self.socket.recv(&mut buffer)?;
         // SAFETY: recv initialised the first `length` bytes.
@@ -87,6 +98,12 @@ impl VrrpSocket {
             .map(|b| unsafe { b.assume_init() })
             .collect();
         parse_datagram(&bytes)
+    }
+}
+
+impl std::os::fd::AsRawFd for VrrpSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
     }
 }
 

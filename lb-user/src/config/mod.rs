@@ -14,6 +14,9 @@ use lb_common::limits::{MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_KEYS, MAX_SLOTS_
 use serde::Deserialize;
 use toml::Spanned;
 
+mod vrrp;
+pub use vrrp::{NotifyConfig, TrackConfig, TrackKind, VrrpConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -77,6 +80,7 @@ struct RawConfig {
     metrics: Option<Spanned<RawMetrics>>,
     #[serde(default, rename = "service")]
     services: Vec<Spanned<RawService>>,
+    vrrp: Option<Spanned<vrrp::RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +172,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub services: Vec<ServiceConfig>,
+    /// None: a single node, no failover.
+    pub vrrp: Option<VrrpConfig>,
 }
 
 /// The admin API: a Unix socket (root only), and optionally a TCP listener
@@ -434,11 +440,17 @@ impl Validator<'_> {
         }
         let admin = self.admin(raw.admin.as_ref())?;
         let metrics = self.metrics(raw.metrics.as_ref())?;
+        let vrrp = raw
+            .vrrp
+            .as_ref()
+            .map(|v| self.vrrp(v, &dataplane.interfaces, &services))
+            .transpose()?;
         let config = Config {
             dataplane,
             admin,
             metrics,
             services,
+            vrrp,
         };
         if config.backend_count() > MAX_BACKENDS as usize {
             return self.error(
@@ -459,10 +471,7 @@ impl Validator<'_> {
         }
         let mut seen = HashSet::new();
         for name in d.interfaces.get_ref() {
-            let n = name.get_ref();
-            if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ', '\0']) {
-                return self.error(name.span(), format!("{n:?} is not a valid interface name"));
-            }
+            let n = self.interface_name(name)?;
             if !seen.insert(n.clone()) {
                 return self.error(name.span(), format!("interface {n:?} is listed twice"));
             }

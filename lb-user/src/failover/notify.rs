@@ -1,0 +1,162 @@
+//! The `exec` mover: keepalived's notify_master / notify_backup /
+//! notify_fault / notify_stop. One command per transition, run one at a time
+//! in the order of the transitions (a slow script never sees "backup" after
+//! a later "master"), each bounded by a timeout.
+
+use std::{process::Stdio, time::Instant};
+
+use tokio::{process::Command, sync::mpsc, time::timeout};
+use tracing::{info, warn};
+
+use super::MoverReport;
+use crate::config::NotifyConfig;
+
+/// One transition to announce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// "master", "backup", "fault" or "stop".
+    pub state: &'static str,
+    pub previous: &'static str,
+    pub reason: String,
+    pub priority: u8,
+}
+
+impl NotifyConfig {
+    fn command_for(&self, state: &str) -> Option<&Vec<String>> {
+        match state {
+            "master" => self.master.as_ref(),
+            "backup" => self.backup.as_ref(),
+            "fault" => self.fault.as_ref(),
+            "stop" => self.stop.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the notifications queued on the returned sender, in order.
+pub fn spawn(
+    config: NotifyConfig,
+    vrid: u8,
+    reports: mpsc::Sender<MoverReport>,
+) -> (mpsc::UnboundedSender<Notification>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
+    let task = tokio::spawn(async move {
+        while let Some(notification) = rx.recv().await {
+            let Some(argv) = config.command_for(notification.state) else {
+                continue;
+            };
+            let result = run(argv, &notification, vrid, config.timeout).await;
+            let report = MoverReport {
+                mover: "notify",
+                action: format!("notify {}", notification.state),
+                result,
+            };
+            if reports.send(report).await.is_err() {
+                return;
+            }
+        }
+    });
+    (tx, task)
+}
+
+async fn run(
+    argv: &[String],
+    n: &Notification,
+    vrid: u8,
+    limit: std::time::Duration,
+) -> Result<String, String> {
+    let started = Instant::now();
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env("XLB_VRRP_STATE", n.state)
+        .env("XLB_VRRP_PREVIOUS_STATE", n.previous)
+        .env("XLB_VRRP_REASON", &n.reason)
+        .env("XLB_VRRP_PRIORITY", n.priority.to_string())
+        .env("XLB_VRRP_VRID", vrid.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    match timeout(limit, child.wait()).await {
+        Ok(Ok(status)) if status.success() => {
+            info!(command = argv[0], state = n.state, "notify command done");
+            Ok(format!("{} exited 0 after {:?}", argv[0], started.elapsed()))
+        }
+        Ok(Ok(status)) => {
+            warn!(command = argv[0], state = n.state, %status, "notify command failed");
+            Err(format!("{} exited with {status}", argv[0]))
+        }
+        Ok(Err(e)) => Err(format!("{}: {e}", argv[0])),
+        Err(_) => {
+            let _ = child.kill().await;
+            warn!(
+                command = argv[0],
+                state = n.state,
+                "notify command timed out; killed"
+            );
+            Err(format!("{} timed out after {limit:?} and was killed", argv[0]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn commands_run_in_order_with_the_state_and_time_out() {
+        let dir = std::env::temp_dir().join(format!("xlb-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        let script = |delay: &str| {
+            vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "sleep {delay}; echo \"$XLB_VRRP_STATE $XLB_VRRP_PREVIOUS_STATE $XLB_VRRP_REASON\" >> {}",
+                    log.display()
+                ),
+            ]
+        };
+        let config = NotifyConfig {
+            // The slow one goes first: order must still hold.
+            master: Some(script("0.3")),
+            backup: Some(script("0")),
+            fault: Some(vec!["sleep".into(), "5".into()]),
+            stop: None,
+            timeout: Duration::from_millis(500),
+        };
+        let (reports_tx, mut reports) = mpsc::channel(8);
+        let (queue, task) = spawn(config, 50, reports_tx);
+        let note = |state, previous| Notification {
+            state,
+            previous,
+            reason: "test".into(),
+            priority: 100,
+        };
+        queue.send(note("master", "backup")).unwrap();
+        queue.send(note("backup", "master")).unwrap();
+        queue.send(note("fault", "backup")).unwrap();
+        queue.send(note("stop", "fault")).unwrap();
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            let r = reports.recv().await.unwrap();
+            results.push((r.action, r.result.is_ok()));
+        }
+        assert_eq!(
+            results,
+            [
+                ("notify master".to_owned(), true),
+                ("notify backup".to_owned(), true),
+                ("notify fault".to_owned(), false),
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "master backup test\nbackup master test\n"
+        );
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,561 @@
+//! The VRRP driver: one task that owns the election. It feeds the state
+//! machine with validated advertisements, timer expiries, track changes and
+//! peer-link closes, carries out its actions (send adverts, take over or
+//! release the floating IP through the movers), and publishes a status.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+    time::sleep_until,
+};
+use tracing::{info, warn};
+
+use super::{
+    machine::{Action, Event, Machine, Params, State},
+    packet::{auth_data, Advertisement, Version},
+    peer_link::{self, PeerLinkEvent},
+    socket::{Peers, Received, VrrpSocket},
+    track::{self, NodeHealth, TrackUpdate},
+    validate::{validate, Expectation},
+};
+use crate::{
+    config::VrrpConfig,
+    failover::{notify::Notification, MoverReport, Movers},
+    status::{CounterValue, MoverStatus, PeerLinkStatus, TrackStatus, VrrpStatus, VrrpTransition},
+};
+
+/// How long start-up waits for every track's first observation.
+const FIRST_OBSERVATION_WAIT: Duration = Duration::from_secs(3);
+
+/// The running election.
+pub struct VrrpHandle {
+    pub status: watch::Receiver<VrrpStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl VrrpHandle {
+    /// Leaves the election: a master sends priority 0 and releases the IP.
+    pub async fn shutdown(mut self, limit: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(limit, &mut self.task).await.is_err() {
+            warn!("VRRP did not stop in time");
+            self.task.abort();
+        }
+    }
+}
+
+pub const fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "INIT",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+        State::Fault => "FAULT",
+    }
+}
+
+const fn notify_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "stop",
+        State::Backup => "backup",
+        State::Master => "master",
+        State::Fault => "fault",
+    }
+}
+
+/// Opens the socket, prepares the movers and starts the election task.
+pub async fn start(config: VrrpConfig, node: watch::Receiver<NodeHealth>) -> anyhow::Result<VrrpHandle> {
+    let peers = if config.unicast_peers.is_empty() {
+        Peers::Multicast
+    } else {
+        Peers::Unicast(config.unicast_peers.clone())
+    };
+    let socket = VrrpSocket::open(&config.interface, config.source_address, peers).with_context(|| {
+        format!(
+            "cannot open the VRRP socket on {} from {}",
+            config.interface, config.source_address
+        )
+    })?;
+    socket.set_nonblocking()?;
+    // SAFETY: VrrpSocket owns its descriptor for its whole life and always
+    // returns the same one from as_raw_fd.
+    let socket = unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
+        .context("cannot register the VRRP socket")?;
+    let (peer_tx, peer_rx) = mpsc::channel(16);
+    let peer_link = match config.peer_link_port {
+        Some(port) => {
+            let listener = peer_link::bind(config.source_address, port)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen for the peer link on {}:{port}",
+                        config.source_address
+                    )
+                })?;
+            Some(tokio::spawn(peer_link::run(
+                listener,
+                config.source_address,
+                config.unicast_peers.clone(),
+                port,
+                config.vrid,
+                peer_tx,
+            )))
+        }
+        None => None,
+    };
+    let (reports_tx, reports_rx) = mpsc::channel(64);
+    let movers = Movers::start(&config, reports_tx).await?;
+    let (tracks_tx, tracks_rx) = mpsc::channel(64);
+    let track_tasks = track::spawn_all(&config.tracks, &node, &tracks_tx);
+    let machine = Machine::new(Params {
+        version: config.version,
+        priority: config.priority,
+        interval_cs: config.interval_cs,
+        preempt: config.preempt,
+        preempt_delay: config.preempt_delay,
+        primary_address: config.source_address,
+        unicast_peers: config.unicast_peers.len(),
+    });
+    let expectation = Expectation {
+        version: config.version,
+        vrid: config.vrid,
+        auth: config.auth_pass.as_ref().map(|p| auth_data(p.expose())),
+        interval_cs: config.interval_cs,
+        unicast_peers: config.unicast_peers.clone(),
+        own_addresses: vec![config.source_address],
+    };
+    let mover_status = movers
+        .names()
+        .into_iter()
+        .map(|name| MoverStatus {
+            mover: name.to_owned(),
+            ok: true,
+            ..MoverStatus::default()
+        })
+        .collect();
+    let peer_links = config
+        .peer_link_port
+        .map(|_| {
+            config
+                .unicast_peers
+                .iter()
+                .map(|p| PeerLinkStatus {
+                    peer: p.to_string(),
+                    up: false,
+                    closes_total: 0,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tracks = config
+        .tracks
+        .iter()
+        .map(|t| TrackStatus {
+            name: t.kind.describe(),
+            ok: true,
+            weight: t.weight,
+            detail: "not observed yet".to_owned(),
+        })
+        .collect();
+    let (status_tx, status_rx) = watch::channel(VrrpStatus::default());
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let mut driver = Driver {
+        config,
+        machine,
+        expectation,
+        socket,
+        movers,
+        status: status_tx,
+        observed: Vec::new(),
+        health_ok: true,
+        priority: 0,
+        adverts_sent: 0,
+        adverts_received: 0,
+        rejected: BTreeMap::new(),
+        transitions_total: 0,
+        tracks,
+        mover_status,
+        peer_links,
+    };
+    driver.priority = driver.config.priority;
+    driver.observed = vec![false; driver.config.tracks.len()];
+    let task = tokio::spawn(async move {
+        driver.run(stop_rx, tracks_rx, peer_rx, reports_rx).await;
+        for task in track_tasks {
+            task.abort();
+        }
+        if let Some(task) = peer_link {
+            task.abort();
+        }
+    });
+    Ok(VrrpHandle {
+        status: status_rx,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+struct Driver {
+    config: VrrpConfig,
+    machine: Machine,
+    expectation: Expectation,
+    socket: AsyncFd<VrrpSocket>,
+    movers: Movers,
+    status: watch::Sender<VrrpStatus>,
+    observed: Vec<bool>,
+    health_ok: bool,
+    priority: u8,
+    adverts_sent: u64,
+    adverts_received: u64,
+    rejected: BTreeMap<&'static str, u64>,
+    transitions_total: u64,
+    tracks: Vec<TrackStatus>,
+    mover_status: Vec<MoverStatus>,
+    peer_links: Vec<PeerLinkStatus>,
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Driver {
+    async fn run(
+        &mut self,
+        mut stop: oneshot::Receiver<()>,
+        mut tracks: mpsc::Receiver<TrackUpdate>,
+        mut peer_links: mpsc::Receiver<PeerLinkEvent>,
+        mut reports: mpsc::Receiver<MoverReport>,
+    ) {
+        // Start with known health: a node whose data plane or interface is
+        // down must not win the first election.
+        let wait_until = tokio::time::Instant::now() + FIRST_OBSERVATION_WAIT;
+        while self.observed.iter().any(|seen| !seen) {
+            tokio::select! {
+                Some(update) = tracks.recv() => self.on_track(update, Instant::now()).await,
+                () = sleep_until(wait_until) => {
+                    warn!("some tracks gave no result in time; starting without them");
+                    break;
+                }
+            }
+        }
+        self.step(Event::Startup, Instant::now()).await;
+        info!(
+            state = state_name(self.machine.state()),
+            vrid = self.config.vrid,
+            priority = self.priority,
+            "VRRP running"
+        );
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                _ = &mut stop => break,
+                ready = self.socket.readable() => match ready {
+                    Ok(mut guard) => {
+                        guard.clear_ready();
+                        self.receive_all().await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "VRRP socket failed");
+                        break;
+                    }
+                },
+                Some(update) = tracks.recv() => self.on_track(update, Instant::now()).await,
+                Some(event) = peer_links.recv() => self.on_peer_link(event).await,
+                Some(report) = reports.recv() => self.on_report(report),
+                () = async {
+                    match deadline {
+                        Some(t) => sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = Instant::now();
+                    let actions = self.machine.poll(now);
+                    self.execute(actions, now).await;
+                    if self.machine.state() == State::Master {
+                        self.movers.maintain(now).await;
+                    }
+                }
+            }
+            self.publish();
+        }
+        self.step(Event::Shutdown, Instant::now()).await;
+        let movers = std::mem::replace(&mut self.movers, Movers::empty());
+        // Drain reports while the notify queue finishes, for the log.
+        movers.finish(Duration::from_secs(5)).await;
+        while let Ok(report) = reports.try_recv() {
+            self.on_report(report);
+        }
+        self.publish();
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let maintenance = (self.machine.state() == State::Master)
+            .then(|| self.movers.next_maintenance())
+            .flatten();
+        match (self.machine.next_deadline(), maintenance) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Feeds one event and carries out what follows.
+    async fn step(&mut self, event: Event, now: Instant) {
+        let actions = self.machine.handle(event, now);
+        self.execute(actions, now).await;
+        self.publish();
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>, now: Instant) {
+        for action in actions {
+            match action {
+                Action::SendAdvertisement { priority } => self.send_advertisement(priority),
+                Action::TakeOver => self.movers.take_over(now).await,
+                Action::Release => self.movers.release().await,
+            }
+        }
+        self.note_transitions();
+    }
+
+    /// Counts new transitions and queues their notify commands, in order.
+    fn note_transitions(&mut self) {
+        let total = self.machine.transitions_total();
+        let new = usize::try_from(total - self.transitions_total).unwrap_or(usize::MAX);
+        if new == 0 {
+            return;
+        }
+        let history: Vec<_> = self.machine.history().collect();
+        let notifications: Vec<Notification> = history[history.len().saturating_sub(new)..]
+            .iter()
+            .map(|t| Notification {
+                state: notify_name(t.to),
+                previous: notify_name(t.from),
+                reason: t.reason.clone(),
+                priority: self.machine.priority(),
+            })
+            .collect();
+        self.transitions_total = total;
+        for notification in notifications {
+            self.movers.notify(notification);
+        }
+    }
+
+    fn send_advertisement(&mut self, priority: u8) {
+        let advert = Advertisement {
+            version: self.config.version,
+            vrid: self.config.vrid,
+            priority,
+            interval_cs: self.config.interval_cs,
+            addresses: self.config.virtual_addresses.clone(),
+            auth: self.config.auth_pass.as_ref().map(|p| auth_data(p.expose())),
+        };
+        match self.socket.get_ref().send(&advert) {
+            Ok(()) => self.adverts_sent += 1,
+            // Link down, no route: the tracks and the peers' timers handle it.
+            Err(e) => tracing::debug!(error = %e, "cannot send a VRRP advertisement"),
+        }
+    }
+
+    async fn receive_all(&mut self) {
+        loop {
+            let received = match self.socket.get_ref().try_receive() {
+                Ok(received) => received,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    *self.rejected.entry("not_ipv4").or_default() += 1;
+                    continue;
+                }
+            };
+            self.on_datagram(received).await;
+        }
+    }
+
+    async fn on_datagram(&mut self, received: Received) {
+        let advert = match received.advert {
+            Ok(advert) => advert,
+            Err(e) => {
+                *self.rejected.entry(e.name()).or_default() += 1;
+                tracing::debug!(source = %received.source, error = %e, "VRRP datagram dropped");
+                return;
+            }
+        };
+        if let Err(rejection) = validate(&advert, received.source, received.ttl, &self.expectation) {
+            *self.rejected.entry(rejection.name()).or_default() += 1;
+            tracing::debug!(source = %received.source, %rejection, "VRRP advertisement dropped");
+            return;
+        }
+        self.adverts_received += 1;
+        self.step(
+            Event::Advertisement {
+                source: received.source,
+                priority: advert.priority,
+                interval_cs: advert.interval_cs,
+            },
+            Instant::now(),
+        )
+        .await;
+    }
+
+    async fn on_track(&mut self, update: TrackUpdate, now: Instant) {
+        let Some(track) = self.config.tracks.get(update.index) else {
+            return;
+        };
+        let changed = self.observed[update.index] && self.tracks[update.index].ok != update.ok;
+        if changed {
+            if update.ok {
+                info!(track = self.tracks[update.index].name, "track recovered");
+            } else {
+                warn!(
+                    track = self.tracks[update.index].name,
+                    detail = update.detail,
+                    "track failed"
+                );
+            }
+        }
+        self.observed[update.index] = true;
+        let weight = track.weight;
+        let status = &mut self.tracks[update.index];
+        status.ok = update.ok;
+        status.weight = weight;
+        status.detail = update.detail;
+
+        let health_ok = self
+            .config
+            .tracks
+            .iter()
+            .zip(&self.tracks)
+            .all(|(config, status)| config.weight.is_some() || status.ok);
+        let adjustment: i32 = self
+            .config
+            .tracks
+            .iter()
+            .zip(&self.tracks)
+            .filter(|(_, status)| !status.ok)
+            .filter_map(|(config, _)| config.weight.map(i32::from))
+            .sum();
+        let priority = if adjustment == 0 {
+            self.config.priority
+        } else {
+            u8::try_from((i32::from(self.config.priority) + adjustment).clamp(1, 254)).unwrap_or(1)
+        };
+        if priority != self.priority {
+            self.priority = priority;
+            info!(priority, "VRRP priority changed by tracks");
+            self.step(Event::Priority { priority }, now).await;
+        }
+        if health_ok != self.health_ok {
+            self.health_ok = health_ok;
+            self.step(Event::Health { ok: health_ok }, now).await;
+        }
+    }
+
+    async fn on_peer_link(&mut self, event: PeerLinkEvent) {
+        let (peer, up) = match event {
+            PeerLinkEvent::Up(peer) => (peer, true),
+            PeerLinkEvent::Closed(peer) => (peer, false),
+        };
+        if let Some(link) = self.peer_links.iter_mut().find(|l| l.peer == peer.to_string()) {
+            link.up = up;
+            if !up {
+                link.closes_total += 1;
+            }
+        }
+        if !up {
+            self.step(Event::PeerGone { source: peer }, Instant::now()).await;
+        }
+    }
+
+    fn on_report(&mut self, report: MoverReport) {
+        let Some(status) = self.mover_status.iter_mut().find(|s| s.mover == report.mover) else {
+            return;
+        };
+        status.last_action = report.action;
+        status.actions_total += 1;
+        status.at_unix_ms = unix_ms(SystemTime::now());
+        match report.result {
+            Ok(detail) => {
+                status.ok = true;
+                status.detail = detail;
+            }
+            Err(why) => {
+                warn!(
+                    mover = report.mover,
+                    action = status.last_action,
+                    error = why,
+                    "floating IP mover failed"
+                );
+                status.ok = false;
+                status.failures_total += 1;
+                status.detail = why;
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let transitions = self
+            .machine
+            .history()
+            .map(|t| VrrpTransition {
+                from: state_name(t.from).to_owned(),
+                to: state_name(t.to).to_owned(),
+                reason: t.reason.clone(),
+                at_unix_ms: unix_ms(wall - now.saturating_duration_since(t.at)),
+            })
+            .collect();
+        let status = VrrpStatus {
+            state: state_name(self.machine.state()).to_owned(),
+            vrid: self.config.vrid,
+            version: match self.config.version {
+                Version::V2 => 2,
+                Version::V3 => 3,
+            },
+            interface: self.config.interface.clone(),
+            source_address: self.config.source_address.to_string(),
+            advert_interval_ms: u64::from(self.config.interval_cs) * 10,
+            priority: self.machine.priority(),
+            configured_priority: self.config.priority,
+            current_master: self.machine.current_master().map(|a: Ipv4Addr| a.to_string()),
+            virtual_addresses: self
+                .config
+                .virtual_addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            transitions_total: self.transitions_total,
+            transitions,
+            adverts_sent_total: self.adverts_sent,
+            adverts_received_total: self.adverts_received,
+            adverts_rejected: self
+                .rejected
+                .iter()
+                .map(|(name, value)| CounterValue {
+                    name: (*name).to_owned(),
+                    value: *value,
+                })
+                .collect(),
+            tracks: self.tracks.clone(),
+            movers: self.mover_status.clone(),
+            peer_links: self.peer_links.clone(),
+        };
+        self.status.send_if_modified(|old| {
+            if *old == status {
+                false
+            } else {
+                *old = status;
+                true
+            }
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! Tracking: what this node's fitness to be master depends on (its data
+//! plane, interfaces, services with a backend up, a command). Each track
+//! runs on its own interval with rise/fall, and reports changes.
+
+use std::{collections::HashMap, process::Stdio, time::Duration};
+
+use tokio::{
+    process::Command,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+    time::{sleep, timeout},
+};
+
+use crate::{
+    config::{TrackConfig, TrackKind},
+    health::Hysteresis,
+};
+
+/// What the controller tells the tracks about the data plane and pools.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeHealth {
+    /// Interfaces the XDP program is attached to, with their ifindex then.
+    pub attached: Vec<(String, u32)>,
+    /// The interfaces it must be attached to.
+    pub interfaces: Vec<String>,
+    /// Backends whose checks say UP, per service.
+    pub healthy_backends: HashMap<String, usize>,
+}
+
+/// One track's state after rise/fall, sent when it changes (and once at
+/// the first observation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackUpdate {
+    pub index: usize,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Observes once.
+async fn observe(
+    kind: &TrackKind,
+    limit: Duration,
+    node: &watch::Receiver<NodeHealth>,
+) -> Result<(), String> {
+    match kind {
+        TrackKind::Dataplane => {
+            let node = node.borrow().clone();
+            for interface in &node.interfaces {
+                let Some((_, ifindex)) = node.attached.iter().find(|(name, _)| name == interface) else {
+                    return Err(format!("not attached to {interface}"));
+                };
+                // A deleted (or re-created) interface took the program with it.
+                match crate::netdev::ifindex(interface) {
+                    Ok(now) if now == *ifindex => {}
+                    Ok(_) => return Err(format!("{interface} was re-created; the program is not on it")),
+                    Err(_) => return Err(format!("{interface} is gone")),
+                }
+            }
+            Ok(())
+        }
+        TrackKind::Service(service) => match node.borrow().healthy_backends.get(service) {
+            Some(n) if *n > 0 => Ok(()),
+            _ => Err(format!("service {service} has no backend up")),
+        },
+        TrackKind::Interface(interface) => interface_up(interface),
+        TrackKind::Command(argv) => run_command(argv, limit).await,
+    }
+}
+
+/// Up, or "unknown" (virtual interfaces without carrier reporting).
+fn interface_up(interface: &str) -> Result<(), String> {
+    let path = format!("/sys/class/net/{interface}/operstate");
+    match std::fs::read_to_string(&path) {
+        Ok(state) if matches!(state.trim(), "up" | "unknown") => Ok(()),
+        Ok(state) => Err(format!("{interface} is {}", state.trim())),
+        Err(_) => Err(format!("{interface} does not exist")),
+    }
+}
+
+async fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
+    let mut command = Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+    match timeout(limit, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("{} exited with {status}", argv[0])),
+        Ok(Err(e)) => Err(format!("{}: {e}", argv[0])),
+        Err(_) => Err(format!("{} timed out after {limit:?}", argv[0])),
+    }
+}
+
+/// Starts one task per track.
+pub fn spawn_all(
+    tracks: &[TrackConfig],
+    node: &watch::Receiver<NodeHealth>,
+    updates: &mpsc::Sender<TrackUpdate>,
+) -> Vec<JoinHandle<()>> {
+    tracks
+        .iter()
+        .enumerate()
+        .map(|(index, track)| tokio::spawn(run(index, track.clone(), node.clone(), updates.clone())))
+        .collect()
+}
+
+async fn run(
+    index: usize,
+    track: TrackConfig,
+    mut node: watch::Receiver<NodeHealth>,
+    updates: mpsc::Sender<TrackUpdate>,
+) {
+    let mut state = Hysteresis::new(track.rise, track.fall);
+    let mut first = true;
+    let pushed = matches!(track.kind, TrackKind::Dataplane | TrackKind::Service(_));
+    loop {
+        let result = observe(&track.kind, track.timeout, &node).await;
+        let flipped = state.observe(result.is_ok());
+        if flipped || first {
+            first = false;
+            let update = TrackUpdate {
+                index,
+                ok: state.is_healthy(),
+                detail: result.err().unwrap_or_else(|| "ok".to_owned()),
+            };
+            if updates.send(update).await.is_err() {
+                return;
+            }
+        }
+        if pushed {
+            // The controller's changes wake us at once; the interval is a floor.
+            tokio::select! {
+                () = sleep(track.interval) => {}
+                changed = node.changed() => if changed.is_err() { sleep(track.interval).await },
+            }
+        } else {
+            sleep(track.interval).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn track(kind: TrackKind, fall: u32) -> TrackConfig {
+        TrackConfig {
+            kind,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(5),
+            rise: 1,
+            fall,
+            weight: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_service_track_follows_the_controller() {
+        let (tx, rx) = watch::channel(NodeHealth::default());
+        tx.send_modify(|n| {
+            n.healthy_backends.insert("web".into(), 2);
+        });
+        let (updates_tx, mut updates) = mpsc::channel(8);
+        let tasks = spawn_all(&[track(TrackKind::Service("web".into()), 1)], &rx, &updates_tx);
+        assert!(updates.recv().await.unwrap().ok);
+        tx.send_modify(|n| {
+            n.healthy_backends.insert("web".into(), 0);
+        });
+        let down = updates.recv().await.unwrap();
+        assert!(!down.ok);
+        assert_eq!(down.detail, "service web has no backend up");
+        tasks.iter().for_each(JoinHandle::abort);
+    }
+
+    #[tokio::test]
+    async fn a_command_track_uses_the_exit_status() {
+        let (_tx, rx) = watch::channel(NodeHealth::default());
+        let (updates_tx, mut updates) = mpsc::channel(8);
+        let tasks = spawn_all(
+            &[
+                track(TrackKind::Command(vec!["true".into()]), 1),
+                track(TrackKind::Command(vec!["false".into()]), 1),
+            ],
+            &rx,
+            &updates_tx,
+        );
+        let mut seen = [None, None];
+        for _ in 0..2 {
+            let u = updates.recv().await.unwrap();
+            seen[u.index] = Some(u.ok);
+        }
+        assert_eq!(seen, [Some(true), Some(false)]);
+        tasks.iter().for_each(JoinHandle::abort);
+    }
+
+    #[test]
+    fn interface_state_comes_from_sysfs() {
+        assert_eq!(interface_up("lo"), Ok(()));
+        assert!(interface_up("no-such-if0").is_err());
+    }
+}
