@@ -26,6 +26,14 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
 /// The address the reserved IP arrives on at a DigitalOcean droplet.
 pub const ANCHOR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 pub const LB_PRIVATE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+/// The second load balancer of a pair.
+pub const LB2_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
+pub const LB2_PRIVATE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
+/// Node i's public and private addresses (node 0 is `lb`, node 1 `lb2`).
+pub const NODE_PUBLIC: [Ipv4Addr; 2] = [LB_PUBLIC, LB2_PUBLIC];
+pub const NODE_PRIVATE: [Ipv4Addr; 2] = [LB_PRIVATE, LB2_PRIVATE];
+/// The VRRP router id the pair uses (the reference's).
+pub const VRID: u8 = 50;
 pub const WEB_ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(203, 0, 113, 11), Ipv4Addr::new(203, 0, 113, 12)];
 pub const WEB_NAMES: [&str; 2] = ["web1", "web2"];
 pub const FRONTEND_PORT: u16 = 3000;
@@ -55,10 +63,14 @@ pub fn base_services() -> String {
 pub struct Testbed {
     // Fields drop in order: processes first, then their namespaces.
     pub daemon: Option<Daemon>,
+    /// The second node's daemon (a pair only).
+    pub daemon2: Option<Daemon>,
     servers: Vec<Option<Nginx>>,
     udp: Vec<UdpResponder>,
     pub client: Netns,
     pub lb: Netns,
+    /// The second load balancer (a pair only).
+    pub lb2: Option<Netns>,
     pub webs: Vec<Netns>,
     switch: Netns,
     pub dir: PathBuf,
@@ -67,8 +79,26 @@ pub struct Testbed {
 impl Testbed {
     /// Builds the testbed; `tag` makes the namespace names unique.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
+        Self::build(tag, false)
+    }
+
+    /// Two load balancers side by side on the public segment (a bridge) and
+    /// on the private one, for failover. No floating address is configured:
+    /// the nodes' movers add it.
+    ///
+    /// ```text
+    ///  client ns        switch ns: br1 (public)   br0 (private)
+    ///  eth0 .10/.11 --- br1 --+-- lb  eth0 .2   eth1 203.0.113.2 --+-- br0 -- web1, web2
+    ///                         +-- lb2 eth0 .3   eth1 203.0.113.3 --+
+    /// ```
+    pub fn pair(tag: &str) -> anyhow::Result<Self> {
+        Self::build(tag, true)
+    }
+
+    fn build(tag: &str, pair: bool) -> anyhow::Result<Self> {
         let client = Netns::new(&format!("{tag}-client"))?;
         let lb = Netns::new(&format!("{tag}-lb"))?;
+        let lb2 = if pair { Some(Netns::new(&format!("{tag}-lb2"))?) } else { None };
         let switch = Netns::new(&format!("{tag}-sw"))?;
         let webs = (1..=WEB_ADDRS.len())
             .map(|i| Netns::new(&format!("{tag}-web{i}")))
@@ -77,10 +107,12 @@ impl Testbed {
         std::fs::create_dir_all(&dir)?;
         let mut bed = Self {
             daemon: None,
+            daemon2: None,
             servers: Vec::new(),
             udp: Vec::new(),
             client,
             lb,
+            lb2,
             webs,
             switch,
             dir,
@@ -89,11 +121,14 @@ impl Testbed {
         // Resolve the neighbours now: on links a few hundred ms old the first
         // ARP request sometimes goes unanswered until the kernel retries a
         // second later, which would fail the daemon's first health checks.
-        for web in WEB_ADDRS {
-            bed.lb.exec("ping", &["-c", "1", "-W", "3", &web.to_string()])?;
+        for node in bed.nodes() {
+            for web in WEB_ADDRS {
+                node.exec("ping", &["-c", "1", "-W", "3", &web.to_string()])?;
+            }
         }
-        bed.client
-            .exec("ping", &["-c", "1", "-W", "3", &LB_PUBLIC.to_string()])?;
+        for public in &NODE_PUBLIC[..bed.nodes().len()] {
+            bed.client.exec("ping", &["-c", "1", "-W", "3", &public.to_string()])?;
+        }
         for (ns, name) in bed.webs.iter().zip(WEB_NAMES) {
             bed.servers.push(Some(Nginx::start(
                 ns,
@@ -138,45 +173,176 @@ impl Testbed {
             .output()?)
     }
 
+    /// The load-balancer namespaces: `lb`, then `lb2` in a pair.
+    #[must_use]
+    pub fn nodes(&self) -> Vec<&Netns> {
+        std::iter::once(&self.lb).chain(self.lb2.as_ref()).collect()
+    }
+
+    /// Node `i`'s namespace.
+    #[must_use]
+    pub fn node(&self, i: usize) -> &Netns {
+        self.nodes()[i]
+    }
+
     fn wire(&self) -> anyhow::Result<()> {
-        // Public side.
-        veth(&self.client, "eth0", &self.lb, "eth0", None)?;
+        // Public side: a direct link for one LB, a bridge for a pair.
+        if self.lb2.is_some() {
+            self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
+            self.switch.ip(&["link", "set", "br1", "up"])?;
+            veth(&self.client, "eth0", &self.switch, "client", Some("br1"))?;
+            for (i, node) in self.nodes().into_iter().enumerate() {
+                veth(node, "eth0", &self.switch, &format!("lb{}pub", i + 1), Some("br1"))?;
+            }
+        } else {
+            veth(&self.client, "eth0", &self.lb, "eth0", None)?;
+            for vip in [VIP, ANCHOR] {
+                self.lb
+                    .ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
+            }
+        }
         for addr in CLIENT_ADDRS {
             self.client
                 .ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         }
-        self.lb
-            .ip(&["addr", "add", &format!("{LB_PUBLIC}/24"), "dev", "eth0"])?;
-        for vip in [VIP, ANCHOR] {
-            self.lb
-                .ip(&["addr", "add", &format!("{vip}/32"), "dev", "eth0"])?;
-        }
-        // Private side: a bridge joins the LB and the web servers.
+        // Private side: a bridge joins the LBs and the web servers.
         self.switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         self.switch.ip(&["link", "set", "br0", "up"])?;
-        veth(&self.lb, "eth1", &self.switch, "lb", Some("br0"))?;
-        self.lb
-            .ip(&["addr", "add", &format!("{LB_PRIVATE}/24"), "dev", "eth1"])?;
+        for (i, node) in self.nodes().into_iter().enumerate() {
+            let port = if i == 0 { "lb".to_owned() } else { format!("lb{}", i + 1) };
+            veth(node, "eth1", &self.switch, &port, Some("br0"))?;
+            node.ip(&["addr", "add", &format!("{}/24", NODE_PUBLIC[i]), "dev", "eth0"])?;
+            node.ip(&["addr", "add", &format!("{}/24", NODE_PRIVATE[i]), "dev", "eth1"])?;
+            // As on an Ubuntu droplet: loose reverse-path filtering.
+            node.sysctl("net.ipv4.conf.all.rp_filter", "2")?;
+        }
         for (i, (ns, addr)) in self.webs.iter().zip(WEB_ADDRS).enumerate() {
             let port = format!("web{}", i + 1);
             veth(ns, "eth0", &self.switch, &port, Some("br0"))?;
             ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         }
-        // As on an Ubuntu droplet: loose reverse-path filtering.
-        self.lb.sysctl("net.ipv4.conf.all.rp_filter", "2")?;
         Ok(())
     }
 
     /// Writes a config with the testbed's data plane settings and `services`.
     pub fn write_config(&self, name: &str, services: &str) -> anyhow::Result<PathBuf> {
+        self.write_node_config(0, name, services)
+    }
+
+    /// Node `i`'s admin socket.
+    #[must_use]
+    pub fn node_admin_socket(&self, i: usize) -> PathBuf {
+        if i == 0 {
+            self.admin_socket()
+        } else {
+            self.dir.join(format!("admin-{i}.sock"))
+        }
+    }
+
+    /// Writes node `i`'s config: its data plane settings, then `rest`.
+    pub fn write_node_config(&self, i: usize, name: &str, rest: &str) -> anyhow::Result<PathBuf> {
         let text = format!(
-            "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nsnat_address = \"{LB_PRIVATE}\"\nsnat_ports = \"20000-29999\"\n\n\
-             [admin]\nsocket = \"{}\"\n\n{services}",
-            self.admin_socket().display()
+            "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nsnat_address = \"{}\"\nsnat_ports = \"20000-29999\"\n\n\
+             [admin]\nsocket = \"{}\"\n\n{rest}",
+            NODE_PRIVATE[i],
+            self.node_admin_socket(i).display()
         );
         let path = self.dir.join(name);
         std::fs::write(&path, text)?;
         Ok(path)
+    }
+
+    /// A `[vrrp]` section for node `i` of a pair: VRRP over the private
+    /// segment to the other node (unicast, as in the reference), the
+    /// floating IP on eth0 by the local mover; `extra` goes into `[vrrp]`.
+    #[must_use]
+    pub fn vrrp_section(&self, i: usize, priority: u8, extra: &str) -> String {
+        format!(
+            "[vrrp]\ninterface = \"eth1\"\nvrid = {VRID}\npriority = {priority}\nsource_address = \"{}\"\n\
+             unicast_peers = [\"{}\"]\n{extra}\n\n[vrrp.local]\ninterface = \"eth0\"\naddresses = [\"{VIP}/32\"]\n",
+            NODE_PRIVATE[i],
+            NODE_PRIVATE[1 - i],
+        )
+    }
+
+    /// Starts node `i`'s daemon with `rest` after the data plane settings.
+    pub fn start_node(&mut self, i: usize, rest: &str) -> anyhow::Result<&mut Daemon> {
+        let config = self.write_node_config(i, &format!("xlb-{i}.toml"), rest)?;
+        let daemon = Daemon::start(self.node(i), &config, &[])?;
+        let slot = if i == 0 { &mut self.daemon } else { &mut self.daemon2 };
+        *slot = Some(daemon);
+        slot.as_mut().context("just set")
+    }
+
+    /// Node `i`'s daemon.
+    pub fn node_daemon(&mut self, i: usize) -> Option<&mut Daemon> {
+        if i == 0 { self.daemon.as_mut() } else { self.daemon2.as_mut() }
+    }
+
+    /// Takes node `i`'s daemon out (to stop or kill it).
+    pub fn take_node_daemon(&mut self, i: usize) -> Option<Daemon> {
+        if i == 0 { self.daemon.take() } else { self.daemon2.take() }
+    }
+
+    /// `xlb status --json` of node `i`.
+    pub fn node_status(&self, i: usize) -> anyhow::Result<serde_json::Value> {
+        let socket = self.node_admin_socket(i);
+        let binary = crate::daemon::binary()?;
+        let output = self
+            .node(i)
+            .command(binary.to_str().context("binary path")?)
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()?;
+        anyhow::ensure!(output.status.success(), "xlb status: {}", String::from_utf8_lossy(&output.stderr));
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
+    /// Node `i`'s VRRP state ("MASTER", ...), or None if it does not answer.
+    #[must_use]
+    pub fn vrrp_state(&self, i: usize) -> Option<String> {
+        let status = self.node_status(i).ok()?;
+        status["vrrp"]["state"].as_str().map(str::to_owned)
+    }
+
+    /// Waits until node `i` reports VRRP state `state`; returns its status.
+    pub fn wait_vrrp_state(&self, i: usize, state: &str, timeout: std::time::Duration) -> anyhow::Result<serde_json::Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(status) = self.node_status(i) {
+                if status["vrrp"]["state"] == state {
+                    return Ok(status);
+                }
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!("node {i} is not {state} after {timeout:?}: {}", status["vrrp"]);
+                }
+            } else if std::time::Instant::now() > deadline {
+                anyhow::bail!("node {i} does not answer");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Whether node `i` has the floating IP on its public interface.
+    pub fn has_vip(&self, i: usize) -> anyhow::Result<bool> {
+        let addresses = self.node(i).ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        Ok(addresses.contains(&format!(" {VIP}/32 ")))
+    }
+
+    /// The MAC of node `i`'s public interface.
+    pub fn node_public_mac(&self, i: usize) -> anyhow::Result<String> {
+        let link = self.node(i).ip(&["-o", "link", "show", "dev", "eth0"])?;
+        link.split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .map(str::to_owned)
+            .context("no MAC on eth0")
+    }
+
+    /// The MAC the client's neighbour table has for the floating IP.
+    pub fn client_vip_mac(&self) -> anyhow::Result<Option<String>> {
+        let entry = self.client.ip(&["neigh", "show", &VIP.to_string(), "dev", "eth0"])?;
+        Ok(entry.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_owned))
     }
 
     /// Starts the daemon on the LB with `services`.

@@ -24,6 +24,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wrk", "/usr/bin/wrk"),
     ("curl", "/usr/bin/curl"),
     ("procps", "/usr/bin/ps"),
+    ("keepalived", "/usr/sbin/keepalived"),
 ];
 
 const BPF_LINKER_VERSION: &str = "^0.13";
