@@ -66,17 +66,9 @@ pub enum Command {
         #[arg(long)]
         interface: String,
         /// A.B.C.D/prefix, repeated.
-        #[arg(long = "address", value_parser = parse_address)]
+        #[arg(long = "address", value_parser = crate::failover::guard::parse_address)]
         addresses: Vec<(std::net::Ipv4Addr, u8)>,
     },
-}
-
-fn parse_address(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let (addr, prefix) = text.split_once('/').unwrap_or((text, "32"));
-    match (addr.parse(), prefix.parse::<u8>()) {
-        (Ok(addr), Ok(prefix)) if prefix <= 32 => Ok((addr, prefix)),
-        _ => Err(format!("{text:?} is not an IPv4 address/prefix")),
-    }
 }
 
 /// How to reach the daemon's admin API.

@@ -2,6 +2,7 @@
 //! the tools the integration tests and `cargo xtask run/bench` share:
 //! namespaces, the daemon process, nginx web servers, a packet builder.
 
+pub mod arp;
 pub mod daemon;
 pub mod fixture;
 pub mod http;
