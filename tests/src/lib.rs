@@ -3,6 +3,7 @@
 //! namespaces, the daemon process, nginx web servers, a packet builder.
 
 pub mod daemon;
+pub mod fake_digitalocean;
 pub mod fixture;
 pub mod http;
 pub mod netns;
