@@ -4,6 +4,7 @@
 
 pub mod arp;
 pub mod daemon;
+pub mod fake_digitalocean;
 pub mod fixture;
 pub mod http;
 pub mod netns;
