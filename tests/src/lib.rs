@@ -9,6 +9,7 @@ pub mod fixture;
 pub mod http;
 pub mod netns;
 pub mod packet;
+pub mod probe;
 pub mod testbed;
 pub mod webserver;
 

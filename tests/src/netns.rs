@@ -66,19 +66,26 @@ impl Netns {
     /// Runs `f` on a thread that has entered the namespace. Sockets created
     /// there stay in the namespace and may be used from any thread afterwards.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        match self.spawn(f)?.join() {
+            Ok(result) => result.context("setns"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Starts `f` on a thread that has entered the namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<std::io::Result<T>>> {
         let path = format!("/run/netns/{}", self.name);
         let file = File::open(&path).with_context(|| format!("open {path}"))?;
-        let handle = std::thread::spawn(move || {
+        Ok(std::thread::spawn(move || {
             // SAFETY: setns on this thread only, with a valid namespace fd.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(f())
-        });
-        match handle.join() {
-            Ok(result) => result.context("setns"),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        }))
     }
 }
 

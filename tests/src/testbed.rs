@@ -72,7 +72,7 @@ pub struct Testbed {
     /// The second load balancer (a pair only).
     pub lb2: Option<Netns>,
     pub webs: Vec<Netns>,
-    switch: Netns,
+    pub switch: Netns,
     pub dir: PathBuf,
 }
 
@@ -98,7 +98,11 @@ impl Testbed {
     fn build(tag: &str, pair: bool) -> anyhow::Result<Self> {
         let client = Netns::new(&format!("{tag}-client"))?;
         let lb = Netns::new(&format!("{tag}-lb"))?;
-        let lb2 = if pair { Some(Netns::new(&format!("{tag}-lb2"))?) } else { None };
+        let lb2 = if pair {
+            Some(Netns::new(&format!("{tag}-lb2"))?)
+        } else {
+            None
+        };
         let switch = Netns::new(&format!("{tag}-sw"))?;
         let webs = (1..=WEB_ADDRS.len())
             .map(|i| Netns::new(&format!("{tag}-web{i}")))
@@ -127,7 +131,8 @@ impl Testbed {
             }
         }
         for public in &NODE_PUBLIC[..bed.nodes().len()] {
-            bed.client.exec("ping", &["-c", "1", "-W", "3", &public.to_string()])?;
+            bed.client
+                .exec("ping", &["-c", "1", "-W", "3", &public.to_string()])?;
         }
         for (ns, name) in bed.webs.iter().zip(WEB_NAMES) {
             bed.servers.push(Some(Nginx::start(
@@ -192,7 +197,13 @@ impl Testbed {
             self.switch.ip(&["link", "set", "br1", "up"])?;
             veth(&self.client, "eth0", &self.switch, "client", Some("br1"))?;
             for (i, node) in self.nodes().into_iter().enumerate() {
-                veth(node, "eth0", &self.switch, &format!("lb{}pub", i + 1), Some("br1"))?;
+                veth(
+                    node,
+                    "eth0",
+                    &self.switch,
+                    &format!("lb{}pub", i + 1),
+                    Some("br1"),
+                )?;
             }
         } else {
             veth(&self.client, "eth0", &self.lb, "eth0", None)?;
@@ -209,7 +220,11 @@ impl Testbed {
         self.switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         self.switch.ip(&["link", "set", "br0", "up"])?;
         for (i, node) in self.nodes().into_iter().enumerate() {
-            let port = if i == 0 { "lb".to_owned() } else { format!("lb{}", i + 1) };
+            let port = if i == 0 {
+                "lb".to_owned()
+            } else {
+                format!("lb{}", i + 1)
+            };
             veth(node, "eth1", &self.switch, &port, Some("br0"))?;
             node.ip(&["addr", "add", &format!("{}/24", NODE_PUBLIC[i]), "dev", "eth0"])?;
             node.ip(&["addr", "add", &format!("{}/24", NODE_PRIVATE[i]), "dev", "eth1"])?;
@@ -269,19 +284,31 @@ impl Testbed {
     pub fn start_node(&mut self, i: usize, rest: &str) -> anyhow::Result<&mut Daemon> {
         let config = self.write_node_config(i, &format!("xlb-{i}.toml"), rest)?;
         let daemon = Daemon::start(self.node(i), &config, &[])?;
-        let slot = if i == 0 { &mut self.daemon } else { &mut self.daemon2 };
+        let slot = if i == 0 {
+            &mut self.daemon
+        } else {
+            &mut self.daemon2
+        };
         *slot = Some(daemon);
         slot.as_mut().context("just set")
     }
 
     /// Node `i`'s daemon.
     pub fn node_daemon(&mut self, i: usize) -> Option<&mut Daemon> {
-        if i == 0 { self.daemon.as_mut() } else { self.daemon2.as_mut() }
+        if i == 0 {
+            self.daemon.as_mut()
+        } else {
+            self.daemon2.as_mut()
+        }
     }
 
     /// Takes node `i`'s daemon out (to stop or kill it).
     pub fn take_node_daemon(&mut self, i: usize) -> Option<Daemon> {
-        if i == 0 { self.daemon.take() } else { self.daemon2.take() }
+        if i == 0 {
+            self.daemon.take()
+        } else {
+            self.daemon2.take()
+        }
     }
 
     /// `xlb status --json` of node `i`.
@@ -294,7 +321,11 @@ impl Testbed {
             .args(["status", "--json", "--socket"])
             .arg(&socket)
             .output()?;
-        anyhow::ensure!(output.status.success(), "xlb status: {}", String::from_utf8_lossy(&output.stderr));
+        anyhow::ensure!(
+            output.status.success(),
+            "xlb status: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         Ok(serde_json::from_slice(&output.stdout)?)
     }
 
@@ -306,7 +337,12 @@ impl Testbed {
     }
 
     /// Waits until node `i` reports VRRP state `state`; returns its status.
-    pub fn wait_vrrp_state(&self, i: usize, state: &str, timeout: std::time::Duration) -> anyhow::Result<serde_json::Value> {
+    pub fn wait_vrrp_state(
+        &self,
+        i: usize,
+        state: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<serde_json::Value> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Ok(status) = self.node_status(i) {
@@ -341,8 +377,14 @@ impl Testbed {
 
     /// The MAC the client's neighbour table has for the floating IP.
     pub fn client_vip_mac(&self) -> anyhow::Result<Option<String>> {
-        let entry = self.client.ip(&["neigh", "show", &VIP.to_string(), "dev", "eth0"])?;
-        Ok(entry.split_whitespace().skip_while(|w| *w != "lladdr").nth(1).map(str::to_owned))
+        let entry = self
+            .client
+            .ip(&["neigh", "show", &VIP.to_string(), "dev", "eth0"])?;
+        Ok(entry
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .map(str::to_owned))
     }
 
     /// Starts the daemon on the LB with `services`.

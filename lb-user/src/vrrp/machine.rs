@@ -101,6 +101,8 @@ pub struct Machine {
     healthy: bool,
     history: VecDeque<Transition>,
     transitions_total: u64,
+    /// Why the Master_Down_Timer is short (the master left), for the log.
+    down_reason: Option<String>,
 }
 
 impl Machine {
@@ -118,6 +120,7 @@ impl Machine {
             healthy: true,
             history: VecDeque::new(),
             transitions_total: 0,
+            down_reason: None,
         }
     }
 
@@ -217,6 +220,7 @@ impl Machine {
 
     fn become_master(&mut self, reason: &str, now: Instant) -> Vec<Action> {
         self.master_down_timer = None;
+        self.down_reason = None;
         self.adver_timer = Some(now + self.advertisement_interval());
         self.current_master = Some(self.params.primary_address);
         self.go(State::Master, reason, now);
@@ -246,7 +250,11 @@ impl Machine {
     /// Fires the timers due at `now`.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         if self.master_down_timer.is_some_and(|t| t <= now) && self.state == State::Backup {
-            return self.become_master("Master_Down_Timer expired: no advertisement from a master", now);
+            let reason = self.down_reason.take().map_or_else(
+                || "Master_Down_Timer expired: no advertisement from a master".to_owned(),
+                |why| format!("{why}; Skew_Time passed"),
+            );
+            return self.become_master(&reason, now);
         }
         if self.adver_timer.is_some_and(|t| t <= now) && self.state == State::Master {
             self.adver_timer = Some(now + self.advertisement_interval());
@@ -350,12 +358,19 @@ impl Machine {
             ) => {
                 if priority == 0 {
                     // The master is leaving: take over after Skew_Time only.
-                    self.master_down_timer = Some(now + self.leaving_master_delay());
+                    let delay = self.leaving_master_delay();
+                    let reason = format!("master {source} sent priority 0 (it is leaving)");
+                    if delay.is_zero() {
+                        return self.become_master(&reason, now);
+                    }
+                    self.master_down_timer = Some(now + delay);
+                    self.down_reason = Some(reason);
                     return Vec::new();
                 }
                 if !self.preempt_now(now) || priority >= self.params.priority {
                     self.follow(source, interval_cs);
                     self.master_down_timer = Some(now + self.master_down_interval());
+                    self.down_reason = None;
                 }
                 // Otherwise a lower-priority master: let the timer run out and preempt.
                 Vec::new()

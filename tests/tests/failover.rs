@@ -1,0 +1,391 @@
+//! Failover between two xlb nodes over VRRP, in namespaces with real nginx
+//! backends: a killed, stopped or unhealthy master is replaced, the
+//! primary takes the floating IP back, bad adverts change nothing, and a
+//! split brain heals. Needs root.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    probe::{outage, ConnectionProbe},
+    testbed::{base_services, Testbed, FRONTEND_PORT, NODE_PRIVATE, VIP},
+    unique_tag,
+};
+
+const PRIMARY: usize = 0;
+const SECONDARY: usize = 1;
+const WAIT: Duration = Duration::from_secs(15);
+
+fn pair() -> Testbed {
+    Testbed::pair(&unique_tag("xf")).expect("testbed")
+}
+
+/// Starts both nodes: the primary at priority 200, the secondary at 100.
+fn start_both(bed: &mut Testbed, primary_extra: &str, secondary_extra: &str) {
+    let primary = format!(
+        "{}\n{}",
+        base_services(),
+        bed.vrrp_section(PRIMARY, 200, primary_extra)
+    );
+    bed.start_node(PRIMARY, &primary).expect("primary starts");
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT)
+        .expect("primary is master");
+    let secondary = format!(
+        "{}\n{}",
+        base_services(),
+        bed.vrrp_section(SECONDARY, 100, secondary_extra)
+    );
+    bed.start_node(SECONDARY, &secondary).expect("secondary starts");
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT)
+        .expect("secondary is backup");
+}
+
+/// One HTTP request to the floating IP from the client, with short timeouts.
+fn request(bed: &Testbed) -> bool {
+    bed.client
+        .run(|| -> anyhow::Result<()> {
+            let address = std::net::SocketAddr::from((VIP, FRONTEND_PORT));
+            let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
+            stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+            let body = lb_tests::http::get(&mut stream)?;
+            anyhow::ensure!(body.contains("frontend"), "unexpected answer {body:?}");
+            Ok(())
+        })
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// The last transition of node `i` (from, to, reason).
+fn last_transition(bed: &Testbed, i: usize) -> (String, String, String) {
+    let status = bed.node_status(i).expect("status");
+    let t = status["vrrp"]["transitions"]
+        .as_array()
+        .and_then(|a| a.last().cloned())
+        .expect("a transition");
+    (
+        t["from"].as_str().unwrap_or_default().to_owned(),
+        t["to"].as_str().unwrap_or_default().to_owned(),
+        t["reason"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn the_primary_serves_the_floating_ip_and_the_secondary_waits() {
+    let mut bed = pair();
+    start_both(&mut bed, "", "");
+    assert!(bed.has_vip(PRIMARY).unwrap());
+    assert!(!bed.has_vip(SECONDARY).unwrap());
+    for _ in 0..5 {
+        assert!(request(&bed), "the floating IP answers through the primary");
+    }
+    let status = wait_for(
+        &bed,
+        SECONDARY,
+        "the primary as master and the peer link up",
+        |v| v["current_master"] == NODE_PRIVATE[PRIMARY].to_string() && v["peer_links"][0]["up"] == true,
+    );
+    assert!(status["vrrp"]["adverts_received_total"].as_u64() > Some(0));
+}
+
+/// Waits until node `i`'s VRRP status satisfies `condition`; returns the status.
+fn wait_for(
+    bed: &Testbed,
+    i: usize,
+    what: &str,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = bed.node_status(i).expect("status");
+        if condition(&status["vrrp"]) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i}: no {what} within {WAIT:?}: {}",
+            status["vrrp"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn frontend_connections(bed: &Testbed, i: usize) -> u64 {
+    let status = bed.node_status(i).expect("status");
+    status["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "frontend"))
+        .and_then(|s| s["connections_total"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) for `condition`.
+fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "not true within {WAIT:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
+    let mut bed = pair();
+    start_both(&mut bed, "", "");
+    let probe = ConnectionProbe::start(
+        &bed.client,
+        SocketAddrV4::new(VIP, FRONTEND_PORT),
+        Duration::from_millis(5),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let fault = Instant::now();
+    bed.take_node_daemon(PRIMARY)
+        .expect("primary")
+        .stop_with(libc::SIGKILL, WAIT)
+        .expect("killed");
+    let status = bed
+        .wait_vrrp_state(SECONDARY, "MASTER", WAIT)
+        .expect("the secondary takes over");
+    std::thread::sleep(Duration::from_millis(500));
+    let attempts = probe.stop().unwrap();
+    let outage = outage(&attempts, fault).expect("new connections succeed again after the kill");
+    println!(
+        "kill -9 of the master: first new connection {:?} after the kill, gap {:?}, {} failed attempts",
+        outage.to_first_success, outage.gap, outage.failed_attempts
+    );
+    let reason = status["vrrp"]["transitions"].as_array().unwrap().last().unwrap()["reason"].clone();
+    assert!(
+        reason.as_str().unwrap().contains("peer link"),
+        "the peer link revealed the crash at once: {reason}"
+    );
+    let tail = &attempts[attempts.len() - 20..];
+    assert!(
+        tail.iter().all(|a| a.ok),
+        "the secondary serves every new connection"
+    );
+    assert!(frontend_connections(&bed, SECONDARY) > 0, "through the secondary");
+
+    // The killed node's guard removed the floating IP: it attracts nothing,
+    // even for a client that has to ask ARP again.
+    eventually("the killed node's VIP is removed", || {
+        !bed.has_vip(PRIMARY).unwrap()
+    });
+    assert!(bed.has_vip(SECONDARY).unwrap());
+    bed.client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
+    let before = frontend_connections(&bed, SECONDARY);
+    for _ in 0..10 {
+        assert!(request(&bed));
+    }
+    assert_eq!(
+        frontend_connections(&bed, SECONDARY) - before,
+        10,
+        "all through the secondary"
+    );
+    let secondary_mac = bed.node_public_mac(SECONDARY).unwrap();
+    assert_eq!(
+        bed.client_vip_mac().unwrap().as_deref(),
+        Some(secondary_mac.as_str())
+    );
+
+    // Suppose the guard died too: the address is left behind. The restarted
+    // primary removes it before joining, then preempts.
+    bed.lb
+        .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])
+        .unwrap();
+    let primary = format!("{}\n{}", base_services(), bed.vrrp_section(PRIMARY, 200, ""));
+    let daemon = bed.start_node(PRIMARY, &primary).expect("the primary restarts");
+    // Logged before the daemon reports it is running.
+    assert!(daemon
+        .log_text()
+        .contains("removed floating addresses left by a previous run"));
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT)
+        .expect("the primary preempts");
+    let (_, to, reason) = wait_transition(&bed, SECONDARY, "BACKUP");
+    assert_eq!(to, "BACKUP");
+    assert!(reason.contains("priority 200"), "{reason}");
+    eventually("the secondary released the VIP", || {
+        !bed.has_vip(SECONDARY).unwrap()
+    });
+    // The primary's gratuitous ARP moved the client's entry without any
+    // traffic from the client.
+    let primary_mac = bed.node_public_mac(PRIMARY).unwrap();
+    eventually("the client learned the primary's MAC from its GARP", || {
+        bed.client_vip_mac().unwrap().as_deref() == Some(primary_mac.as_str())
+    });
+    let before = frontend_connections(&bed, PRIMARY);
+    assert!(request(&bed));
+    assert_eq!(
+        frontend_connections(&bed, PRIMARY) - before,
+        1,
+        "served by the primary again"
+    );
+}
+
+/// Waits until node `i`'s last transition went to `state`.
+fn wait_transition(bed: &Testbed, i: usize, state: &str) -> (String, String, String) {
+    eventually(&format!("node {i} goes {state}"), || {
+        last_transition(bed, i).1 == state
+    });
+    last_transition(bed, i)
+}
+
+#[test]
+fn with_nopreempt_the_returning_primary_stays_backup() {
+    let mut bed = pair();
+    let secondary = format!("{}\n{}", base_services(), bed.vrrp_section(SECONDARY, 100, ""));
+    bed.start_node(SECONDARY, &secondary).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let primary = format!(
+        "{}\n{}",
+        base_services(),
+        bed.vrrp_section(PRIMARY, 200, "preempt = false")
+    );
+    bed.start_node(PRIMARY, &primary).unwrap();
+    wait_for(&bed, PRIMARY, "the secondary's adverts", |v| {
+        v["state"] == "BACKUP" && v["current_master"] == NODE_PRIVATE[SECONDARY].to_string()
+    });
+    // Twenty advert intervals, far beyond Master_Down_Interval.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(bed.vrrp_state(PRIMARY).as_deref(), Some("BACKUP"));
+    assert_eq!(bed.vrrp_state(SECONDARY).as_deref(), Some("MASTER"));
+    assert!(bed.has_vip(SECONDARY).unwrap() && !bed.has_vip(PRIMARY).unwrap());
+}
+
+#[test]
+fn a_clean_stop_of_the_master_hands_over_with_priority_0() {
+    let mut bed = pair();
+    // No peer link and one-second adverts: only priority 0 can explain a
+    // takeover quicker than three intervals, and the reason must say so.
+    let extra = "advert_interval = \"1s\"\npeer_link_port = 0";
+    start_both(&mut bed, extra, extra);
+    let stopped_at = Instant::now();
+    bed.take_node_daemon(PRIMARY)
+        .unwrap()
+        .stop_with(libc::SIGTERM, WAIT)
+        .unwrap();
+    assert!(
+        !bed.has_vip(PRIMARY).unwrap(),
+        "the primary released the VIP before exiting"
+    );
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let (from, _, reason) = last_transition(&bed, SECONDARY);
+    println!(
+        "clean stop: secondary master {:?} after SIGTERM: {reason}",
+        stopped_at.elapsed()
+    );
+    assert_eq!(from, "BACKUP");
+    assert!(reason.contains("sent priority 0"), "{reason}");
+    assert!(request(&bed), "the secondary serves");
+}
+
+#[test]
+fn a_failing_track_command_gives_up_the_ip_and_its_recovery_takes_it_back() {
+    let mut bed = pair();
+    let flag = bed.dir.join("primary-healthy");
+    std::fs::write(&flag, "").unwrap();
+    let track = format!(
+        "\n[[vrrp.track]]\ntype = \"command\"\ncommand = [\"test\", \"-e\", \"{}\"]\ninterval = \"100ms\"\nfall = 2\n",
+        flag.display()
+    );
+    // The track goes after the [vrrp] keys, before [vrrp.local].
+    start_both(&mut bed, &track, "");
+    std::fs::remove_file(&flag).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    eventually("the VIP moved", || {
+        !bed.has_vip(PRIMARY).unwrap() && bed.has_vip(SECONDARY).unwrap()
+    });
+    let (_, _, reason) = last_transition(&bed, PRIMARY);
+    assert_eq!(reason, "tracked health failed");
+    let status = bed.node_status(PRIMARY).unwrap();
+    let failing: Vec<&serde_json::Value> = status["vrrp"]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["ok"] == false)
+        .collect();
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert!(failing[0]["name"].as_str().unwrap().starts_with("command test"));
+    assert!(request(&bed), "the secondary serves");
+
+    std::fs::write(&flag, "").unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
+    eventually("the VIP came back", || {
+        bed.has_vip(PRIMARY).unwrap() && !bed.has_vip(SECONDARY).unwrap()
+    });
+}
+
+#[test]
+fn a_tracked_service_without_backends_gives_up_the_ip() {
+    let mut bed = pair();
+    let fast_checks = base_services().replace(
+        "port = 3000\n",
+        "port = 3000\ncheck = { inter = \"200ms\", fall = 1, rise = 1 }\n",
+    );
+    let track = "\n[[vrrp.track]]\ntype = \"service\"\nservice = \"frontend\"\n";
+    let primary = format!("{fast_checks}\n{}", bed.vrrp_section(PRIMARY, 200, track));
+    bed.start_node(PRIMARY, &primary).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    let secondary = format!("{}\n{}", base_services(), bed.vrrp_section(SECONDARY, 100, ""));
+    bed.start_node(SECONDARY, &secondary).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
+    bed.stop_web(0);
+    bed.stop_web(1);
+    bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    bed.start_web(0, 200).unwrap();
+    bed.start_web(1, 200).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
+    assert!(request(&bed));
+}
+
+#[test]
+fn a_split_brain_makes_both_masters_and_heals_to_one() {
+    let mut bed = pair();
+    start_both(&mut bed, "", "");
+    let primary_transitions = bed.node_status(PRIMARY).unwrap()["vrrp"]["transitions_total"].as_u64();
+    // Cut the private segment between the two nodes only (links stay up).
+    for command in [
+        "add table bridge xlbcut",
+        "add chain bridge xlbcut forward { type filter hook forward priority 0; }",
+        "add rule bridge xlbcut forward iifname \"lb\" oifname \"lb2\" drop",
+        "add rule bridge xlbcut forward iifname \"lb2\" oifname \"lb\" drop",
+    ] {
+        let args: Vec<&str> = command.split(' ').collect();
+        bed.switch.exec("nft", &args).unwrap();
+    }
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let (_, _, reason) = last_transition(&bed, SECONDARY);
+    assert!(reason.contains("Master_Down_Timer expired"), "{reason}");
+    assert_eq!(
+        bed.vrrp_state(PRIMARY).as_deref(),
+        Some("MASTER"),
+        "both are master, as VRRP says"
+    );
+    let healed = Instant::now();
+    bed.switch
+        .exec("nft", &["delete", "table", "bridge", "xlbcut"])
+        .unwrap();
+    let (_, to, reason) = wait_transition(&bed, SECONDARY, "BACKUP");
+    println!(
+        "split brain healed: one master {:?} after the link returned ({reason})",
+        healed.elapsed()
+    );
+    assert_eq!(to, "BACKUP");
+    assert!(
+        reason.contains(&format!("advertisement from {}", NODE_PRIVATE[PRIMARY])),
+        "{reason}"
+    );
+    assert_eq!(bed.vrrp_state(PRIMARY).as_deref(), Some("MASTER"));
+    assert_eq!(
+        bed.node_status(PRIMARY).unwrap()["vrrp"]["transitions_total"].as_u64(),
+        primary_transitions,
+        "the primary never left MASTER"
+    );
+    eventually("only the primary holds the VIP", || {
+        bed.has_vip(PRIMARY).unwrap() && !bed.has_vip(SECONDARY).unwrap()
+    });
+}
