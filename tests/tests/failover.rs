@@ -389,3 +389,144 @@ fn a_split_brain_makes_both_masters_and_heals_to_one() {
         bed.has_vip(PRIMARY).unwrap() && !bed.has_vip(SECONDARY).unwrap()
     });
 }
+
+/// Sends raw VRRP datagrams from a namespace, as any host on the link could.
+fn send_raw(bed: &Testbed, from: usize, destination: Ipv4Addr, ttl: u8, datagrams: Vec<Vec<u8>>) {
+    let source = NODE_PRIVATE[from];
+    bed.node(from)
+        .run(move || {
+            // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+                assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+                let ttl = libc::c_int::from(ttl);
+                for option in [libc::IP_TTL, libc::IP_MULTICAST_TTL] {
+                    libc::setsockopt(fd, libc::IPPROTO_IP, option, (&raw const ttl).cast(), 4);
+                }
+                let interface = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(source.octets()),
+                };
+                libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&raw const interface).cast(), 4);
+                let address = |ip: Ipv4Addr| libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: 0,
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(ip.octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                let local = address(source);
+                let len = size_of::<libc::sockaddr_in>() as u32;
+                assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0);
+                let remote = address(destination);
+                for datagram in &datagrams {
+                    let sent = libc::sendto(fd, datagram.as_ptr().cast(), datagram.len(), 0, (&raw const remote).cast(), len);
+                    assert_eq!(sent, datagram.len() as isize, "{}", std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+        })
+        .unwrap();
+}
+
+fn rejected(bed: &Testbed, i: usize) -> std::collections::BTreeMap<String, u64> {
+    bed.node_status(i).unwrap()["vrrp"]["adverts_rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_owned(), c["value"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn bad_adverts_from_the_peer_address_change_nothing() {
+    use lb_user::vrrp::packet::{auth_data, Advertisement, Version};
+    let mut bed = pair();
+    let password = bed.dir.join("vrrp-pass");
+    std::fs::write(&password, "REDACTED\n").unwrap();
+    let extra = format!("version = 2\nadvert_interval = \"1s\"\nauth_pass_file = \"{}\"", password.display());
+    let secondary = format!("{}\n{}", base_services(), bed.vrrp_section(SECONDARY, 100, &extra));
+    bed.start_node(SECONDARY, &secondary).unwrap();
+    // Alone, it becomes master after Master_Down_Interval.
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let transitions = bed.node_status(SECONDARY).unwrap()["vrrp"]["transitions_total"].as_u64();
+
+    let (me, peer) = (NODE_PRIVATE[PRIMARY], NODE_PRIVATE[SECONDARY]);
+    let good = Advertisement {
+        version: Version::V2,
+        vrid: 50,
+        priority: 255,
+        interval_cs: 100,
+        addresses: vec![VIP],
+        auth: Some(auth_data("REDACTED")),
+    };
+    let encode = |a: &Advertisement| a.encode(me, peer).unwrap();
+    let mut hostile = Vec::new();
+    let mut wrong_auth = good.clone();
+    wrong_auth.auth = Some(auth_data("guess"));
+    let mut wrong_vrid = good.clone();
+    wrong_vrid.vrid = 51;
+    let mut wrong_interval = good.clone();
+    wrong_interval.interval_cs = 200;
+    let mut version_3 = good.clone();
+    version_3.version = Version::V3;
+    version_3.auth = None;
+    let mut bad_checksum = encode(&good);
+    bad_checksum[6] ^= 0xff;
+    let truncated = encode(&good)[..6].to_vec();
+    for _ in 0..3 {
+        hostile.extend([
+            encode(&wrong_auth),
+            encode(&wrong_vrid),
+            encode(&wrong_interval),
+            encode(&version_3),
+            bad_checksum.clone(),
+            truncated.clone(),
+        ]);
+    }
+    send_raw(&bed, PRIMARY, peer, 255, hostile);
+    let expected: std::collections::BTreeMap<String, u64> = ["auth", "vrid", "interval", "version", "checksum", "truncated"]
+        .iter()
+        .map(|name| ((*name).to_owned(), 3))
+        .collect();
+    eventually("all 18 counted", || rejected(&bed, SECONDARY) == expected);
+    let status = bed.node_status(SECONDARY).unwrap();
+    assert_eq!(status["vrrp"]["state"], "MASTER");
+    assert_eq!(status["vrrp"]["transitions_total"].as_u64(), transitions, "no state changed");
+    assert!(bed.has_vip(SECONDARY).unwrap());
+
+    // The control: the same advert, well formed, does make it yield.
+    send_raw(&bed, PRIMARY, peer, 255, vec![encode(&good)]);
+    let (_, to, reason) = wait_transition(&bed, SECONDARY, "BACKUP");
+    assert_eq!(to, "BACKUP");
+    assert!(reason.contains(&format!("advertisement from {me} with priority 255")), "{reason}");
+}
+
+#[test]
+fn in_multicast_mode_an_advert_without_ttl_255_changes_nothing() {
+    use lb_user::vrrp::packet::{Advertisement, Version, MULTICAST_GROUP};
+    let mut bed = pair();
+    let multicast = bed
+        .vrrp_section(SECONDARY, 100, "")
+        .replace(&format!("unicast_peers = [\"{}\"]\n", NODE_PRIVATE[PRIMARY]), "");
+    assert!(!multicast.contains("unicast_peers"));
+    bed.start_node(SECONDARY, &format!("{}\n{multicast}", base_services())).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let transitions = bed.node_status(SECONDARY).unwrap()["vrrp"]["transitions_total"].as_u64();
+    let advert = Advertisement {
+        version: Version::V3,
+        vrid: 50,
+        priority: 255,
+        interval_cs: 10,
+        addresses: vec![VIP],
+        auth: None,
+    };
+    let bytes = advert.encode(NODE_PRIVATE[PRIMARY], MULTICAST_GROUP).unwrap();
+    send_raw(&bed, PRIMARY, MULTICAST_GROUP, 254, vec![bytes.clone(); 3]);
+    eventually("counted as ttl", || rejected(&bed, SECONDARY).get("ttl") == Some(&3));
+    let status = bed.node_status(SECONDARY).unwrap();
+    assert_eq!(status["vrrp"]["state"], "MASTER");
+    assert_eq!(status["vrrp"]["transitions_total"].as_u64(), transitions);
+    send_raw(&bed, PRIMARY, MULTICAST_GROUP, 255, vec![bytes]);
+    wait_transition(&bed, SECONDARY, "BACKUP");
+}
