@@ -406,7 +406,13 @@ fn send_raw(bed: &Testbed, from: usize, destination: Ipv4Addr, ttl: u8, datagram
                 let interface = libc::in_addr {
                     s_addr: u32::from_ne_bytes(source.octets()),
                 };
-                libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, (&raw const interface).cast(), 4);
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MULTICAST_IF,
+                    (&raw const interface).cast(),
+                    4,
+                );
                 let address = |ip: Ipv4Addr| libc::sockaddr_in {
                     sin_family: libc::AF_INET as u16,
                     sin_port: 0,
@@ -420,8 +426,20 @@ fn send_raw(bed: &Testbed, from: usize, destination: Ipv4Addr, ttl: u8, datagram
                 assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0);
                 let remote = address(destination);
                 for datagram in &datagrams {
-                    let sent = libc::sendto(fd, datagram.as_ptr().cast(), datagram.len(), 0, (&raw const remote).cast(), len);
-                    assert_eq!(sent, datagram.len() as isize, "{}", std::io::Error::last_os_error());
+                    let sent = libc::sendto(
+                        fd,
+                        datagram.as_ptr().cast(),
+                        datagram.len(),
+                        0,
+                        (&raw const remote).cast(),
+                        len,
+                    );
+                    assert_eq!(
+                        sent,
+                        datagram.len() as isize,
+                        "{}",
+                        std::io::Error::last_os_error()
+                    );
                 }
                 libc::close(fd);
             }
@@ -434,7 +452,12 @@ fn rejected(bed: &Testbed, i: usize) -> std::collections::BTreeMap<String, u64> 
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["name"].as_str().unwrap().to_owned(), c["value"].as_u64().unwrap()))
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["value"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -444,8 +467,15 @@ fn bad_adverts_from_the_peer_address_change_nothing() {
     let mut bed = pair();
     let password = bed.dir.join("vrrp-pass");
     std::fs::write(&password, "REDACTED\n").unwrap();
-    let extra = format!("version = 2\nadvert_interval = \"1s\"\nauth_pass_file = \"{}\"", password.display());
-    let secondary = format!("{}\n{}", base_services(), bed.vrrp_section(SECONDARY, 100, &extra));
+    let extra = format!(
+        "version = 2\nadvert_interval = \"1s\"\nauth_pass_file = \"{}\"",
+        password.display()
+    );
+    let secondary = format!(
+        "{}\n{}",
+        base_services(),
+        bed.vrrp_section(SECONDARY, 100, &extra)
+    );
     bed.start_node(SECONDARY, &secondary).unwrap();
     // Alone, it becomes master after Master_Down_Interval.
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
@@ -485,21 +515,29 @@ fn bad_adverts_from_the_peer_address_change_nothing() {
         ]);
     }
     send_raw(&bed, PRIMARY, peer, 255, hostile);
-    let expected: std::collections::BTreeMap<String, u64> = ["auth", "vrid", "interval", "version", "checksum", "truncated"]
-        .iter()
-        .map(|name| ((*name).to_owned(), 3))
-        .collect();
+    let expected: std::collections::BTreeMap<String, u64> =
+        ["auth", "vrid", "interval", "version", "checksum", "truncated"]
+            .iter()
+            .map(|name| ((*name).to_owned(), 3))
+            .collect();
     eventually("all 18 counted", || rejected(&bed, SECONDARY) == expected);
     let status = bed.node_status(SECONDARY).unwrap();
     assert_eq!(status["vrrp"]["state"], "MASTER");
-    assert_eq!(status["vrrp"]["transitions_total"].as_u64(), transitions, "no state changed");
+    assert_eq!(
+        status["vrrp"]["transitions_total"].as_u64(),
+        transitions,
+        "no state changed"
+    );
     assert!(bed.has_vip(SECONDARY).unwrap());
 
     // The control: the same advert, well formed, does make it yield.
     send_raw(&bed, PRIMARY, peer, 255, vec![encode(&good)]);
     let (_, to, reason) = wait_transition(&bed, SECONDARY, "BACKUP");
     assert_eq!(to, "BACKUP");
-    assert!(reason.contains(&format!("advertisement from {me} with priority 255")), "{reason}");
+    assert!(
+        reason.contains(&format!("advertisement from {me} with priority 255")),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -510,7 +548,8 @@ fn in_multicast_mode_an_advert_without_ttl_255_changes_nothing() {
         .vrrp_section(SECONDARY, 100, "")
         .replace(&format!("unicast_peers = [\"{}\"]\n", NODE_PRIVATE[PRIMARY]), "");
     assert!(!multicast.contains("unicast_peers"));
-    bed.start_node(SECONDARY, &format!("{}\n{multicast}", base_services())).unwrap();
+    bed.start_node(SECONDARY, &format!("{}\n{multicast}", base_services()))
+        .unwrap();
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
     let transitions = bed.node_status(SECONDARY).unwrap()["vrrp"]["transitions_total"].as_u64();
     let advert = Advertisement {
@@ -523,10 +562,99 @@ fn in_multicast_mode_an_advert_without_ttl_255_changes_nothing() {
     };
     let bytes = advert.encode(NODE_PRIVATE[PRIMARY], MULTICAST_GROUP).unwrap();
     send_raw(&bed, PRIMARY, MULTICAST_GROUP, 254, vec![bytes.clone(); 3]);
-    eventually("counted as ttl", || rejected(&bed, SECONDARY).get("ttl") == Some(&3));
+    eventually("counted as ttl", || {
+        rejected(&bed, SECONDARY).get("ttl") == Some(&3)
+    });
     let status = bed.node_status(SECONDARY).unwrap();
     assert_eq!(status["vrrp"]["state"], "MASTER");
     assert_eq!(status["vrrp"]["transitions_total"].as_u64(), transitions);
     send_raw(&bed, PRIMARY, MULTICAST_GROUP, 255, vec![bytes]);
     wait_transition(&bed, SECONDARY, "BACKUP");
+}
+
+#[test]
+fn the_digitalocean_mover_assigns_retries_reconciles_and_never_shows_the_token() {
+    use lb_tests::fake_digitalocean::{Endpoint, Failure, FakeDigitalOcean};
+    const TOKEN: &str = "dop_v1_0123456789abcdef-never-show-me";
+    const THIS_DROPLET: u64 = 7;
+    const OTHER_DROPLET: u64 = 8;
+    let mut bed = pair();
+    // The API runs inside the node's namespace, on its loopback.
+    let api = bed
+        .lb
+        .run(|| FakeDigitalOcean::start(TOKEN, VIP, THIS_DROPLET))
+        .unwrap()
+        .unwrap();
+    api.point_at(Some(OTHER_DROPLET));
+    api.keep_actions_in_progress_for(3);
+    api.fail_next(
+        Endpoint::PostAction,
+        Failure::TooManyRequests {
+            retry_after_secs: Some(1),
+        },
+        1,
+    );
+    api.fail_next(Endpoint::GetAction, Failure::ServerError, 1);
+    let token_file = bed.dir.join("do-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let vrrp = format!(
+        "[vrrp]\ninterface = \"eth1\"\nvrid = 50\npriority = 200\nsource_address = \"{}\"\n\n\
+         [vrrp.digitalocean]\nreserved_ip = \"{VIP}\"\ntoken_file = \"{}\"\napi_url = \"{url}\"\nmetadata_url = \"{url}\"\n\
+         poll_interval = \"50ms\"\nreconcile_interval = \"1s\"\n",
+        NODE_PRIVATE[PRIMARY],
+        token_file.display(),
+        url = api.url(),
+    );
+    bed.start_node(PRIMARY, &format!("{}\n{vrrp}", base_services()))
+        .unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    eventually("the reserved IP points here", || {
+        api.droplet() == Some(THIS_DROPLET)
+    });
+    let status = wait_for(&bed, PRIMARY, "the mover's report", |v| {
+        v["movers"][0]["actions_total"].as_u64() > Some(0)
+    });
+    let mover = &status["vrrp"]["movers"][0];
+    assert_eq!(mover["mover"], "digitalocean");
+    assert_eq!(mover["ok"], true, "{mover}");
+    assert!(
+        mover["detail"].as_str().unwrap().contains("was droplet 8"),
+        "{mover}"
+    );
+    let posts = api.requests_to("POST", &format!("/v2/reserved_ips/{VIP}/actions"));
+    assert_eq!(posts.len(), 2, "one 429, then the assignment");
+
+    // A split brain (or a person) moves it away: reconciliation takes it back.
+    api.point_at(Some(OTHER_DROPLET));
+    eventually("reconciled", || api.droplet() == Some(THIS_DROPLET));
+
+    let metrics = bed
+        .lb
+        .exec("curl", &["-s", "http://127.0.0.1:8404/metrics"])
+        .unwrap();
+    assert!(
+        metrics.contains("xlb_vrrp_mover_actions_total{vrid=\"50\",mover=\"digitalocean\"}"),
+        "{metrics}"
+    );
+    let output = bed.node_status(PRIMARY).unwrap().to_string() + &metrics;
+    let text = bed
+        .xlb(&["status", "--socket", bed.admin_socket().to_str().unwrap()])
+        .unwrap();
+    let daemon = bed.take_node_daemon(PRIMARY).unwrap();
+    let log = daemon.log_text();
+    daemon.stop_with(libc::SIGTERM, WAIT).unwrap();
+    for (what, haystack) in [
+        ("status", output),
+        ("log", log),
+        ("CLI", String::from_utf8_lossy(&text.stdout).into_owned()),
+    ] {
+        assert!(
+            !haystack.contains(TOKEN) && !haystack.contains("never-show-me"),
+            "the token leaked into the {what}"
+        );
+    }
+    assert!(api
+        .requests()
+        .iter()
+        .all(|r| r.path.starts_with("/metadata") || r.auth == lb_tests::fake_digitalocean::Auth::Correct));
 }
