@@ -1,12 +1,14 @@
 //! A testbed of network namespaces wired like the reference droplets, and
 //! the tools the integration tests and `cargo xtask run/bench` share:
-//! namespaces, the daemon process, nginx web servers, a packet builder.
+//! namespaces, the daemon process, nginx web servers, a real keepalived, a
+//! packet builder.
 
 pub mod arp;
 pub mod daemon;
 pub mod fake_digitalocean;
 pub mod fixture;
 pub mod http;
+pub mod keepalived;
 pub mod netns;
 pub mod packet;
 pub mod probe;
