@@ -451,6 +451,18 @@ impl Table {
     }
 }
 
+/// "HH:MM:SS.mmm UTC" of a UNIX time in milliseconds.
+fn clock_time(unix_ms: u64) -> String {
+    let ms = unix_ms % 1000;
+    let seconds = (unix_ms / 1000) % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{ms:03} UTC",
+        seconds / 3600,
+        (seconds / 60) % 60,
+        seconds % 60
+    )
+}
+
 /// The failover part of `xlb status`.
 fn render_vrrp(vrrp: &VrrpStatus, out: &mut String) {
     out.push('\n');
@@ -526,8 +538,11 @@ fn render_vrrp(vrrp: &VrrpStatus, out: &mut String) {
     for transition in vrrp.transitions.iter().rev().take(5) {
         let _ = writeln!(
             out,
-            "  {} -> {} at {}: {}",
-            transition.from, transition.to, transition.at_unix_ms, transition.reason
+            "  {} {} -> {}: {}",
+            clock_time(transition.at_unix_ms),
+            transition.from,
+            transition.to,
+            transition.reason
         );
     }
 }

@@ -258,7 +258,31 @@ fn a_clean_stop_of_the_master_hands_over_with_priority_0() {
     // No peer link and one-second adverts: only priority 0 can explain a
     // takeover quicker than three intervals, and the reason must say so.
     let extra = "advert_interval = \"1s\"\npeer_link_port = 0";
-    start_both(&mut bed, extra, extra);
+    // keepalived-style notify commands record the transitions, in order.
+    let notes = bed.dir.join("notify.log");
+    let notify = |node: usize| {
+        let command = format!(
+            "echo {node} $XLB_VRRP_STATE $XLB_VRRP_PREVIOUS_STATE >> {}",
+            notes.display()
+        );
+        format!("\n[vrrp.notify]\nmaster = [\"sh\", \"-c\", \"{command}\"]\nbackup = [\"sh\", \"-c\", \"{command}\"]\nstop = [\"sh\", \"-c\", \"{command}\"]\n")
+    };
+    let primary = format!(
+        "{}\n{}{}",
+        base_services(),
+        bed.vrrp_section(PRIMARY, 200, extra),
+        notify(PRIMARY)
+    );
+    bed.start_node(PRIMARY, &primary).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    let secondary = format!(
+        "{}\n{}{}",
+        base_services(),
+        bed.vrrp_section(SECONDARY, 100, extra),
+        notify(SECONDARY)
+    );
+    bed.start_node(SECONDARY, &secondary).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
     let stopped_at = Instant::now();
     bed.take_node_daemon(PRIMARY)
         .unwrap()
@@ -277,6 +301,25 @@ fn a_clean_stop_of_the_master_hands_over_with_priority_0() {
     assert_eq!(from, "BACKUP");
     assert!(reason.contains("sent priority 0"), "{reason}");
     assert!(request(&bed), "the secondary serves");
+    eventually("the secondary's master notification ran", || {
+        std::fs::read_to_string(&notes).is_ok_and(|n| n.contains("1 master backup"))
+    });
+    let lines: Vec<String> = std::fs::read_to_string(&notes)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Per node, in the order of its transitions (the primary's backup →
+    // master at start-up, then stop at SIGTERM).
+    let of = |node: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(node))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of("0 "), ["0 backup init", "0 master backup", "0 stop master"]);
+    assert_eq!(of("1 "), ["1 backup init", "1 master backup"]);
 }
 
 #[test]

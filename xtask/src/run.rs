@@ -1,4 +1,5 @@
-//! `cargo xtask run`: the testbed with the load balancer, until Ctrl-C.
+//! `cargo xtask run`: a pair of load balancers sharing a floating IP on the
+//! namespace testbed, until Ctrl-C.
 
 use std::{
     path::Path,
@@ -6,9 +7,10 @@ use std::{
     time::Duration,
 };
 
-use lb_tests::testbed::{
-    base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, UDP_PORT, VIP,
-};
+use lb_tests::testbed::{base_services, Testbed, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, UDP_PORT, VIP};
+
+const PRIMARY: usize = 0;
+const SECONDARY: usize = 1;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -26,43 +28,70 @@ pub fn testbed(binary: &Path) -> anyhow::Result<()> {
         libc::signal(libc::SIGTERM, handler);
     }
     let tag = lb_tests::unique_tag("xr");
-    let mut bed = Testbed::new(&tag)?;
-    bed.start_lb(&base_services(), &["--stats-interval", "2s"])?;
+    let mut bed = Testbed::pair(&tag)?;
+    // The primary (priority 200) first, so that it owns the floating IP;
+    // the secondary (100) joins as backup.
+    for (node, priority) in [(PRIMARY, 200), (SECONDARY, 100)] {
+        let config = format!("{}\n{}", base_services(), bed.vrrp_section(node, priority, ""));
+        bed.start_node(node, &config)?;
+        let want = if node == PRIMARY { "MASTER" } else { "BACKUP" };
+        bed.wait_vrrp_state(node, want, Duration::from_secs(15))?;
+    }
     let client = bed.client.name().to_owned();
+    let names = [bed.lb.name().to_owned(), bed.node(SECONDARY).name().to_owned()];
+    let pid = bed.daemon.as_ref().map_or(0, lb_tests::daemon::Daemon::pid);
     println!(
-        "\nxlb is running in namespace {lb} on a testbed of namespaces {tag}-*.\n\
+        "\nTwo xlb nodes share the floating IP {VIP} over VRRP (version 3, 100 ms adverts,\n\
+         unicast on the private segment): {primary} (priority 200, MASTER) and {secondary}\n\
+         (priority 100, BACKUP), on a testbed of namespaces {tag}-*.\n\
          Try, in another terminal:\n\
          \n  ip netns exec {client} curl -s http://{VIP}:{FRONTEND_PORT}/     # web frontends, round robin\
          \n  ip netns exec {client} curl -s http://{VIP}:{API_PORT}/     # APIs, round robin\
-         \n  ip netns exec {client} curl -s http://{ANCHOR}:{FRONTEND_PORT}/      # the anchor address serves too\
-         \n  ip netns exec {client} bash -c 'for i in $(seq 10); do curl -s http://{VIP}:{FRONTEND_PORT}/; done'\
          \n  ip netns exec {client} bash -c 'exec 3<>/dev/udp/{VIP}/{UDP_PORT}; echo hi >&3; timeout 1 head -n1 <&3'   # UDP service\
-         \n  ip netns exec {client} ping -c1 {VIP}                           # not a service: the LB's own stack answers\
-         \n\nOperate it (the admin socket is {socket}):\
-         \n  {xlb} status --socket {socket}\
-         \n  {xlb} drain frontend web1 --socket {socket}      # then curl again: only web2 answers\
-         \n  {xlb} enable frontend web1 --socket {socket}\
-         \n  ip netns exec {lb} curl -s 127.0.0.1:8404/metrics | grep xlb_server_sessions_total\
-         \n  kill $(ip netns pids {web1})                   # web1 dies: its health check takes it out\
-         \n\nClient addresses: {}, {}. Counters follow every 2 s. Ctrl-C stops and removes everything.\n",
+         \n\nWatch the floating IP move:\
+         \n  ip netns exec {client} bash -c 'while :; do curl -s -m 0.3 http://{VIP}:{FRONTEND_PORT}/ || echo FAILED; sleep 0.1; done'\
+         \n  {xlb} status --socket {socket0}      # the primary: MASTER, the VIP, the peer link\
+         \n  {xlb} status --socket {socket1}\
+         \n  kill -9 {pid}                              # the primary dies: the secondary takes over at once\
+         \n  ip netns exec {primary} ip -br addr show eth0    # its guard removed the VIP\
+         \n  ip netns exec {client} ip neigh show {VIP}        # the secondary's MAC, from its gratuitous ARP\
+         \n  ip netns exec {primary} {xlb} run --config {config0} &   # back: it preempts\
+         \n  ip netns exec {primary} ip link set eth0 down   # or: the primary's public link fails\
+         \n  ip netns exec {primary} ip link set eth0 up\
+         \n  ip netns exec {primary} curl -s 127.0.0.1:8404/metrics | grep xlb_vrrp_state\
+         \n\nClient addresses: {}, {}. VRRP transitions and warnings follow. Ctrl-C stops and removes everything.\n",
         CLIENT_ADDRS[0],
         CLIENT_ADDRS[1],
-        lb = bed.lb.name(),
-        web1 = bed.webs[0].name(),
-        socket = bed.admin_socket().display(),
+        primary = names[PRIMARY],
+        secondary = names[SECONDARY],
+        socket0 = bed.node_admin_socket(PRIMARY).display(),
+        socket1 = bed.node_admin_socket(SECONDARY).display(),
+        config0 = bed.dir.join(format!("xlb-{PRIMARY}.toml")).display(),
         xlb = binary.display(),
     );
+    let mut exited = [false, false];
     while !STOP.load(Ordering::SeqCst) {
-        if let Some(daemon) = bed.daemon.as_mut() {
-            if let Some(line) = daemon.next_line(Duration::from_millis(200)) {
-                if line.contains("counters") || line.contains("WARN") || line.contains("ERROR") {
-                    println!("{line}");
+        let mut quiet = true;
+        for node in [PRIMARY, SECONDARY] {
+            let Some(daemon) = bed.node_daemon(node) else {
+                continue;
+            };
+            if let Some(line) = daemon.next_line(Duration::from_millis(20)) {
+                quiet = false;
+                if ["VRRP", "peer link", "WARN", "ERROR", "reserved IP"]
+                    .iter()
+                    .any(|k| line.contains(k))
+                {
+                    println!("[{}] {line}", names[node]);
                 }
             }
-            if daemon.exited() {
-                println!("xlb exited:\n{}", daemon.log_text());
-                break;
+            if !exited[node] && daemon.exited() {
+                exited[node] = true;
+                println!("[{}] xlb exited", names[node]);
             }
+        }
+        if quiet {
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
     println!("\nstopping: detaching XDP, removing namespaces...");

@@ -339,7 +339,11 @@ impl Driver {
             .iter()
             .map(|t| Notification {
                 state: notify_name(t.to),
-                previous: notify_name(t.from),
+                previous: if t.from == State::Initialize {
+                    "init"
+                } else {
+                    notify_name(t.from)
+                },
                 reason: t.reason.clone(),
                 priority: self.machine.priority(),
             })
