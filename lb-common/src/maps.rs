@@ -179,6 +179,23 @@ pub struct Settings {
 /// `Settings::flags`: the program has been configured (set last by userspace).
 pub const SETTINGS_READY: u32 = 0x1;
 
+/// The peer load balancer of a VRRP pair (one entry, index 0). After the
+/// floating IP moves here, the clients' established connections still
+/// belong to the peer, which tracks them: a TCP segment for a service that
+/// matches no connection here, arriving on `ifindex` from anyone but the
+/// peer, is sent on to the peer's `mac` instead of being answered with a
+/// reset. The peer forwards it and replies as before.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerHandoff {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The interface the floating IP lives on (where the peer is a neighbour).
+    pub ifindex: u32,
+    /// 0: no peer known, hand nothing off.
+    pub enabled: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all types are #[repr(C)], contain only integers, and have no
@@ -192,6 +209,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceStats {}
     unsafe impl aya::Pod for super::BackendStats {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::PeerHandoff {}
 }
 
 #[cfg(test)]

@@ -288,9 +288,16 @@ mod tests {
             urg_ptr: 0,
         };
         refuse_syn(&mut ip, &mut tcp, 0);
-        assert_eq!((ip.src(), ip.dst()), (addr([198, 51, 100, 100]), addr([198, 51, 100, 10])));
+        assert_eq!(
+            (ip.src(), ip.dst()),
+            (addr([198, 51, 100, 100]), addr([198, 51, 100, 10]))
+        );
         assert_eq!((u16::from_be(tcp.source), u16::from_be(tcp.dest)), (3000, 40_000));
-        assert_eq!(u32::from_be(crate::headers::join_words(tcp.ack_seq)), 0, "seq + 1 wraps");
+        assert_eq!(
+            u32::from_be(crate::headers::join_words(tcp.ack_seq)),
+            0,
+            "seq + 1 wraps"
+        );
         assert_eq!(tcp.flags(), crate::headers::TCP_RST | crate::headers::TCP_ACK);
         assert_eq!(checksum(0, as_bytes(&ip)), 0, "IPv4 header checksum");
         let stored = tcp.check;

@@ -36,6 +36,9 @@ counters! {
     PassNotService = "pass_not_service",
     /// A TCP segment other than SYN for a service with no tracked flow.
     PassTcpNoFlow = "pass_tcp_no_flow",
+    /// Such a segment sent on to the VRRP peer, which tracks the connection
+    /// (it was master when the connection opened).
+    HandoffToPeer = "handoff_to_peer",
     /// Fragment, options or bad header not addressed to a VIP.
     PassUntranslatable = "pass_untranslatable",
     /// Malformed IPv4 header (bad version, length) or truncated frame.

@@ -16,7 +16,7 @@ mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_tail},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_tail},
     macros::xdp,
     programs::XdpContext,
 };
@@ -30,7 +30,7 @@ use lb_common::{
 
 use crate::{
     forward::NextHopCache,
-    maps::{SERVICES, SETTINGS, VIP_ADDRS},
+    maps::{PEER, SERVICES, SETTINGS, VIP_ADDRS},
 };
 
 /// What to do with a packet and why.
@@ -179,9 +179,9 @@ fn process(ctx: &XdpContext) -> Outcome {
         return Outcome::pass(Counter::PassNotService);
     };
     if proto == IPPROTO_TCP && !opens_connection {
-        // A segment of a connection we do not know (e.g. from before a
-        // restart): the kernel answers it with a reset.
-        return Outcome::pass(Counter::PassTcpNoFlow);
+        // A segment of a connection we do not know: the VRRP peer's from
+        // before the floating IP moved here, or from before a restart.
+        return hand_off(ctx);
     }
     if ip.ttl <= 1 {
         return Outcome::drop(Counter::DropTtlExceeded);
@@ -206,6 +206,34 @@ fn process(ctx: &XdpContext) -> Outcome {
         }
         Err(counter) => Outcome::drop(counter),
     }
+}
+
+/// Sends an unknown segment on to the VRRP peer, unchanged but for the
+/// MACs; without a peer (or from it) the kernel answers it with a reset.
+#[inline(always)]
+fn hand_off(ctx: &XdpContext) -> Outcome {
+    let Some(peer) = PEER.get(0) else {
+        return Outcome::pass(Counter::PassTcpNoFlow);
+    };
+    if peer.enabled == 0 || peer.ifindex != ctx.ingress_ifindex() as u32 {
+        return Outcome::pass(Counter::PassTcpNoFlow);
+    }
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let eth = unsafe { &mut *eth };
+    // The peer does not know it either: never send it back.
+    if eth.src == peer.mac {
+        return Outcome::pass(Counter::PassTcpNoFlow);
+    }
+    eth.src = eth.dst;
+    eth.dst = peer.mac;
+    // A redirect to the ingress interface rather than XDP_TX: veth holds
+    // XDP_TX frames until its next packet, a redirect is flushed at once.
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect(peer.ifindex, 0) } as u32;
+    Outcome::new(action, Counter::HandoffToPeer)
 }
 
 /// Answers a SYN with a RST+ACK from the VIP, sent back where it came from.

@@ -7,7 +7,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits::{DEFAULT_CONNTRACK_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_KEYS, SLOT_ARRAY_SIZE},
-    maps::{BackendSlot, BackendStats, Flow, FlowKey, Service, ServiceKey, ServiceStats, Settings},
+    maps::{
+        BackendSlot, BackendStats, Flow, FlowKey, PeerHandoff, Service, ServiceKey, ServiceStats, Settings,
+    },
     stats::COUNTER_COUNT,
 };
 
@@ -44,3 +46,7 @@ pub static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entr
 /// Traffic per backend id.
 #[map(name = "BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// The VRRP peer that unknown TCP segments are handed to (see PeerHandoff).
+#[map(name = "PEER")]
+pub static PEER: Array<PeerHandoff> = Array::with_max_entries(1, 0);

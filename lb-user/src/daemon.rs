@@ -84,7 +84,9 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     // The data plane is ready before this node can win an election.
     let vrrp = match &config.vrrp {
         Some(vrrp_config) => {
-            let handle = vrrp::driver::start(vrrp_config.clone(), controller.node_health()).await?;
+            let handoff = controller.dataplane_mut().take_peer_handoff()?;
+            let handle =
+                vrrp::driver::start(vrrp_config.clone(), controller.node_health(), Some(handoff)).await?;
             controller.set_vrrp_status(handle.status.clone());
             Some(handle)
         }

@@ -37,6 +37,18 @@ pub fn ifindex(name: &str) -> Result<u32, NetdevError> {
     }
 }
 
+/// The interface's Ethernet address.
+pub fn mac_address(name: &str) -> Result<[u8; 6], NetdevError> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    <[u8; 6]>::try_from(bytes).map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))
+}
+
 const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
 /// The kernel's ephemeral port range.

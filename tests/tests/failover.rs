@@ -701,3 +701,51 @@ fn the_digitalocean_mover_assigns_retries_reconciles_and_never_shows_the_token()
         .iter()
         .all(|r| r.path.starts_with("/metadata") || r.auth == lb_tests::fake_digitalocean::Auth::Correct));
 }
+
+#[test]
+fn preemption_back_keeps_the_established_connections() {
+    let mut bed = pair();
+    let secondary = format!("{}\n{}", base_services(), bed.vrrp_section(SECONDARY, 100, ""));
+    bed.start_node(SECONDARY, &secondary).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    // Keep-alive connections through the secondary.
+    let mut established: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            let mut stream = bed
+                .connect((lb_tests::testbed::CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))
+                .unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            lb_tests::http::get(&mut stream).unwrap();
+            stream
+        })
+        .collect();
+    let primary = format!("{}\n{}", base_services(), bed.vrrp_section(PRIMARY, 200, ""));
+    bed.start_node(PRIMARY, &primary).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    let primary_mac = bed.node_public_mac(PRIMARY).unwrap();
+    eventually("the client follows the primary's GARP", || {
+        bed.client_vip_mac().unwrap().as_deref() == Some(primary_mac.as_str())
+    });
+    let before = frontend_connections(&bed, PRIMARY);
+    for (i, stream) in established.iter_mut().enumerate() {
+        let answer = lb_tests::http::get(stream);
+        assert!(
+            answer.is_ok(),
+            "connection {i} survived the preemption: {answer:?}"
+        );
+    }
+    // They reached the primary and were handed to the secondary, which
+    // tracks them; the primary opened none of them.
+    assert_eq!(frontend_connections(&bed, PRIMARY), before);
+    let counters = bed.node_status(PRIMARY).unwrap()["counters"].clone();
+    let handed = counters
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "handoff_to_peer")
+        .and_then(|c| c["value"].as_u64());
+    assert!(handed >= Some(10), "{counters}");
+    // New connections go through the primary.
+    assert!(request(&bed));
+    assert_eq!(frontend_connections(&bed, PRIMARY), before + 1);
+}

@@ -399,3 +399,57 @@ fn fragments_and_options_not_for_a_vip_pass() {
         assert_eq!(counter(fx, Counter::PassUntranslatable), 1);
     });
 }
+
+#[test]
+fn an_unknown_segment_is_handed_to_the_vrrp_peer_and_never_back() {
+    fixture(|fx| {
+        const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x77];
+        let input = Frame::tcp(CLIENT, FRONTEND, ACK)
+            .with_payload(b"GET / HTTP/1.1\r\n")
+            .build();
+        assert_eq!(
+            fx.run(&input, fx.public_ifindex).action,
+            XDP_PASS,
+            "no peer: the kernel resets it"
+        );
+        let mut handoff = fx.dataplane.lock().unwrap().take_peer_handoff().unwrap();
+        handoff.set(Some((PEER_MAC, fx.public_ifindex))).unwrap();
+
+        let verdict = fx.run(&input, fx.public_ifindex);
+        assert_eq!(verdict.action, XDP_REDIRECT);
+        assert_eq!(verdict.frame[..6], PEER_MAC, "to the peer");
+        assert_eq!(
+            verdict.frame[6..12],
+            input[..6],
+            "from us (the frame's destination)"
+        );
+        assert_eq!(verdict.frame[12..], input[12..], "IP and TCP untouched");
+
+        let mut from_peer = input.clone();
+        from_peer[6..12].copy_from_slice(&PEER_MAC);
+        let verdict = fx.run(&from_peer, fx.public_ifindex);
+        assert_eq!(
+            (verdict.action, &verdict.frame),
+            (XDP_PASS, &from_peer),
+            "never back to the peer"
+        );
+        assert_eq!(
+            fx.run(&input, fx.private_ifindex).action,
+            XDP_PASS,
+            "only on the peer's link"
+        );
+        assert_eq!(
+            open(fx, (CLIENT.0, 40_001)).dst,
+            WEB_ADDRS[0],
+            "new connections are still balanced here"
+        );
+        assert_eq!(counter(fx, Counter::HandoffToPeer), 1);
+
+        handoff.set(None).unwrap();
+        assert_eq!(
+            fx.run(&input, fx.public_ifindex).action,
+            XDP_PASS,
+            "the peer left"
+        );
+    });
+}

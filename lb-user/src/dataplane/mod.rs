@@ -64,6 +64,25 @@ pub struct ConnectionCensus {
     pub active_by_backend: std::collections::HashMap<u32, u64>,
 }
 
+/// Where the program sends TCP segments of connections it does not know:
+/// the VRRP peer, which may still track them (see `PeerHandoff`).
+pub struct PeerHandoffMap(Array<aya::maps::MapData, lb_common::maps::PeerHandoff>);
+
+impl PeerHandoffMap {
+    /// Hands segments arriving on `ifindex` to `mac`; None: hand off nothing.
+    pub fn set(&mut self, peer: Option<([u8; 6], u32)>) -> Result<(), DataplaneError> {
+        let value = peer.map_or_else(lb_common::maps::PeerHandoff::default, |(mac, ifindex)| {
+            lb_common::maps::PeerHandoff {
+                mac,
+                _pad: [0; 2],
+                ifindex,
+                enabled: 1,
+            }
+        });
+        self.0.set(0, value, 0).map_err(map_err("PEER"))
+    }
+}
+
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -331,6 +350,15 @@ impl Dataplane {
                 Ok((counter, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// Hands the peer-handoff map to its owner (the VRRP driver).
+    pub fn take_peer_handoff(&mut self) -> Result<PeerHandoffMap, DataplaneError> {
+        let map = self
+            .ebpf
+            .take_map("PEER")
+            .ok_or(DataplaneError::Missing("PEER"))?;
+        Ok(PeerHandoffMap(Array::try_from(map).map_err(map_err("PEER"))?))
     }
 
     fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, DataplaneError>

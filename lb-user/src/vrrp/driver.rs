@@ -21,13 +21,14 @@ use tracing::{info, warn};
 use super::{
     machine::{Action, Event, Machine, Params, State},
     packet::{auth_data, Advertisement, Version},
-    peer_link::{self, PeerLinkEvent},
+    peer_link::{self, Greeting, PeerLinkEvent},
     socket::{Peers, Received, VrrpSocket},
     track::{self, NodeHealth, TrackUpdate},
     validate::{validate, Expectation},
 };
 use crate::{
     config::VrrpConfig,
+    dataplane::PeerHandoffMap,
     failover::{notify::Notification, MoverReport, Movers},
     status::{CounterValue, MoverStatus, PeerLinkStatus, TrackStatus, VrrpStatus, VrrpTransition},
 };
@@ -74,7 +75,14 @@ const fn notify_name(state: State) -> &'static str {
 }
 
 /// Opens the socket, prepares the movers and starts the election task.
-pub async fn start(config: VrrpConfig, node: watch::Receiver<NodeHealth>) -> anyhow::Result<VrrpHandle> {
+/// `handoff` lets the data plane send segments of connections it does not
+/// know to the peer (used with the local mover, where both nodes share the
+/// floating IP's link).
+pub async fn start(
+    config: VrrpConfig,
+    node: watch::Receiver<NodeHealth>,
+    handoff: Option<PeerHandoffMap>,
+) -> anyhow::Result<VrrpHandle> {
     let peers = if config.unicast_peers.is_empty() {
         Peers::Multicast
     } else {
@@ -93,6 +101,15 @@ pub async fn start(config: VrrpConfig, node: watch::Receiver<NodeHealth>) -> any
         .map_err(std::io::Error::from)
         .context("cannot register the VRRP socket")?;
     let (peer_tx, peer_rx) = mpsc::channel(16);
+    // Only with the local mover do both nodes sit on the floating IP's link.
+    let handoff_interface = config
+        .local
+        .as_ref()
+        .map(|local| -> anyhow::Result<_> {
+            let mac = crate::netdev::mac_address(&local.interface)?;
+            Ok((mac, crate::netdev::ifindex(&local.interface)?))
+        })
+        .transpose()?;
     let peer_link = match config.peer_link_port {
         Some(port) => {
             let listener = peer_link::bind(config.source_address, port)
@@ -108,7 +125,10 @@ pub async fn start(config: VrrpConfig, node: watch::Receiver<NodeHealth>) -> any
                 config.source_address,
                 config.unicast_peers.clone(),
                 port,
-                config.vrid,
+                Greeting {
+                    vrid: config.vrid,
+                    mac: handoff_interface.map(|(mac, _)| mac),
+                },
                 peer_tx,
             )))
         }
@@ -187,6 +207,7 @@ pub async fn start(config: VrrpConfig, node: watch::Receiver<NodeHealth>) -> any
         tracks,
         mover_status,
         peer_links,
+        handoff: handoff.zip(handoff_interface.map(|(_, ifindex)| ifindex)),
     };
     driver.priority = driver.config.priority;
     driver.observed = vec![false; driver.config.tracks.len()];
@@ -223,6 +244,8 @@ struct Driver {
     tracks: Vec<TrackStatus>,
     mover_status: Vec<MoverStatus>,
     peer_links: Vec<PeerLinkStatus>,
+    /// The data plane's peer handoff, and our floating-IP interface.
+    handoff: Option<(PeerHandoffMap, u32)>,
 }
 
 fn unix_ms(at: SystemTime) -> u64 {
@@ -464,10 +487,18 @@ impl Driver {
     }
 
     async fn on_peer_link(&mut self, event: PeerLinkEvent) {
-        let (peer, up) = match event {
-            PeerLinkEvent::Up(peer) => (peer, true),
-            PeerLinkEvent::Closed(peer) => (peer, false),
+        let (peer, up, mac) = match event {
+            PeerLinkEvent::Up { peer, mac } => (peer, true, mac),
+            PeerLinkEvent::Closed(peer) => (peer, false, None),
         };
+        if let Some((map, ifindex)) = &mut self.handoff {
+            // A live peer that holds the floating IP on our link may track
+            // connections we do not: send their segments there.
+            let target = mac.map(|mac| (mac, *ifindex));
+            if let Err(e) = map.set(target) {
+                warn!(error = %e, "cannot update the peer handoff");
+            }
+        }
         if let Some(link) = self.peer_links.iter_mut().find(|l| l.peer == peer.to_string()) {
             link.up = up;
             if !up {

@@ -27,36 +27,79 @@ use tracing::{debug, info};
 /// What the link reports to the VRRP driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerLinkEvent {
-    Up(Ipv4Addr),
+    /// Connected; the peer's floating-IP interface has MAC `mac` (when it
+    /// holds the IP itself, with the local mover).
+    Up { peer: Ipv4Addr, mac: Option<[u8; 6]> },
     /// The peer's end closed the connection: its process is gone.
     Closed(Ipv4Addr),
 }
 
-const GREETING_PREFIX: &[u8] = b"XLB-PEER-LINK/1 vrid=";
+const GREETING_PREFIX: &str = "XLB-PEER-LINK/1 vrid=";
+const GREETING_MAX: usize = 80;
 const GREETING_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-fn greeting(vrid: u8) -> Vec<u8> {
-    let mut line = GREETING_PREFIX.to_vec();
-    line.extend_from_slice(format!("{vrid}\n").as_bytes());
-    line
+/// What a node says about itself when the link opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Greeting {
+    pub vrid: u8,
+    pub mac: Option<[u8; 6]>,
 }
 
-/// Reads the other side's greeting and checks it is for our VRID.
-async fn expect_greeting(stream: &mut TcpStream, vrid: u8) -> std::io::Result<()> {
-    let wanted = greeting(vrid);
-    let mut got = vec![0_u8; wanted.len()];
-    timeout(GREETING_TIMEOUT, stream.read_exact(&mut got))
+impl Greeting {
+    fn encode(self) -> Vec<u8> {
+        let mac = self.mac.map_or_else(
+            || "-".to_owned(),
+            |m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+        );
+        format!("{GREETING_PREFIX}{} mac={mac}\n", self.vrid).into_bytes()
+    }
+
+    fn decode(line: &str) -> Option<Self> {
+        let rest = line.strip_prefix(GREETING_PREFIX)?;
+        let (vrid, mac) = rest.split_once(" mac=")?;
+        let mac = match mac {
+            "-" => None,
+            text => {
+                let bytes: Vec<u8> = text
+                    .split(':')
+                    .map(|h| u8::from_str_radix(h, 16))
+                    .collect::<Result<_, _>>()
+                    .ok()?;
+                Some(<[u8; 6]>::try_from(bytes).ok()?)
+            }
+        };
+        Some(Self {
+            vrid: vrid.parse().ok()?,
+            mac,
+        })
+    }
+}
+
+/// Reads the other side's greeting (one bounded line) and checks it is for
+/// our VRID; returns its MAC.
+async fn expect_greeting(stream: &mut TcpStream, vrid: u8) -> std::io::Result<Option<[u8; 6]>> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let read = async {
+        let mut line = Vec::new();
+        let mut byte = [0_u8; 1];
+        while line.len() < GREETING_MAX {
+            stream.read_exact(&mut byte).await?;
+            if byte[0] == b'\n' {
+                return Ok(line);
+            }
+            line.push(byte[0]);
+        }
+        Err(invalid("greeting too long"))
+    };
+    let line = timeout(GREETING_TIMEOUT, read)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no greeting"))??;
-    if got != wanted {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not an xlb peer link for this VRID",
-        ));
+    match std::str::from_utf8(&line).ok().and_then(Greeting::decode) {
+        Some(greeting) if greeting.vrid == vrid => Ok(greeting.mac),
+        _ => Err(invalid("not an xlb peer link for this VRID")),
     }
-    Ok(())
 }
 
 /// Waits until the other side closes (EOF or reset). Anything it sends is
@@ -85,18 +128,18 @@ pub async fn run(
     source: Ipv4Addr,
     peers: Vec<Ipv4Addr>,
     port: u16,
-    vrid: u8,
+    greeting: Greeting,
     events: mpsc::Sender<PeerLinkEvent>,
 ) {
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(listener, peers.clone(), vrid));
+    tasks.spawn(accept_loop(listener, peers.clone(), greeting));
     for peer in peers {
-        tasks.spawn(connect_loop(source, peer, port, vrid, events.clone()));
+        tasks.spawn(connect_loop(source, peer, port, greeting, events.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, vrid: u8) {
+async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, greeting: Greeting) {
     let mut held = JoinSet::new();
     loop {
         let Ok((mut stream, from)) = listener.accept().await else {
@@ -110,8 +153,8 @@ async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, vrid: u8) {
         }
         let _ = stream.set_nodelay(true);
         held.spawn(async move {
-            if stream.write_all(&greeting(vrid)).await.is_err()
-                || expect_greeting(&mut stream, vrid).await.is_err()
+            if stream.write_all(&greeting.encode()).await.is_err()
+                || expect_greeting(&mut stream, greeting.vrid).await.is_err()
             {
                 return;
             }
@@ -122,7 +165,12 @@ async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, vrid: u8) {
     }
 }
 
-async fn connect(source: Ipv4Addr, peer: Ipv4Addr, port: u16, vrid: u8) -> std::io::Result<TcpStream> {
+async fn connect(
+    source: Ipv4Addr,
+    peer: Ipv4Addr,
+    port: u16,
+    greeting: Greeting,
+) -> std::io::Result<(TcpStream, Option<[u8; 6]>)> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
     let mut stream = timeout(
@@ -132,25 +180,25 @@ async fn connect(source: Ipv4Addr, peer: Ipv4Addr, port: u16, vrid: u8) -> std::
     .await
     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
-    stream.write_all(&greeting(vrid)).await?;
-    expect_greeting(&mut stream, vrid).await?;
-    Ok(stream)
+    stream.write_all(&greeting.encode()).await?;
+    let mac = expect_greeting(&mut stream, greeting.vrid).await?;
+    Ok((stream, mac))
 }
 
 async fn connect_loop(
     source: Ipv4Addr,
     peer: Ipv4Addr,
     port: u16,
-    vrid: u8,
+    greeting: Greeting,
     events: mpsc::Sender<PeerLinkEvent>,
 ) {
     let mut retry = RETRY_MIN;
     loop {
-        match connect(source, peer, port, vrid).await {
-            Ok(mut stream) => {
+        match connect(source, peer, port, greeting).await {
+            Ok((mut stream, mac)) => {
                 retry = RETRY_MIN;
                 info!(%peer, "peer link up");
-                if events.send(PeerLinkEvent::Up(peer)).await.is_err() {
+                if events.send(PeerLinkEvent::Up { peer, mac }).await.is_err() {
                     return;
                 }
                 wait_closed(&mut stream).await;
@@ -182,14 +230,46 @@ mod tests {
         let listener_there = bind(there, port).await.unwrap();
         let (tx_here, mut rx_here) = mpsc::channel(8);
         let (tx_there, _rx_there) = mpsc::channel(8);
-        let node_here = tokio::spawn(run(listener_here, here, vec![there], port, 50, tx_here));
-        let node_there = tokio::spawn(run(listener_there, there, vec![here], port, 50, tx_there));
-        assert_eq!(rx_here.recv().await, Some(PeerLinkEvent::Up(there)));
+        let mac = [2, 0, 0, 0, 0, 0x42];
+        let greet = |mac| Greeting { vrid: 50, mac };
+        let node_here = tokio::spawn(run(listener_here, here, vec![there], port, greet(None), tx_here));
+        let node_there = tokio::spawn(run(
+            listener_there,
+            there,
+            vec![here],
+            port,
+            greet(Some(mac)),
+            tx_there,
+        ));
+        assert_eq!(
+            rx_here.recv().await,
+            Some(PeerLinkEvent::Up {
+                peer: there,
+                mac: Some(mac)
+            })
+        );
         // "Kill" the other node: its tasks and sockets go away.
         node_there.abort();
         let _ = node_there.await;
         assert_eq!(rx_here.recv().await, Some(PeerLinkEvent::Closed(there)));
         node_here.abort();
+    }
+
+    #[test]
+    fn greetings_round_trip_and_junk_is_refused() {
+        for mac in [None, Some([0x02, 0xab, 0, 0xff, 0x10, 0x01])] {
+            let greeting = Greeting { vrid: 50, mac };
+            let line = String::from_utf8(greeting.encode()).unwrap();
+            assert_eq!(Greeting::decode(line.trim_end()), Some(greeting));
+        }
+        for junk in [
+            "HTTP/1.1 200 OK",
+            "XLB-PEER-LINK/1 vrid=50",
+            "XLB-PEER-LINK/1 vrid=50 mac=zz:00:00:00:00:00",
+            "XLB-PEER-LINK/1 vrid=300 mac=-",
+        ] {
+            assert_eq!(Greeting::decode(junk), None, "{junk}");
+        }
     }
 
     #[tokio::test]
@@ -201,8 +281,9 @@ mod tests {
         let listener_there = bind(there, port).await.unwrap();
         let (tx_here, mut rx_here) = mpsc::channel(8);
         let (tx_there, _rx_there) = mpsc::channel(8);
-        let node_here = tokio::spawn(run(listener_here, here, vec![there], port, 50, tx_here));
-        let node_there = tokio::spawn(run(listener_there, there, vec![here], port, 51, tx_there));
+        let greet = |vrid| Greeting { vrid, mac: None };
+        let node_here = tokio::spawn(run(listener_here, here, vec![there], port, greet(50), tx_here));
+        let node_there = tokio::spawn(run(listener_there, there, vec![here], port, greet(51), tx_there));
         let nothing = timeout(Duration::from_millis(500), rx_here.recv()).await;
         assert!(nothing.is_err(), "no link across VRIDs: {nothing:?}");
         node_here.abort();
