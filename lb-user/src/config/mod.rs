@@ -984,6 +984,20 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     }
 
     #[test]
+    fn shipped_pair_example_is_valid() {
+        std::env::set_var("DIGITALOCEAN_TOKEN", "dop_v1_example");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/primary.toml");
+        let config = Config::load(&path).unwrap();
+        let vrrp = config.vrrp.unwrap();
+        assert_eq!((vrrp.vrid, vrrp.priority, vrrp.interval_cs), (50, 200, 10));
+        assert_eq!(
+            vrrp.digitalocean.unwrap().reserved_ip,
+            Ipv4Addr::new(45, 55, 123, 242)
+        );
+        assert_eq!(config.services.len(), 2);
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = GOOD.replace("port = 3000", "port = 3000\nbalance = \"leastconn\"");
         let err = error_of(&text);
