@@ -229,8 +229,7 @@ fn hand_off(ctx: &XdpContext) -> Outcome {
     }
     eth.src = eth.dst;
     eth.dst = peer.mac;
-    // A redirect to the ingress interface rather than XDP_TX: veth holds
-    // XDP_TX frames until its next packet, a redirect is flushed at once.
+    // A redirect rather than XDP_TX, for veth: see forward.
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(peer.ifindex, 0) } as u32;
     Outcome::new(action, Counter::HandoffToPeer)
@@ -255,7 +254,10 @@ fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr, tcp: &mut TcpHdr) -> Outcome {
             return Outcome::drop(Counter::DropNoBackend);
         }
     }
-    Outcome::new(xdp_action::XDP_TX, Counter::ResetNoBackend)
+    // Back out of the ingress interface (a redirect, for veth: see forward).
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) } as u32;
+    Outcome::new(action, Counter::ResetNoBackend)
 }
 
 #[inline(always)]
