@@ -931,7 +931,8 @@ fn parse_status_range(text: &str) -> Option<RangeInclusive<u16>> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// A valid config, also the base of the `[vrrp]` tests.
+    pub(super) const GOOD: &str = r#"
 [dataplane]
 interfaces = ["eth0", "eth1"]
 snat_address = "10.108.0.5"

@@ -656,18 +656,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    const BASE: &str = r#"
-[dataplane]
-interfaces = ["eth0", "eth1"]
-snat_address = "10.108.0.5"
-snat_ports = "20000-29999"
-
-[[service]]
-name = "web"
-addresses = ["45.55.123.242"]
-port = 3000
-backends = [{ name = "web01", address = "10.108.0.2:3000" }]
-"#;
+    use crate::config::tests::GOOD as BASE;
 
     fn parse(vrrp: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("lb.toml"), &format!("{BASE}\n{vrrp}"))
