@@ -123,9 +123,12 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
             }
         }
     }
-    if let Some(vrrp) = vrrp {
+    if let Some(mut vrrp) = vrrp {
         // Hand the floating IP over (priority 0) while still forwarding.
         vrrp.shutdown(Duration::from_secs(10)).await;
+        let drain = config.vrrp.as_ref().map_or(Duration::ZERO, |v| v.stop_drain);
+        drain_connections(&controller, drain).await;
+        drop(vrrp);
     }
     let _ = shutdown_tx.send(true);
     controller.stop_checks();
@@ -138,6 +141,32 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     }
     drop(controller);
     Ok(())
+}
+
+/// After the floating IP has moved, keeps forwarding this node's
+/// established connections (the new master hands their packets here) until
+/// none is left or `limit` has passed.
+async fn drain_connections(controller: &Controller, limit: Duration) {
+    let active = || {
+        controller
+            .dataplane()
+            .scan_connections()
+            .map_or(0, |census| census.active_by_backend.values().sum::<u64>())
+    };
+    let left = active();
+    if limit.is_zero() || left == 0 {
+        return;
+    }
+    info!(connections = left, limit = ?limit, "draining established connections");
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if active() == 0 {
+            info!("drained");
+            return;
+        }
+    }
+    info!(connections = active(), "drain time over; the rest will be reset");
 }
 
 type Server = tokio::task::JoinHandle<anyhow::Result<()>>;

@@ -749,3 +749,41 @@ fn preemption_back_keeps_the_established_connections() {
     assert!(request(&bed));
     assert_eq!(frontend_connections(&bed, PRIMARY), before + 1);
 }
+
+#[test]
+fn a_stopping_master_keeps_serving_its_connections_while_they_drain() {
+    let mut bed = pair();
+    start_both(&mut bed, "stop_drain = \"20s\"", "");
+    let mut established: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut stream = bed
+                .connect((lb_tests::testbed::CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))
+                .unwrap();
+            lb_tests::http::get(&mut stream).unwrap();
+            stream
+        })
+        .collect();
+    let pid = bed.node_daemon(PRIMARY).unwrap().pid();
+    // SAFETY: plain kill(2) of our child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let secondary_mac = bed.node_public_mac(SECONDARY).unwrap();
+    eventually("the client follows the secondary", || {
+        bed.client_vip_mac().unwrap().as_deref() == Some(secondary_mac.as_str())
+    });
+    let mut daemon = bed.take_node_daemon(PRIMARY).unwrap();
+    assert!(!daemon.exited(), "the primary is draining");
+    for (i, stream) in established.iter_mut().enumerate() {
+        let answer = lb_tests::http::get(stream);
+        assert!(answer.is_ok(), "connection {i} still served: {answer:?}");
+    }
+    assert!(request(&bed), "new connections go to the secondary");
+    // Closing them ends the drain before its 20 s.
+    drop(established);
+    let started = Instant::now();
+    daemon.stop_with(libc::SIGTERM, WAIT).unwrap();
+    println!(
+        "drain ended {:?} after the last connection closed",
+        started.elapsed()
+    );
+}

@@ -32,6 +32,7 @@ pub(super) struct RawVrrp {
     preempt_delay: Option<Spanned<String>>,
     virtual_addresses: Option<Spanned<Vec<Spanned<String>>>>,
     peer_link_port: Option<Spanned<i64>>,
+    stop_drain: Option<Spanned<String>>,
     #[serde(default)]
     track: Vec<Spanned<RawTrack>>,
     local: Option<Spanned<RawLocal>>,
@@ -114,6 +115,9 @@ pub struct VrrpConfig {
     /// TCP port of the link between xlb peers that reveals a crashed peer at
     /// once (the kernel closes a dead process's connections). None: off.
     pub peer_link_port: Option<u16>,
+    /// On a clean stop, after handing the IP over, keep forwarding this
+    /// node's established connections for at most this long.
+    pub stop_drain: Duration,
     /// Configured tracks, plus the implicit ones (see `implicit_tracks`).
     pub tracks: Vec<TrackConfig>,
     pub local: Option<LocalSettings>,
@@ -171,6 +175,7 @@ pub struct NotifyConfig {
 
 pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_PEER_LINK_PORT: u16 = 7480;
+pub const DEFAULT_STOP_DRAIN: Duration = Duration::from_secs(5);
 pub const DEFAULT_GARP_COUNT: u32 = 5;
 pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(60);
@@ -272,6 +277,13 @@ impl Validator<'_> {
             }
             Some(port) => Some(self.ranged(port, 1, 65535, "vrrp.peer_link_port")?),
         };
+        let stop_drain = match &v.stop_drain {
+            None => DEFAULT_STOP_DRAIN,
+            Some(raw) => match super::parse_duration(raw.get_ref()) {
+                Some(d) if d <= Duration::from_secs(3600) => d,
+                _ => return self.error(raw.span(), "vrrp.stop_drain must be a duration up to 1h"),
+            },
+        };
         let local = v
             .local
             .as_ref()
@@ -320,6 +332,7 @@ impl Validator<'_> {
             preempt_delay,
             virtual_addresses,
             peer_link_port,
+            stop_drain,
             tracks,
             local,
             digitalocean,

@@ -41,11 +41,23 @@ pub struct VrrpHandle {
     pub status: watch::Receiver<VrrpStatus>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// Outlives the election: while this node drains its connections after
+    /// a stop, the new master keeps handing their packets here.
+    peer_link: Option<JoinHandle<()>>,
+}
+
+impl Drop for VrrpHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.peer_link.take() {
+            task.abort();
+        }
+    }
 }
 
 impl VrrpHandle {
     /// Leaves the election: a master sends priority 0 and releases the IP.
-    pub async fn shutdown(mut self, limit: Duration) {
+    /// The peer link stays up until the handle is dropped.
+    pub async fn shutdown(&mut self, limit: Duration) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -216,14 +228,12 @@ pub async fn start(
         for task in track_tasks {
             task.abort();
         }
-        if let Some(task) = peer_link {
-            task.abort();
-        }
     });
     Ok(VrrpHandle {
         status: status_rx,
         stop: Some(stop_tx),
         task,
+        peer_link,
     })
 }
 
