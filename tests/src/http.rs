@@ -10,9 +10,12 @@ use std::{
 use anyhow::{bail, Context};
 
 /// Sends `GET /` on `stream` and returns the body. The connection stays
-/// usable for further requests (keep-alive).
+/// usable for further requests (keep-alive). Waits for the answer as long as
+/// the stream's read time-out says, 5 s if it has none.
 pub fn get(stream: &mut TcpStream) -> anyhow::Result<String> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    if stream.read_timeout()?.is_none() {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    }
     stream.write_all(b"GET / HTTP/1.1\r\nHost: xlb-test\r\n\r\n")?;
     let mut reader = BufReader::new(&mut *stream);
     let mut status = String::new();

@@ -7,7 +7,7 @@ use std::{
     net::{SocketAddr, SocketAddrV4, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        mpsc, Arc,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -32,7 +32,10 @@ pub struct ConnectionProbe {
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn attempt(target: SocketAddrV4) -> bool {
+/// One attempt: a new connection to `target` and a request, with the
+/// probe's time-outs. Call it from a thread inside the client's namespace.
+#[must_use]
+pub fn attempt(target: SocketAddrV4) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&SocketAddr::V4(target), CONNECT_TIMEOUT) else {
         return false;
     };
@@ -67,7 +70,43 @@ impl ConnectionProbe {
         Ok(Self { stop, handle })
     }
 
-    /// Stops and returns every attempt, in order.
+    /// As [`ConnectionProbe::start`], but each attempt runs on a thread of
+    /// its own, one started every `pace` whether or not the previous ones
+    /// have finished: an attempt stuck in its connect time-out (a SYN sent
+    /// to a node that is gone) does not hold the next back, so a recovery
+    /// shows within `pace` instead of within the time-out.
+    pub fn start_overlapping(ns: &Netns, target: SocketAddrV4, pace: Duration) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = ns.spawn(move || {
+            let (done, results) = mpsc::channel();
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let done = done.clone();
+                // A thread inherits the network namespace of the one that
+                // spawns it.
+                std::thread::spawn(move || {
+                    let started = Instant::now();
+                    let ok = attempt(target);
+                    let _ = done.send(Attempt {
+                        started,
+                        finished: Instant::now(),
+                        ok,
+                    });
+                });
+                next = (next + pace).max(Instant::now());
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            drop(done);
+            // Every attempt ends within its time-outs.
+            let mut attempts: Vec<Attempt> = results.iter().collect();
+            attempts.sort_by_key(|a| a.finished);
+            attempts
+        })?;
+        Ok(Self { stop, handle })
+    }
+
+    /// Stops and returns every attempt, in the order they finished.
     pub fn stop(self) -> anyhow::Result<Vec<Attempt>> {
         self.stop.store(true, Ordering::Relaxed);
         match self.handle.join() {
@@ -87,7 +126,8 @@ pub struct Outage {
     pub failed_attempts: usize,
 }
 
-/// None if no attempt started after `fault` succeeded.
+/// None if no attempt started after `fault` succeeded. `attempts` in the
+/// order they finished, as [`ConnectionProbe::stop`] returns them.
 #[must_use]
 pub fn outage(attempts: &[Attempt], fault: Instant) -> Option<Outage> {
     let first = attempts.iter().find(|a| a.started >= fault && a.ok)?;
