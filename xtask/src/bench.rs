@@ -1,10 +1,13 @@
 //! `cargo xtask bench`: what the data plane costs per packet, what a client
 //! sees end to end through xlb, HAProxy, nftables and no load balancer, how
-//! much memory the daemon holds, and how fast its health checks take a dead
-//! backend out and a returning one back, at what CPU cost. A measurement,
-//! not a test: nothing here passes or fails on the numbers.
+//! much memory the daemon holds, how fast its health checks take a dead
+//! backend out and a returning one back, at what CPU cost, and how long a
+//! failover of the floating IP interrupts clients, against keepalived. A
+//! measurement, not a test: nothing here passes or fails on the numbers.
 
 mod e2e;
+mod failover;
+mod haproxy;
 mod health;
 mod micro;
 mod process;
@@ -14,6 +17,7 @@ mod wrk;
 use std::{
     path::Path,
     sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
@@ -68,10 +72,16 @@ pub enum Part {
     E2e,
     /// Health checks: detection times, CPU and memory while checking.
     Health,
+    /// Failover of the floating IP: xlb pairs against keepalived + HAProxy.
+    Failover,
+    /// An xlb pair with every CPU busy, watched for spurious takeovers (long:
+    /// only on its own, never part of the full run).
+    Soak,
 }
 
-/// Runs the benchmark (`only`: one part, printed, never written).
-pub fn run(binary: &Path, write: bool, only: Option<Part>) -> anyhow::Result<()> {
+/// Runs the benchmark (`only`: one part, printed, never written); the soak
+/// runs for `soak` when asked for.
+pub fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(
         // SAFETY: plain geteuid(2).
         unsafe { libc::geteuid() } == 0,
@@ -91,7 +101,8 @@ pub fn run(binary: &Path, write: bool, only: Option<Part>) -> anyhow::Result<()>
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let machine = report::Machine::detect().context("describe the machine")?;
-    let wanted = |part: Part| only.is_none_or(|o| o == part);
+    // The soak takes minutes of a busy machine: only when asked for by name.
+    let wanted = |part: Part| only.map_or(part != Part::Soak, |o| o == part);
     let mut sections = Vec::new();
 
     if wanted(Part::Micro) {
@@ -121,6 +132,22 @@ pub fn run(binary: &Path, write: bool, only: Option<Part>) -> anyhow::Result<()>
         let section = report::health_section(&health);
         println!("{section}");
         sections.push(section);
+    }
+
+    if wanted(Part::Failover) {
+        eprintln!(
+            "xtask bench: failover, {} trials per fault and system",
+            failover::TRIALS
+        );
+        let results = failover::measure().context("failover")?;
+        let section = failover::section(&results);
+        println!("{section}");
+        sections.push(section);
+    }
+
+    if wanted(Part::Soak) {
+        let soak = failover::soak(soak).context("soak")?;
+        println!("{}", failover::soak_section(&soak));
     }
 
     if write {

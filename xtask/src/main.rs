@@ -25,14 +25,18 @@ enum Command {
     /// Run every test: unit tests, then the root-only namespace tests.
     Test,
     /// Measure the data plane against the floor, HAProxy, nftables and no LB,
-    /// and the health checks' detection times and cost.
+    /// the health checks' detection times and cost, and failover against
+    /// keepalived.
     Bench {
         /// Write the results into BENCHMARKS.md.
         #[arg(long, conflicts_with = "only")]
         write: bool,
-        /// Run only this part (printed, not written).
+        /// Run only this part (printed, not written). `soak` runs only this way.
         #[arg(long, value_enum)]
         only: Option<bench::Part>,
+        /// How long `--only soak` watches the pair, in seconds.
+        #[arg(long, default_value_t = 600)]
+        soak_secs: u64,
     },
 }
 
@@ -51,10 +55,14 @@ fn main() -> anyhow::Result<()> {
             let binary = build()?;
             test(&binary)
         }
-        Command::Bench { write, only } => {
+        Command::Bench {
+            write,
+            only,
+            soak_secs,
+        } => {
             setup::ensure_all()?;
             let binary = build()?;
-            bench::run(&binary, write, only)
+            bench::run(&binary, write, only, std::time::Duration::from_secs(soak_secs))
         }
     }
 }

@@ -5,10 +5,8 @@
 
 use std::{
     collections::BTreeSet,
-    fs::File,
     net::Ipv4Addr,
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -16,13 +14,12 @@ use anyhow::{bail, ensure, Context};
 use lb_tests::{
     http,
     netns::Netns,
-    testbed::{
-        base_services, Testbed, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, VIP, WEB_ADDRS, WEB_NAMES,
-    },
+    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, VIP, WEB_ADDRS, WEB_NAMES},
 };
 
 use super::{
-    process::{memory_of, Memory, Process},
+    haproxy::Haproxy,
+    process::{memory_of, Memory},
     wrk::{self, Load},
     Spread,
 };
@@ -37,8 +34,6 @@ pub const WARM_UP: Duration = Duration::from_secs(2);
 /// The client's address on the private network, for the no-LB runs.
 const DIRECT_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
 const NFT_TABLE: &str = "xlb_bench";
-/// The reference configuration's error pages, as packaged by Debian.
-const HAPROXY_ERRORS: &str = "/etc/haproxy/errors";
 
 /// Rounds: each runs every configuration once, the order rotating from
 /// round to round, so that drift in the machine's background load does not
@@ -247,54 +242,11 @@ fn answers_from_both_backends(bed: &Testbed, timeout: Duration) -> anyhow::Resul
     Ok(())
 }
 
-/// HAProxy as configured in the reference (original-configs/haproxy.cfg):
-/// its two HTTP frontends and backends, on the VIP instead of 0.0.0.0;
-/// without the stats and Prometheus frontends, and in the foreground.
-fn haproxy_config() -> String {
-    let servers = |port: u16, check: &str| {
-        WEB_ADDRS
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| format!("    server web0{} {addr}:{port}{check}\n", i + 1))
-            .collect::<String>()
-    };
-    let errorfiles: String = [400, 403, 408, 500, 502, 503, 504]
-        .iter()
-        .map(|code| format!("    errorfile {code} {HAPROXY_ERRORS}/{code}.http\n"))
-        .collect();
-    format!(
-        "global\n    user haproxy\n    group haproxy\n\n\
-         defaults\n    log global\n    mode http\n    option httplog\n\
-         \x20   timeout connect 5000\n    timeout client 50000\n    timeout server 50000\n\
-         \x20   retries 3\n{errorfiles}\n\
-         frontend http-in1\n    bind {VIP}:{API_PORT}\n    default_backend webservers1\n\n\
-         frontend http-in2\n    bind {VIP}:{FRONTEND_PORT}\n    default_backend webservers2\n\n\
-         backend webservers1\n    balance roundrobin\n    option forwardfor\n{}\n\
-         backend webservers2\n    balance roundrobin\n    option forwardfor\n{}",
-        servers(API_PORT, ""),
-        servers(FRONTEND_PORT, " check"),
-    )
-}
-
 fn through_haproxy(bed: &Testbed) -> anyhow::Result<(Load, Memory)> {
-    let config = bed.dir.join("haproxy.cfg");
-    std::fs::write(&config, haproxy_config()).context("write haproxy.cfg")?;
-    let log_path = bed.dir.join("haproxy.log");
-    let log = File::create(&log_path).context("create haproxy.log")?;
-    let mut cmd = bed.lb.command("haproxy");
-    // -db: foreground, no daemon; threads: HAProxy's default (one per CPU).
-    cmd.arg("-db")
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut haproxy = Process::spawn_as_is(cmd, "haproxy")?;
+    let mut haproxy = Haproxy::start(&bed.lb, &bed.dir, "haproxy")?;
     if let Err(e) = answers_from_both_backends(bed, Duration::from_secs(10)) {
         let exited = if haproxy.running() { "" } else { " (it exited)" };
-        bail!(
-            "HAProxy{exited}: {e:#}; its log:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
+        bail!("HAProxy{exited}: {e:#}; its log:\n{}", haproxy.log());
     }
     let load = load_vip(bed)?;
     let memory = memory_of(haproxy.pid(), "haproxy")?;

@@ -50,6 +50,7 @@ impl Machine {
                 ("nginx", "-v"),
                 ("nft", "--version"),
                 ("wrk", "--version"),
+                ("keepalived", "--version"),
             ]
             .iter()
             .map(|(tool, flag)| version(tool, flag))
@@ -99,7 +100,7 @@ fn version(tool: &str, flag: &str) -> String {
 }
 
 /// A Markdown table with aligned columns.
-struct Table {
+pub(super) struct Table {
     head: Vec<&'static str>,
     /// Right-aligned (numeric) columns.
     right: Vec<bool>,
@@ -107,7 +108,7 @@ struct Table {
 }
 
 impl Table {
-    fn new(columns: &[(&'static str, bool)]) -> Self {
+    pub(super) fn new(columns: &[(&'static str, bool)]) -> Self {
         Self {
             head: columns.iter().map(|(name, _)| *name).collect(),
             right: columns.iter().map(|(_, right)| *right).collect(),
@@ -115,11 +116,11 @@ impl Table {
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let width = |i: usize| {
             self.rows
                 .iter()
