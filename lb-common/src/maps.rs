@@ -188,8 +188,10 @@ pub const SETTINGS_READY: u32 = 0x1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PeerHandoff {
-    pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    pub peer_mac: [u8; 6],
+    /// This node's MAC on `ifindex`: only frames sent to it are handed off
+    /// (a frame flooded to us for someone else must not leave with our MAC).
+    pub own_mac: [u8; 6],
     /// The interface the floating IP lives on (where the peer is a neighbour).
     pub ifindex: u32,
     /// 0: no peer known, hand nothing off.

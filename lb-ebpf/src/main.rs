@@ -223,12 +223,13 @@ fn hand_off(ctx: &XdpContext) -> Outcome {
     };
     // SAFETY: bounds-checked by ptr_at.
     let eth = unsafe { &mut *eth };
-    // The peer does not know it either: never send it back.
-    if eth.src == peer.mac {
+    // Not sent to us (flooded), or from the peer, which does not know it
+    // either: never send it back.
+    if eth.dst != peer.own_mac || eth.src == peer.peer_mac {
         return Outcome::pass(Counter::PassTcpNoFlow);
     }
-    eth.src = eth.dst;
-    eth.dst = peer.mac;
+    eth.src = peer.own_mac;
+    eth.dst = peer.peer_mac;
     // A redirect rather than XDP_TX, for veth: see forward.
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(peer.ifindex, 0) } as u32;

@@ -81,7 +81,12 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
             .attach(interface, config.dataplane.xdp_mode)?;
     }
     controller.note_attached();
-    // The data plane is ready before this node can win an election.
+    let (requests_tx, mut requests) = mpsc::channel::<Envelope>(64);
+    let control = ControlHandle::new(requests_tx);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let servers = spawn_servers(&config, &control, &shutdown_rx).await?;
+    // The data plane and the servers are up before this node can win an
+    // election (a failed start must not leave it holding the IP).
     let vrrp = match &config.vrrp {
         Some(vrrp_config) => {
             let handoff = controller.dataplane_mut().take_peer_handoff()?;
@@ -92,11 +97,6 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
         }
         None => None,
     };
-
-    let (requests_tx, mut requests) = mpsc::channel::<Envelope>(64);
-    let control = ControlHandle::new(requests_tx);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let servers = spawn_servers(&config, &control, &shutdown_rx).await?;
 
     info!(
         services = config.services.len(),

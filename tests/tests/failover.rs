@@ -132,6 +132,9 @@ fn eventually(what: &str, condition: impl Fn() -> bool) {
 fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
     let mut bed = pair();
     start_both(&mut bed, "", "");
+    wait_for(&bed, SECONDARY, "the peer link to the master", |v| {
+        v["current_master"] == NODE_PRIVATE[PRIMARY].to_string() && v["peer_links"][0]["up"] == true
+    });
     let probe = ConnectionProbe::start(
         &bed.client,
         SocketAddrV4::new(VIP, FRONTEND_PORT),

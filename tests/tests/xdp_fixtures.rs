@@ -415,7 +415,15 @@ fn an_unknown_segment_is_handed_to_the_vrrp_peer_and_never_back() {
             "no peer: the kernel resets it"
         );
         let mut handoff = fx.dataplane.lock().unwrap().take_peer_handoff().unwrap();
-        handoff.set(Some((PEER_MAC, fx.public_ifindex))).unwrap();
+        let own_mac = input[..6].try_into().unwrap();
+        handoff
+            .set(Some(lb_common::maps::PeerHandoff {
+                peer_mac: PEER_MAC,
+                own_mac,
+                ifindex: fx.public_ifindex,
+                enabled: 1,
+            }))
+            .unwrap();
 
         let verdict = fx.run(&input, fx.public_ifindex);
         assert_eq!(verdict.action, XDP_REDIRECT);
@@ -439,6 +447,13 @@ fn an_unknown_segment_is_handed_to_the_vrrp_peer_and_never_back() {
             fx.run(&input, fx.private_ifindex).action,
             XDP_PASS,
             "only on the peer's link"
+        );
+        let mut flooded = input.clone();
+        flooded[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        assert_eq!(
+            fx.run(&flooded, fx.public_ifindex).action,
+            XDP_PASS,
+            "only frames sent to us"
         );
         assert_eq!(
             open(fx, (CLIENT.0, 40_001)).dst,

@@ -69,15 +69,10 @@ pub struct ConnectionCensus {
 pub struct PeerHandoffMap(Array<aya::maps::MapData, lb_common::maps::PeerHandoff>);
 
 impl PeerHandoffMap {
-    /// Hands segments arriving on `ifindex` to `mac`; None: hand off nothing.
-    pub fn set(&mut self, peer: Option<([u8; 6], u32)>) -> Result<(), DataplaneError> {
-        let value = peer.map_or_else(lb_common::maps::PeerHandoff::default, |(mac, ifindex)| {
-            lb_common::maps::PeerHandoff {
-                mac,
-                _pad: [0; 2],
-                ifindex,
-                enabled: 1,
-            }
+    /// Hands segments to this peer; None: hand off nothing.
+    pub fn set(&mut self, handoff: Option<lb_common::maps::PeerHandoff>) -> Result<(), DataplaneError> {
+        let value = handoff.map_or_else(lb_common::maps::PeerHandoff::default, |h| {
+            lb_common::maps::PeerHandoff { enabled: 1, ..h }
         });
         self.0.set(0, value, 0).map_err(map_err("PEER"))
     }

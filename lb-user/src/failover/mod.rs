@@ -21,6 +21,11 @@ use tracing::{info, warn};
 
 use crate::config::VrrpConfig;
 
+/// A failed local takeover is tried again this soon.
+const LOCAL_RETRY: Duration = Duration::from_secs(1);
+/// After taking over, the reserved IP is checked again this soon.
+const CONFIRM_AFTER_TAKEOVER: Duration = Duration::from_secs(5);
+
 /// What a mover did, for the status and the logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MoverReport {
@@ -34,11 +39,13 @@ pub struct Movers {
     local: Option<Arc<local::LocalMover>>,
     burst: Option<JoinHandle<()>>,
     next_garp_refresh: Option<Instant>,
+    /// The last local takeover failed: retry while master.
+    local_pending: bool,
     digitalocean: Option<Arc<digitalocean::DigitalOcean>>,
     assign: Option<JoinHandle<()>>,
     next_reconcile: Option<Instant>,
     notify: Option<(mpsc::UnboundedSender<notify::Notification>, JoinHandle<()>)>,
-    reports: mpsc::Sender<MoverReport>,
+    reports: mpsc::UnboundedSender<MoverReport>,
     /// Removes the local addresses if this process dies without releasing.
     _guard: Option<guard::Guard>,
 }
@@ -47,7 +54,10 @@ impl Movers {
     /// Builds the configured movers. Before the election starts, removes
     /// floating addresses a killed predecessor left behind and starts the
     /// guard that does the same should this process be killed.
-    pub async fn start(config: &VrrpConfig, reports: mpsc::Sender<MoverReport>) -> anyhow::Result<Self> {
+    pub async fn start(
+        config: &VrrpConfig,
+        reports: mpsc::UnboundedSender<MoverReport>,
+    ) -> anyhow::Result<Self> {
         let mut movers = Self {
             reports: reports.clone(),
             ..Self::empty()
@@ -77,11 +87,12 @@ impl Movers {
             local: None,
             burst: None,
             next_garp_refresh: None,
+            local_pending: false,
             digitalocean: None,
             assign: None,
             next_reconcile: None,
             notify: None,
-            reports: mpsc::channel(1).0,
+            reports: mpsc::unbounded_channel().0,
             _guard: None,
         }
     }
@@ -102,48 +113,50 @@ impl Movers {
         names
     }
 
-    async fn report(&self, mover: &'static str, action: &str, result: Result<String, String>) {
-        let _ = self
-            .reports
-            .send(MoverReport {
-                mover,
-                action: action.to_owned(),
-                result,
-            })
-            .await;
+    fn report(&self, mover: &'static str, action: &str, result: Result<String, String>) {
+        let _ = self.reports.send(MoverReport {
+            mover,
+            action: action.to_owned(),
+            result,
+        });
     }
 
     /// This node became master: take the addresses now, announce them, and
     /// point the reserved IP here.
     pub async fn take_over(&mut self, now: Instant) {
-        if let Some(local) = &self.local {
-            let result = local.take_over().await.map_err(|e| e.to_string());
-            let ok = result.is_ok();
-            self.report("local", "take over", result).await;
-            if ok {
-                let mover = Arc::clone(local);
-                let reports = self.reports.clone();
-                self.burst = Some(tokio::spawn(async move {
-                    if let Err(e) = mover.announce_burst().await {
-                        let _ = reports
-                            .send(MoverReport {
-                                mover: "local",
-                                action: "gratuitous ARP".to_owned(),
-                                result: Err(e.to_string()),
-                            })
-                            .await;
-                    }
-                }));
-                self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
-            }
-        }
-        if self.digitalocean.is_some() {
+        self.take_local(now).await;
+        if let Some(api) = &self.digitalocean {
+            // Check again soon: an assignment the previous master started
+            // just before it let go may still land after ours looked.
+            self.next_reconcile = Some(now + api.settings().reconcile_interval.min(CONFIRM_AFTER_TAKEOVER));
             self.spawn_assign("assign");
-            self.next_reconcile = self
-                .digitalocean
-                .as_ref()
-                .map(|d| now + d.settings().reconcile_interval);
         }
+    }
+
+    /// Adds the local addresses and starts the ARP burst; on failure, the
+    /// next maintenance tries again (a master must hold its addresses).
+    async fn take_local(&mut self, now: Instant) {
+        let Some(local) = &self.local else { return };
+        let result = local.take_over().await.map_err(|e| e.to_string());
+        let ok = result.is_ok();
+        self.report("local", "take over", result);
+        self.local_pending = !ok;
+        if !ok {
+            self.next_garp_refresh = Some(now + LOCAL_RETRY);
+            return;
+        }
+        let mover = Arc::clone(local);
+        let reports = self.reports.clone();
+        self.burst = Some(tokio::spawn(async move {
+            if let Err(e) = mover.announce_burst().await {
+                let _ = reports.send(MoverReport {
+                    mover: "local",
+                    action: "gratuitous ARP".to_owned(),
+                    result: Err(e.to_string()),
+                });
+            }
+        }));
+        self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
     }
 
     fn spawn_assign(&mut self, action: &'static str) {
@@ -163,13 +176,11 @@ impl Movers {
                     Err(e) => warn!(error = %e, "reserved IP {action} failed"),
                 }
             }
-            let _ = reports
-                .send(MoverReport {
-                    mover: "digitalocean",
-                    action: action.to_owned(),
-                    result: result.map(|o| o.to_string()).map_err(|e| e.to_string()),
-                })
-                .await;
+            let _ = reports.send(MoverReport {
+                mover: "digitalocean",
+                action: action.to_owned(),
+                result: result.map(|o| o.to_string()).map_err(|e| e.to_string()),
+            });
         }));
     }
 
@@ -184,9 +195,10 @@ impl Movers {
         }
         self.next_garp_refresh = None;
         self.next_reconcile = None;
+        self.local_pending = false;
         if let Some(local) = &self.local {
             let result = local.release().await.map_err(|e| e.to_string());
-            self.report("local", "release", result).await;
+            self.report("local", "release", result);
         }
     }
 
@@ -209,11 +221,12 @@ impl Movers {
     /// The periodic work of a master: gratuitous ARP refresh, and checking
     /// that the reserved IP still points here (a split brain may have moved it).
     pub async fn maintain(&mut self, now: Instant) {
-        if self.next_garp_refresh.is_some_and(|t| t <= now) {
+        if self.local_pending && self.next_garp_refresh.is_some_and(|t| t <= now) {
+            self.take_local(now).await;
+        } else if self.next_garp_refresh.is_some_and(|t| t <= now) {
             if let Some(local) = &self.local {
                 if let Err(e) = local.announce().await {
-                    self.report("local", "gratuitous ARP refresh", Err(e.to_string()))
-                        .await;
+                    self.report("local", "gratuitous ARP refresh", Err(e.to_string()));
                 }
                 self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
             }

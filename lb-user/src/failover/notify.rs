@@ -37,7 +37,7 @@ impl NotifyConfig {
 pub fn spawn(
     config: NotifyConfig,
     vrid: u8,
-    reports: mpsc::Sender<MoverReport>,
+    reports: mpsc::UnboundedSender<MoverReport>,
 ) -> (mpsc::UnboundedSender<Notification>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
     let task = tokio::spawn(async move {
@@ -51,7 +51,7 @@ pub fn spawn(
                 action: format!("notify {}", notification.state),
                 result,
             };
-            if reports.send(report).await.is_err() {
+            if reports.send(report).is_err() {
                 return;
             }
         }
@@ -125,9 +125,9 @@ mod tests {
             backup: Some(script("0")),
             fault: Some(vec!["sleep".into(), "5".into()]),
             stop: None,
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(2),
         };
-        let (reports_tx, mut reports) = mpsc::channel(8);
+        let (reports_tx, mut reports) = mpsc::unbounded_channel();
         let (queue, task) = spawn(config, 50, reports_tx);
         let note = |state, previous| Notification {
             state,

@@ -122,6 +122,9 @@ pub async fn start(
             Ok((mac, crate::netdev::ifindex(&local.interface)?))
         })
         .transpose()?;
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let movers = Movers::start(&config, reports_tx).await?;
+    // After the movers: a failed start leaves no task behind.
     let peer_link = match config.peer_link_port {
         Some(port) => {
             let listener = peer_link::bind(config.source_address, port)
@@ -146,8 +149,7 @@ pub async fn start(
         }
         None => None,
     };
-    let (reports_tx, reports_rx) = mpsc::channel(64);
-    let movers = Movers::start(&config, reports_tx).await?;
+    // Unbounded: the driver both sends (inline mover steps) and receives.
     let (tracks_tx, tracks_rx) = mpsc::channel(64);
     let track_tasks = track::spawn_all(&config.tracks, &node, &tracks_tx);
     let machine = Machine::new(Params {
@@ -219,7 +221,14 @@ pub async fn start(
         tracks,
         mover_status,
         peer_links,
-        handoff: handoff.zip(handoff_interface.map(|(_, ifindex)| ifindex)),
+        handoff: handoff
+            .zip(handoff_interface)
+            .map(|(map, (own_mac, ifindex))| Handoff {
+                map,
+                own_mac,
+                ifindex,
+                peer: None,
+            }),
     };
     driver.priority = driver.config.priority;
     driver.observed = vec![false; driver.config.tracks.len()];
@@ -254,8 +263,16 @@ struct Driver {
     tracks: Vec<TrackStatus>,
     mover_status: Vec<MoverStatus>,
     peer_links: Vec<PeerLinkStatus>,
-    /// The data plane's peer handoff, and our floating-IP interface.
-    handoff: Option<(PeerHandoffMap, u32)>,
+    /// The data plane's peer handoff, our floating-IP interface's MAC and
+    /// index, and the peer it points at now.
+    handoff: Option<Handoff>,
+}
+
+struct Handoff {
+    map: PeerHandoffMap,
+    own_mac: [u8; 6],
+    ifindex: u32,
+    peer: Option<(Ipv4Addr, [u8; 6])>,
 }
 
 fn unix_ms(at: SystemTime) -> u64 {
@@ -268,13 +285,17 @@ impl Driver {
         mut stop: oneshot::Receiver<()>,
         mut tracks: mpsc::Receiver<TrackUpdate>,
         mut peer_links: mpsc::Receiver<PeerLinkEvent>,
-        mut reports: mpsc::Receiver<MoverReport>,
+        mut reports: mpsc::UnboundedReceiver<MoverReport>,
     ) {
         // Start with known health: a node whose data plane or interface is
         // down must not win the first election.
         let wait_until = tokio::time::Instant::now() + FIRST_OBSERVATION_WAIT;
         while self.observed.iter().any(|seen| !seen) {
             tokio::select! {
+                _ = &mut stop => {
+                    self.movers_finish(reports).await;
+                    return;
+                }
                 Some(update) = tracks.recv() => self.on_track(update, Instant::now()).await,
                 () = sleep_until(wait_until) => {
                     warn!("some tracks gave no result in time; starting without them");
@@ -323,8 +344,12 @@ impl Driver {
             self.publish();
         }
         self.step(Event::Shutdown, Instant::now()).await;
+        self.movers_finish(reports).await;
+    }
+
+    /// Lets queued notify commands finish (bounded) and records the reports.
+    async fn movers_finish(&mut self, mut reports: mpsc::UnboundedReceiver<MoverReport>) {
         let movers = std::mem::replace(&mut self.movers, Movers::empty());
-        // Drain reports while the notify queue finishes, for the log.
         movers.finish(Duration::from_secs(5)).await;
         while let Ok(report) = reports.try_recv() {
             self.on_report(report);
@@ -499,23 +524,39 @@ impl Driver {
     async fn on_peer_link(&mut self, event: PeerLinkEvent) {
         let (peer, up, mac) = match event {
             PeerLinkEvent::Up { peer, mac } => (peer, true, mac),
-            PeerLinkEvent::Closed(peer) => (peer, false, None),
+            PeerLinkEvent::Closed(peer) | PeerLinkEvent::Lost(peer) => (peer, false, None),
         };
-        if let Some((map, ifindex)) = &mut self.handoff {
+        if let Some(handoff) = &mut self.handoff {
             // A live peer that holds the floating IP on our link may track
-            // connections we do not: send their segments there.
-            let target = mac.map(|mac| (mac, *ifindex));
-            if let Err(e) = map.set(target) {
-                warn!(error = %e, "cannot update the peer handoff");
+            // connections we do not: send their segments there. Only the
+            // peer it points at can clear it.
+            let change = match mac {
+                Some(peer_mac) => Some(Some((peer, peer_mac))),
+                None if handoff.peer.is_none_or(|(current, _)| current == peer) => Some(None),
+                None => None,
+            };
+            if let Some(target) = change {
+                handoff.peer = target;
+                let value = target.map(|(_, peer_mac)| lb_common::maps::PeerHandoff {
+                    peer_mac,
+                    own_mac: handoff.own_mac,
+                    ifindex: handoff.ifindex,
+                    enabled: 1,
+                });
+                if let Err(e) = handoff.map.set(value) {
+                    warn!(error = %e, "cannot update the peer handoff");
+                }
             }
         }
         if let Some(link) = self.peer_links.iter_mut().find(|l| l.peer == peer.to_string()) {
             link.up = up;
-            if !up {
+            if matches!(event, PeerLinkEvent::Closed(_)) {
                 link.closes_total += 1;
             }
         }
-        if !up {
+        // Only a close by the peer's kernel says its process is gone; a lost
+        // link is left to the advertisement timers.
+        if matches!(event, PeerLinkEvent::Closed(_)) {
             self.step(Event::PeerGone { source: peer }, Instant::now()).await;
         }
     }

@@ -316,6 +316,9 @@ impl Machine {
             }
             (State::Fault, Event::Health { ok: true }) => {
                 self.healthy = true;
+                // preempt_delay counts again: a flapping node must not
+                // preempt at every recovery.
+                self.started_at = Some(now);
                 self.start("tracked health recovered", now)
             }
             (_, Event::Health { ok: true }) => {

@@ -32,6 +32,9 @@ pub enum PeerLinkEvent {
     Up { peer: Ipv4Addr, mac: Option<[u8; 6]> },
     /// The peer's end closed the connection: its process is gone.
     Closed(Ipv4Addr),
+    /// The connection timed out (keepalive): the peer's host, or the path
+    /// to it, is gone. Not a sign that its process died; reconnecting.
+    Lost(Ipv4Addr),
 }
 
 const GREETING_PREFIX: &str = "XLB-PEER-LINK/1 vrid=";
@@ -102,13 +105,33 @@ async fn expect_greeting(stream: &mut TcpStream, vrid: u8) -> std::io::Result<Op
     }
 }
 
-/// Waits until the other side closes (EOF or reset). Anything it sends is
-/// ignored.
-async fn wait_closed(stream: &mut TcpStream) {
+/// How a link ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// FIN or RST from the peer's kernel: its process closed or died.
+    Closed,
+    /// Keepalive time-out or unreachable: nothing is known of the process.
+    Lost,
+}
+
+/// Probes an idle link, so that a host that vanished without a word (power
+/// loss, partition) ends it within a few seconds instead of never.
+fn keep_alive(stream: &TcpStream) -> std::io::Result<()> {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(2))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&probes)
+}
+
+/// Waits until the link ends. Anything the other side sends is ignored.
+async fn wait_closed(stream: &mut TcpStream) -> Ending {
     let mut sink = [0_u8; 64];
     loop {
         match stream.read(&mut sink).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return Ending::Closed,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ending::Closed,
+            Err(_) => return Ending::Lost,
             Ok(_) => {}
         }
     }
@@ -152,6 +175,7 @@ async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, greeting: Gree
             continue;
         }
         let _ = stream.set_nodelay(true);
+        let _ = keep_alive(&stream);
         held.spawn(async move {
             if stream.write_all(&greeting.encode()).await.is_err()
                 || expect_greeting(&mut stream, greeting.vrid).await.is_err()
@@ -159,7 +183,7 @@ async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, greeting: Gree
                 return;
             }
             // Held open: our own death closes it, which is the point.
-            wait_closed(&mut stream).await;
+            let _ = wait_closed(&mut stream).await;
         });
         while held.try_join_next().is_some() {}
     }
@@ -180,6 +204,7 @@ async fn connect(
     .await
     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
+    keep_alive(&stream)?;
     stream.write_all(&greeting.encode()).await?;
     let mac = expect_greeting(&mut stream, greeting.vrid).await?;
     Ok((stream, mac))
@@ -201,9 +226,17 @@ async fn connect_loop(
                 if events.send(PeerLinkEvent::Up { peer, mac }).await.is_err() {
                     return;
                 }
-                wait_closed(&mut stream).await;
-                info!(%peer, "peer link closed by the peer");
-                if events.send(PeerLinkEvent::Closed(peer)).await.is_err() {
+                let event = match wait_closed(&mut stream).await {
+                    Ending::Closed => {
+                        info!(%peer, "peer link closed by the peer");
+                        PeerLinkEvent::Closed(peer)
+                    }
+                    Ending::Lost => {
+                        info!(%peer, "peer link lost (no answer to keepalives)");
+                        PeerLinkEvent::Lost(peer)
+                    }
+                };
+                if events.send(event).await.is_err() {
                     return;
                 }
             }

@@ -80,6 +80,10 @@ pub fn validate(
     if advert.vrid != expect.vrid {
         return Err(Rejection::Vrid(advert.vrid));
     }
+    // A zero interval would make Master_Down_Interval zero once learned.
+    if advert.interval_cs == 0 {
+        return Err(Rejection::Interval(0));
+    }
     if advert.version == Version::V2 {
         if !constant_time_eq(&advert.auth.unwrap_or([0; 8]), &expect.auth.unwrap_or([0; 8]))
             || advert.auth.is_some() != expect.auth.is_some()
@@ -150,6 +154,19 @@ mod tests {
         let mut v3 = advert();
         v3.version = Version::V3;
         assert_eq!(validate(&v3, PEER, 255, &e), Err(Rejection::Version));
+        let mut zero = advert();
+        zero.version = Version::V3;
+        zero.auth = None;
+        zero.interval_cs = 0;
+        let v3_expectation = Expectation {
+            version: Version::V3,
+            auth: None,
+            ..e.clone()
+        };
+        assert_eq!(
+            validate(&zero, PEER, 255, &v3_expectation),
+            Err(Rejection::Interval(0))
+        );
         let stranger = Ipv4Addr::new(10, 108, 0, 99);
         assert_eq!(
             validate(&advert(), stranger, 255, &e),
