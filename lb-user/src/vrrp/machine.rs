@@ -338,7 +338,11 @@ impl Machine {
                 }
                 Vec::new()
             }
-            (State::Backup, Event::PeerGone { source }) if self.current_master == Some(source) => {
+            // A backup that has not heard a master yet (just started) takes
+            // the closing as well: the peer that left may have been master.
+            (State::Backup, Event::PeerGone { source })
+                if self.current_master.is_none_or(|master| master == source) =>
+            {
                 let delay = self.leaving_master_delay();
                 if delay.is_zero() {
                     return self.become_master(
@@ -599,6 +603,17 @@ mod tests {
         m.handle(advert(255), t0);
         assert!(m.handle(Event::PeerGone { source: PEER }, t0).is_empty());
         assert_eq!(m.next_deadline(), Some(t0 + m.skew_time()));
+    }
+
+    #[test]
+    fn a_backup_that_has_heard_no_master_yet_takes_a_closed_peer_link_as_well() {
+        let t0 = Instant::now();
+        let mut m = machine(100, true);
+        m.params.unicast_peers = 1;
+        m.handle(Event::Startup, t0);
+        assert_eq!(m.current_master(), None);
+        assert_eq!(m.handle(Event::PeerGone { source: PEER }, t0).len(), 2);
+        assert_eq!(m.state(), State::Master);
     }
 
     #[test]
