@@ -123,6 +123,9 @@ pub struct VrrpConfig {
     pub local: Option<LocalSettings>,
     pub digitalocean: Option<DigitalOceanSettings>,
     pub notify: Option<NotifyConfig>,
+    /// Environment variables that hold secrets (`token_env`): removed from
+    /// the environment of notify and track commands.
+    pub secret_env: Vec<String>,
 }
 
 /// Something this node's fitness to be master depends on.
@@ -319,6 +322,12 @@ impl Validator<'_> {
             tracks.push(self.track(track, services)?);
         }
         let notify = v.notify.as_ref().map(|n| self.notify(n)).transpose()?;
+        let secret_env = v
+            .digitalocean
+            .as_ref()
+            .and_then(|d| d.get_ref().token_env.as_ref())
+            .map(|name| vec![name.get_ref().clone()])
+            .unwrap_or_default();
         Ok(VrrpConfig {
             interface,
             vrid,
@@ -337,6 +346,7 @@ impl Validator<'_> {
             local,
             digitalocean,
             notify,
+            secret_env,
         })
     }
 

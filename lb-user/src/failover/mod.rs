@@ -75,7 +75,12 @@ impl Movers {
             movers.digitalocean = Some(Arc::new(digitalocean::DigitalOcean::new(settings.clone())?));
         }
         if let Some(settings) = &config.notify {
-            movers.notify = Some(notify::spawn(settings.clone(), config.vrid, reports));
+            movers.notify = Some(notify::spawn(
+                settings.clone(),
+                config.vrid,
+                config.secret_env.clone(),
+                reports,
+            ));
         }
         Ok(movers)
     }

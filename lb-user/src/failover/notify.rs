@@ -34,9 +34,11 @@ impl NotifyConfig {
 }
 
 /// Runs the notifications queued on the returned sender, in order.
+/// `secret_env`: variables the commands must not inherit.
 pub fn spawn(
     config: NotifyConfig,
     vrid: u8,
+    secret_env: Vec<String>,
     reports: mpsc::UnboundedSender<MoverReport>,
 ) -> (mpsc::UnboundedSender<Notification>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
@@ -45,7 +47,7 @@ pub fn spawn(
             let Some(argv) = config.command_for(notification.state) else {
                 continue;
             };
-            let result = run(argv, &notification, vrid, config.timeout).await;
+            let result = run(argv, &notification, vrid, &secret_env, config.timeout).await;
             let report = MoverReport {
                 mover: "notify",
                 action: format!("notify {}", notification.state),
@@ -63,10 +65,15 @@ async fn run(
     argv: &[String],
     n: &Notification,
     vrid: u8,
+    secret_env: &[String],
     limit: std::time::Duration,
 ) -> Result<String, String> {
     let started = Instant::now();
-    let mut child = Command::new(&argv[0])
+    let mut command = Command::new(&argv[0]);
+    for name in secret_env {
+        command.env_remove(name);
+    }
+    let mut child = command
         .args(&argv[1..])
         .env("XLB_VRRP_STATE", n.state)
         .env("XLB_VRRP_PREVIOUS_STATE", n.previous)
@@ -114,7 +121,7 @@ mod tests {
                 "sh".to_owned(),
                 "-c".to_owned(),
                 format!(
-                    "sleep {delay}; echo \"$XLB_VRRP_STATE $XLB_VRRP_PREVIOUS_STATE $XLB_VRRP_REASON\" >> {}",
+                    "sleep {delay}; echo \"$XLB_VRRP_STATE $XLB_VRRP_PREVIOUS_STATE $XLB_VRRP_REASON$XLB_TEST_NOTIFY_SECRET\" >> {}",
                     log.display()
                 ),
             ]
@@ -128,7 +135,10 @@ mod tests {
             timeout: Duration::from_secs(2),
         };
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
-        let (queue, task) = spawn(config, 50, reports_tx);
+        // A secret in the daemon's environment (token_env) must not reach
+        // the commands: the expected log below has no room for it.
+        std::env::set_var("XLB_TEST_NOTIFY_SECRET", " LEAKED");
+        let (queue, task) = spawn(config, 50, vec!["XLB_TEST_NOTIFY_SECRET".to_owned()], reports_tx);
         let note = |state, previous| Notification {
             state,
             previous,

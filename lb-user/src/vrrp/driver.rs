@@ -151,7 +151,7 @@ pub async fn start(
     };
     // Unbounded: the driver both sends (inline mover steps) and receives.
     let (tracks_tx, tracks_rx) = mpsc::channel(64);
-    let track_tasks = track::spawn_all(&config.tracks, &node, &tracks_tx);
+    let track_tasks = track::spawn_all(&config.tracks, &node, &tracks_tx, &config.secret_env);
     let machine = Machine::new(Params {
         version: config.version,
         priority: config.priority,

@@ -41,6 +41,7 @@ async fn observe(
     kind: &TrackKind,
     limit: Duration,
     node: &watch::Receiver<NodeHealth>,
+    secret_env: &[String],
 ) -> Result<(), String> {
     match kind {
         TrackKind::Dataplane => {
@@ -63,7 +64,7 @@ async fn observe(
             _ => Err(format!("service {service} has no backend up")),
         },
         TrackKind::Interface(interface) => interface_up(interface),
-        TrackKind::Command(argv) => run_command(argv, limit).await,
+        TrackKind::Command(argv) => run_command(argv, limit, secret_env).await,
     }
 }
 
@@ -77,8 +78,11 @@ fn interface_up(interface: &str) -> Result<(), String> {
     }
 }
 
-async fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
+async fn run_command(argv: &[String], limit: Duration, secret_env: &[String]) -> Result<(), String> {
     let mut command = Command::new(&argv[0]);
+    for name in secret_env {
+        command.env_remove(name);
+    }
     command
         .args(&argv[1..])
         .stdin(Stdio::null())
@@ -97,15 +101,26 @@ async fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
 }
 
 /// Starts one task per track.
+/// `secret_env`: variables a command must not inherit.
 pub fn spawn_all(
     tracks: &[TrackConfig],
     node: &watch::Receiver<NodeHealth>,
     updates: &mpsc::Sender<TrackUpdate>,
+    secret_env: &[String],
 ) -> Vec<JoinHandle<()>> {
     tracks
         .iter()
         .enumerate()
-        .map(|(index, track)| tokio::spawn(run(index, track.clone(), node.clone(), updates.clone())))
+        .map(|(index, track)| {
+            let secret_env = secret_env.to_vec();
+            tokio::spawn(run(
+                index,
+                track.clone(),
+                node.clone(),
+                updates.clone(),
+                secret_env,
+            ))
+        })
         .collect()
 }
 
@@ -114,12 +129,13 @@ async fn run(
     track: TrackConfig,
     mut node: watch::Receiver<NodeHealth>,
     updates: mpsc::Sender<TrackUpdate>,
+    secret_env: Vec<String>,
 ) {
     let mut state = Hysteresis::new(track.rise, track.fall);
     let mut first = true;
     let pushed = matches!(track.kind, TrackKind::Dataplane | TrackKind::Service(_));
     loop {
-        let result = observe(&track.kind, track.timeout, &node).await;
+        let result = observe(&track.kind, track.timeout, &node, &secret_env).await;
         let flipped = state.observe(result.is_ok());
         if flipped || first {
             first = false;
@@ -166,7 +182,12 @@ mod tests {
             n.healthy_backends.insert("web".into(), 2);
         });
         let (updates_tx, mut updates) = mpsc::channel(8);
-        let tasks = spawn_all(&[track(TrackKind::Service("web".into()), 1)], &rx, &updates_tx);
+        let tasks = spawn_all(
+            &[track(TrackKind::Service("web".into()), 1)],
+            &rx,
+            &updates_tx,
+            &[],
+        );
         assert!(updates.recv().await.unwrap().ok);
         tx.send_modify(|n| {
             n.healthy_backends.insert("web".into(), 0);
@@ -188,6 +209,7 @@ mod tests {
             ],
             &rx,
             &updates_tx,
+            &[],
         );
         let mut seen = [None, None];
         for _ in 0..2 {
