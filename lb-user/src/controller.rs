@@ -157,7 +157,16 @@ impl Controller {
                     .map(|index| (name.clone(), index))
             })
             .collect();
-        self.node_health.send_modify(|n| n.attached = attached);
+        let program_id = self
+            .dataplane
+            .program()
+            .ok()
+            .and_then(|p| p.info().ok())
+            .map(|info| info.id());
+        self.node_health.send_modify(|n| {
+            n.attached = attached;
+            n.program_id = program_id;
+        });
     }
 
     fn publish_node_health(&self) {

@@ -9,6 +9,8 @@ use tracing::info;
 pub enum NetdevError {
     #[error("interface {0:?} does not exist")]
     NoSuchInterface(String),
+    #[error("netlink query of {interface}: {message}")]
+    Netlink { interface: String, message: String },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
@@ -34,6 +36,39 @@ pub fn ifindex(name: &str) -> Result<u32, NetdevError> {
     match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
         0 => Err(NetdevError::NoSuchInterface(name.to_owned())),
         index => Ok(index),
+    }
+}
+
+/// The id of the XDP program attached to the interface now, asked of the
+/// kernel over rtnetlink (None: nothing attached).
+pub async fn xdp_program_id(name: &str) -> Result<Option<u32>, NetdevError> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::link::{LinkAttribute, LinkXdp};
+    let lookup = |e: rtnetlink::Error| NetdevError::Netlink {
+        interface: name.to_owned(),
+        message: e.to_string(),
+    };
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| NetdevError::Netlink {
+        interface: name.to_owned(),
+        message: e.to_string(),
+    })?;
+    let query = async {
+        let mut links = std::pin::pin!(handle.link().get().match_name(name.to_owned()).execute());
+        let Some(message) = links.try_next().await.map_err(lookup)? else {
+            return Err(NetdevError::NoSuchInterface(name.to_owned()));
+        };
+        Ok(message.attributes.iter().find_map(|attribute| match attribute {
+            LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+                LinkXdp::ProgId(id) if *id != 0 => Some(*id),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    };
+    // Drive the connection alongside the query; nothing outlives the call.
+    tokio::select! {
+        result = query => result,
+        () = connection => Err(NetdevError::Netlink { interface: name.to_owned(), message: "connection closed".to_owned() }),
     }
 }
 

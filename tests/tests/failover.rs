@@ -790,3 +790,62 @@ fn a_stopping_master_keeps_serving_its_connections_while_they_drain() {
         started.elapsed()
     );
 }
+
+/// The id of the XDP program on node `i`'s eth0, as `ip -d link` shows it.
+fn xdp_program_on(bed: &Testbed, i: usize) -> Option<u32> {
+    let link = bed.node(i).ip(&["-d", "link", "show", "dev", "eth0"]).unwrap();
+    let after = link.split("prog/xdp id ").nth(1)?;
+    after.split_whitespace().next()?.parse().ok()
+}
+
+/// Detaches every bpf_link of program `program_id`, as `bpftool link
+/// detach` would (BPF_LINK_GET_FD_BY_ID, then BPF_LINK_DETACH).
+fn detach_links_of(program_id: u32) -> usize {
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let mut detached = 0;
+    for link in aya::programs::loaded_links().filter_map(Result::ok) {
+        if link.program_id() != program_id {
+            continue;
+        }
+        // union bpf_attr: { link_id, next_id, open_flags } then { link_fd }.
+        let mut attr = [0_u32; 32];
+        attr[0] = link.id();
+        // SAFETY: bpf(2) with a zeroed attribute block large enough for both commands.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_bpf, BPF_LINK_GET_FD_BY_ID, attr.as_ptr(), 128);
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            let mut detach = [0_u32; 32];
+            detach[0] = fd as u32;
+            assert_eq!(
+                libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, detach.as_ptr(), 128),
+                0
+            );
+            libc::close(fd as i32);
+        }
+        detached += 1;
+    }
+    detached
+}
+
+#[test]
+fn a_detached_program_sends_the_master_to_fault() {
+    let mut bed = pair();
+    start_both(&mut bed, "", "");
+    let program = xdp_program_on(&bed, PRIMARY).expect("XDP on the primary's eth0");
+    assert_eq!(detach_links_of(program), 2, "eth0 and eth1");
+    bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let status = bed.node_status(PRIMARY).unwrap();
+    let tracks = status["vrrp"]["tracks"].as_array().unwrap().clone();
+    let dataplane = tracks.iter().find(|t| t["name"] == "dataplane attached").unwrap();
+    assert_eq!(dataplane["ok"], false, "{dataplane}");
+    assert!(
+        dataplane["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no XDP program on eth"),
+        "{dataplane}"
+    );
+    assert!(request(&bed), "the secondary serves");
+}

@@ -23,6 +23,8 @@ pub struct NodeHealth {
     pub attached: Vec<(String, u32)>,
     /// The interfaces it must be attached to.
     pub interfaces: Vec<String>,
+    /// The loaded program's id: what the kernel must report on them.
+    pub program_id: Option<u32>,
     /// Backends whose checks say UP, per service.
     pub healthy_backends: HashMap<String, usize>,
 }
@@ -55,6 +57,13 @@ async fn observe(
                     Ok(now) if now == *ifindex => {}
                     Ok(_) => return Err(format!("{interface} was re-created; the program is not on it")),
                     Err(_) => return Err(format!("{interface} is gone")),
+                }
+                // Detached behind our back (e.g. `bpftool link detach`).
+                match (crate::netdev::xdp_program_id(interface).await, node.program_id) {
+                    (Ok(Some(id)), Some(ours)) if id == ours => {}
+                    (Ok(Some(id)), _) => return Err(format!("{interface} runs XDP program {id}, not ours")),
+                    (Ok(None), _) => return Err(format!("no XDP program on {interface}")),
+                    (Err(e), _) => return Err(e.to_string()),
                 }
             }
             Ok(())
