@@ -849,3 +849,30 @@ fn a_detached_program_sends_the_master_to_fault() {
     );
     assert!(request(&bed), "the secondary serves");
 }
+
+#[test]
+fn the_masters_public_link_going_down_hands_over_at_once() {
+    let mut bed = pair();
+    start_both(&mut bed, "", "");
+    bed.lb.ip(&["link", "set", "eth0", "down"]).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let (_, _, reason) = last_transition(&bed, SECONDARY);
+    assert!(
+        reason.contains("sent priority 0"),
+        "told over the private link: {reason}"
+    );
+    let status = bed.node_status(PRIMARY).unwrap();
+    let failing: Vec<String> = status["vrrp"]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["ok"] == false)
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failing, ["interface eth0 up"]);
+    assert!(request(&bed), "the secondary serves");
+    bed.lb.ip(&["link", "set", "eth0", "up"]).unwrap();
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
+}

@@ -185,6 +185,9 @@ pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 const INTERFACE_TRACK_INTERVAL: Duration = Duration::from_millis(50);
 const STATE_TRACK_INTERVAL: Duration = Duration::from_millis(200);
+/// Asking the kernel which XDP program is attached costs a netlink round
+/// trip per interface; a program detached behind our back is rare.
+const DATAPLANE_TRACK_INTERVAL: Duration = Duration::from_secs(1);
 const COMMAND_TRACK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Tracks every node has: its data plane, the VRRP interface and the
@@ -200,7 +203,7 @@ fn implicit_tracks(interface: &str, local: Option<&LocalSettings>) -> Vec<TrackC
         weight: None,
     };
     let mut tracks = vec![
-        state_track(TrackKind::Dataplane, STATE_TRACK_INTERVAL),
+        state_track(TrackKind::Dataplane, DATAPLANE_TRACK_INTERVAL),
         state_track(
             TrackKind::Interface(interface.to_owned()),
             INTERFACE_TRACK_INTERVAL,
@@ -448,7 +451,7 @@ impl Validator<'_> {
             kind_name,
         )?;
         let (kind, default_interval) = match kind_name {
-            "dataplane" => (TrackKind::Dataplane, STATE_TRACK_INTERVAL),
+            "dataplane" => (TrackKind::Dataplane, DATAPLANE_TRACK_INTERVAL),
             "service" => {
                 let Some(name) = &t.service else {
                     return self.error(
