@@ -854,9 +854,14 @@ fn a_detached_program_sends_the_master_to_fault() {
 fn the_masters_public_link_going_down_hands_over_at_once() {
     let mut bed = pair();
     start_both(&mut bed, "", "");
+    let down = Instant::now();
     bed.lb.ip(&["link", "set", "eth0", "down"]).unwrap();
-    bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    println!(
+        "public link down: the secondary was master {:?} later",
+        down.elapsed()
+    );
+    bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
     let (_, _, reason) = last_transition(&bed, SECONDARY);
     assert!(
         reason.contains("sent priority 0"),

@@ -183,7 +183,8 @@ pub const DEFAULT_GARP_COUNT: u32 = 5;
 pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-const INTERFACE_TRACK_INTERVAL: Duration = Duration::from_millis(50);
+/// A fallback: the kernel's link notifications wake interface tracks at once.
+const INTERFACE_TRACK_INTERVAL: Duration = Duration::from_secs(1);
 const STATE_TRACK_INTERVAL: Duration = Duration::from_millis(200);
 /// Asking the kernel which XDP program is attached costs a netlink round
 /// trip per interface; a program detached behind our back is rare.

@@ -151,7 +151,18 @@ pub async fn start(
     };
     // Unbounded: the driver both sends (inline mover steps) and receives.
     let (tracks_tx, tracks_rx) = mpsc::channel(64);
-    let track_tasks = track::spawn_all(&config.tracks, &node, &tracks_tx, &config.secret_env);
+    // Without link notifications, interface tracks fall back to polling.
+    let link_monitor = track::spawn_link_monitor()
+        .map_err(|e| warn!(error = %e, "no link notifications; interface tracks poll"))
+        .ok();
+    let mut track_tasks = track::spawn_all(
+        &config.tracks,
+        &node,
+        &tracks_tx,
+        link_monitor.as_ref().map(|(links, _)| links),
+        &config.secret_env,
+    );
+    track_tasks.extend(link_monitor.map(|(_, task)| task));
     let machine = Machine::new(Params {
         version: config.version,
         priority: config.priority,

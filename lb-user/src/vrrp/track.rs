@@ -109,12 +109,40 @@ async fn run_command(argv: &[String], limit: Duration, secret_env: &[String]) ->
     }
 }
 
-/// Starts one task per track.
+/// Counts the link changes the kernel announces (RTNLGRP_LINK), so that
+/// interface tracks wake at once on a change instead of polling fast.
+pub fn spawn_link_monitor() -> std::io::Result<(watch::Receiver<u64>, JoinHandle<()>)> {
+    use futures_util::StreamExt;
+    use rtnetlink::sys::AsyncSocket;
+    let (mut connection, _handle, mut messages) = rtnetlink::new_connection()?;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, libc::RTMGRP_LINK as u32))?;
+    let (changes, watcher) = watch::channel(0_u64);
+    let task = tokio::spawn(async move {
+        let mut connection = std::pin::pin!(connection);
+        loop {
+            tokio::select! {
+                () = &mut connection => return,
+                message = messages.next() => match message {
+                    Some(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
+                    None => return,
+                },
+            }
+        }
+    });
+    Ok((watcher, task))
+}
+
+/// Starts one task per track. `links`: link-change notifications for the
+/// interface tracks (their interval is then only a fallback).
 /// `secret_env`: variables a command must not inherit.
 pub fn spawn_all(
     tracks: &[TrackConfig],
     node: &watch::Receiver<NodeHealth>,
     updates: &mpsc::Sender<TrackUpdate>,
+    links: Option<&watch::Receiver<u64>>,
     secret_env: &[String],
 ) -> Vec<JoinHandle<()>> {
     tracks
@@ -122,15 +150,29 @@ pub fn spawn_all(
         .enumerate()
         .map(|(index, track)| {
             let secret_env = secret_env.to_vec();
+            let wake = match track.kind {
+                TrackKind::Dataplane | TrackKind::Service(_) => Some(Wake::Node),
+                TrackKind::Interface(_) => links.cloned().map(Wake::Links),
+                TrackKind::Command(_) => None,
+            };
             tokio::spawn(run(
                 index,
                 track.clone(),
                 node.clone(),
                 updates.clone(),
+                wake,
                 secret_env,
             ))
         })
         .collect()
+}
+
+/// What, besides its interval, wakes a track.
+enum Wake {
+    /// The controller's changes (data plane, pools).
+    Node,
+    /// The kernel's link changes.
+    Links(watch::Receiver<u64>),
 }
 
 async fn run(
@@ -138,11 +180,11 @@ async fn run(
     track: TrackConfig,
     mut node: watch::Receiver<NodeHealth>,
     updates: mpsc::Sender<TrackUpdate>,
+    mut wake: Option<Wake>,
     secret_env: Vec<String>,
 ) {
     let mut state = Hysteresis::new(track.rise, track.fall);
     let mut first = true;
-    let pushed = matches!(track.kind, TrackKind::Dataplane | TrackKind::Service(_));
     loop {
         let result = observe(&track.kind, track.timeout, &node, &secret_env).await;
         let flipped = state.observe(result.is_ok());
@@ -157,14 +199,23 @@ async fn run(
                 return;
             }
         }
-        if pushed {
-            // The controller's changes wake us at once; the interval is a floor.
-            tokio::select! {
-                () = sleep(track.interval) => {}
-                changed = node.changed() => if changed.is_err() { sleep(track.interval).await },
+        // A change wakes the track at once; the interval is a fallback.
+        let changed = match &mut wake {
+            None => {
+                sleep(track.interval).await;
+                continue;
             }
-        } else {
-            sleep(track.interval).await;
+            Some(Wake::Node) => tokio::select! {
+                () = sleep(track.interval) => Ok(()),
+                changed = node.changed() => changed,
+            },
+            Some(Wake::Links(links)) => tokio::select! {
+                () = sleep(track.interval) => Ok(()),
+                changed = links.changed() => changed,
+            },
+        };
+        if changed.is_err() {
+            wake = None;
         }
     }
 }
@@ -195,6 +246,7 @@ mod tests {
             &[track(TrackKind::Service("web".into()), 1)],
             &rx,
             &updates_tx,
+            None,
             &[],
         );
         assert!(updates.recv().await.unwrap().ok);
@@ -218,6 +270,7 @@ mod tests {
             ],
             &rx,
             &updates_tx,
+            None,
             &[],
         );
         let mut seen = [None, None];
