@@ -76,12 +76,25 @@ pub async fn xdp_program_id(name: &str) -> Result<Option<u32>, NetdevError> {
 pub fn mac_address(name: &str) -> Result<[u8; 6], NetdevError> {
     let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
         .map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))?;
-    let bytes: Vec<u8> = text
-        .trim()
+    parse_mac(text.trim()).ok_or_else(|| NetdevError::NoSuchInterface(name.to_owned()))
+}
+
+/// "02:00:5e:ab:01:ff".
+#[must_use]
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let octets: Vec<String> = mac.iter().map(|octet| format!("{octet:02x}")).collect();
+    octets.join(":")
+}
+
+/// The inverse of [`format_mac`]; None unless exactly six hex octets.
+#[must_use]
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let octets: Vec<u8> = text
         .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    <[u8; 6]>::try_from(bytes).map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    <[u8; 6]>::try_from(octets).ok()
 }
 
 const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";

@@ -514,6 +514,25 @@ impl Validator<'_> {
         })
     }
 
+    fn interface_name(&self, raw: &Spanned<String>) -> Result<String, ConfigError> {
+        let n = raw.get_ref();
+        if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ', '\0']) {
+            return self.error(raw.span(), format!("{n:?} is not a valid interface name"));
+        }
+        Ok(n.clone())
+    }
+
+    /// A secret read from a file (trimmed), never echoed.
+    fn secret_file(&self, file: &Spanned<String>, what: &str) -> Result<Secret, ConfigError> {
+        match std::fs::read_to_string(file.get_ref()) {
+            Ok(text) => Ok(Secret::new(text.trim().to_owned())),
+            Err(e) => self.error(
+                file.span(),
+                format!("cannot read {what} {:?}: {e}", file.get_ref()),
+            ),
+        }
+    }
+
     fn socket_addr(&self, raw: &Spanned<String>, what: &str) -> Result<SocketAddr, ConfigError> {
         match raw.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Ok(addr),
@@ -555,20 +574,11 @@ impl Validator<'_> {
                 return self.error(file.span(), "admin.token_file is only used with admin.listen")
             }
             (Some(_), Some(file)) => {
-                let text = match std::fs::read_to_string(file.get_ref()) {
-                    Ok(text) => text,
-                    Err(e) => {
-                        return self.error(
-                            file.span(),
-                            format!("cannot read admin.token_file {:?}: {e}", file.get_ref()),
-                        )
-                    }
-                };
-                let token = text.trim();
-                if token.len() < 16 {
+                let token = self.secret_file(file, "admin.token_file")?;
+                if token.expose().len() < 16 {
                     return self.error(file.span(), "the admin token must be at least 16 characters");
                 }
-                Some(Secret(token.to_owned()))
+                Some(token)
             }
         };
         Ok(AdminConfig {

@@ -354,14 +354,6 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn interface_name(&self, raw: &Spanned<String>) -> Result<String, ConfigError> {
-        let n = raw.get_ref();
-        if n.is_empty() || n.len() >= libc::IFNAMSIZ || n.contains(['/', ' ', '\0']) {
-            return self.error(raw.span(), format!("{n:?} is not a valid interface name"));
-        }
-        Ok(n.clone())
-    }
-
     fn ranged<T: TryFrom<i64>>(
         &self,
         raw: &Spanned<i64>,
@@ -400,17 +392,6 @@ impl Validator<'_> {
             (Version::V3, _) => self.error(
                 raw.span(),
                 "vrrp.advert_interval: version 3 advertises multiples of 10ms from 10ms to 40950ms",
-            ),
-        }
-    }
-
-    /// A secret read from a file (trimmed), never echoed.
-    pub(super) fn secret_file(&self, file: &Spanned<String>, what: &str) -> Result<Secret, ConfigError> {
-        match std::fs::read_to_string(file.get_ref()) {
-            Ok(text) => Ok(Secret::new(text.trim().to_owned())),
-            Err(e) => self.error(
-                file.span(),
-                format!("cannot read {what} {:?}: {e}", file.get_ref()),
             ),
         }
     }

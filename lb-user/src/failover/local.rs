@@ -130,7 +130,7 @@ impl LocalMover {
                 let _ = write!(
                     description,
                     "; gratuitous ARP sent from {}",
-                    format_mac(&link.mac)
+                    crate::netdev::format_mac(&link.mac)
                 );
             }
             Ok(description)
@@ -407,11 +407,6 @@ fn describe(description: &mut String, verb: &str, addresses: &[(Ipv4Addr, u8)]) 
     let _ = write!(description, "{separator}{verb} {}", list.join(", "));
 }
 
-fn format_mac(mac: &Mac) -> String {
-    let octets: Vec<String> = mac.iter().map(|octet| format!("{octet:02x}")).collect();
-    octets.join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,7 +455,15 @@ mod tests {
             description,
             "eth0: added 10.0.0.1/32; already there 10.0.0.2/32, 10.0.0.3/24"
         );
-        assert_eq!(format_mac(&[0x02, 0, 0x5e, 0xab, 1, 0xff]), "02:00:5e:ab:01:ff");
+        assert_eq!(
+            crate::netdev::format_mac(&[0x02, 0, 0x5e, 0xab, 1, 0xff]),
+            "02:00:5e:ab:01:ff"
+        );
+        assert_eq!(
+            crate::netdev::parse_mac("02:00:5e:ab:01:ff"),
+            Some([0x02, 0, 0x5e, 0xab, 1, 0xff])
+        );
+        assert_eq!(crate::netdev::parse_mac("02:00:5e:ab:01"), None);
     }
 
     #[test]

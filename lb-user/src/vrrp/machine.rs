@@ -232,6 +232,18 @@ impl Machine {
         ]
     }
 
+    /// The master is gone (it said so, or its process died): take over
+    /// after Skew_Time, or at once when no other backup could race us.
+    fn master_left(&mut self, reason: String, now: Instant) -> Vec<Action> {
+        let delay = self.leaving_master_delay();
+        if delay.is_zero() {
+            return self.become_master(&reason, now);
+        }
+        self.master_down_timer = Some(now + delay);
+        self.down_reason = Some(reason);
+        Vec::new()
+    }
+
     fn become_backup(&mut self, reason: &str, now: Instant) {
         self.adver_timer = None;
         self.master_down_timer = Some(now + self.master_down_interval());
@@ -343,15 +355,10 @@ impl Machine {
             (State::Backup, Event::PeerGone { source })
                 if self.current_master.is_none_or(|master| master == source) =>
             {
-                let delay = self.leaving_master_delay();
-                if delay.is_zero() {
-                    return self.become_master(
-                        &format!("peer link to master {source} closed: its process is gone"),
-                        now,
-                    );
-                }
-                self.master_down_timer = Some(now + delay);
-                Vec::new()
+                self.master_left(
+                    format!("peer link to master {source} closed: its process is gone"),
+                    now,
+                )
             }
             (_, Event::PeerGone { .. }) => Vec::new(),
 
@@ -364,15 +371,7 @@ impl Machine {
                 },
             ) => {
                 if priority == 0 {
-                    // The master is leaving: take over after Skew_Time only.
-                    let delay = self.leaving_master_delay();
-                    let reason = format!("master {source} sent priority 0 (it is leaving)");
-                    if delay.is_zero() {
-                        return self.become_master(&reason, now);
-                    }
-                    self.master_down_timer = Some(now + delay);
-                    self.down_reason = Some(reason);
-                    return Vec::new();
+                    return self.master_left(format!("master {source} sent priority 0 (it is leaving)"), now);
                 }
                 if !self.preempt_now(now) || priority >= self.params.priority {
                     self.follow(source, interval_cs);

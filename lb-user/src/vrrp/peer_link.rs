@@ -52,10 +52,9 @@ pub struct Greeting {
 
 impl Greeting {
     fn encode(self) -> Vec<u8> {
-        let mac = self.mac.map_or_else(
-            || "-".to_owned(),
-            |m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
-        );
+        let mac = self
+            .mac
+            .map_or_else(|| "-".to_owned(), |m| crate::netdev::format_mac(&m));
         format!("{GREETING_PREFIX}{} mac={mac}\n", self.vrid).into_bytes()
     }
 
@@ -64,14 +63,7 @@ impl Greeting {
         let (vrid, mac) = rest.split_once(" mac=")?;
         let mac = match mac {
             "-" => None,
-            text => {
-                let bytes: Vec<u8> = text
-                    .split(':')
-                    .map(|h| u8::from_str_radix(h, 16))
-                    .collect::<Result<_, _>>()
-                    .ok()?;
-                Some(<[u8; 6]>::try_from(bytes).ok()?)
-            }
+            text => Some(crate::netdev::parse_mac(text)?),
         };
         Some(Self {
             vrid: vrid.parse().ok()?,
