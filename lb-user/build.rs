@@ -4,7 +4,11 @@
 //!   prebuilt `core` for bpfel-unknown-none (used with RUSTC_BOOTSTRAP);
 //! - a rustup nightly with `rust-src`, using `-Z build-std=core`.
 //!
-//! Both need `bpf-linker` on PATH. `cargo xtask` installs what is missing.
+//! Both need `bpf-linker` on PATH. `cargo xtask setup` installs what is
+//! missing, and the error when something is says so (`build/ebpf_toolchain.rs`).
+
+#[path = "build/ebpf_toolchain.rs"]
+mod ebpf_toolchain;
 
 use std::{
     env,
@@ -16,18 +20,14 @@ const TARGET: &str = "bpfel-unknown-none";
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_BPF_CORE_DIR: &str = "/usr/lib/rustlib/bpfel-unknown-none/lib";
 
-enum Toolchain {
-    Debian,
-    RustupNightly,
-}
+use ebpf_toolchain::{Probe, Toolchain};
 
-fn debian_toolchain_present() -> bool {
-    Path::new(DEBIAN_RUSTC).exists()
-        && std::fs::read_dir(DEBIAN_BPF_CORE_DIR).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
-        })
+fn debian_bpf_core_present() -> bool {
+    std::fs::read_dir(DEBIAN_BPF_CORE_DIR).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libcore-"))
+    })
 }
 
 fn nightly_with_rust_src() -> bool {
@@ -44,6 +44,13 @@ fn nightly_with_rust_src() -> bool {
             .exists()
 }
 
+fn bpf_linker_runs() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir.parent().expect("lb-user sits in the workspace");
@@ -58,16 +65,24 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=LB_EBPF_TOOLCHAIN");
 
-    let toolchain = match env::var("LB_EBPF_TOOLCHAIN").as_deref() {
-        Ok("debian") => Toolchain::Debian,
-        Ok("nightly") => Toolchain::RustupNightly,
-        _ if debian_toolchain_present() => Toolchain::Debian,
-        _ if nightly_with_rust_src() => Toolchain::RustupNightly,
-        _ => panic!(
-            "no toolchain can build the XDP program: install Debian's rustc-web and \
-             libstd-rust-web-dev-bpf, or a rustup nightly with rust-src, plus bpf-linker \
-             (`cargo xtask setup` does it)"
-        ),
+    let debian_rustc = Path::new(DEBIAN_RUSTC).exists();
+    let debian_bpf_core = debian_bpf_core_present();
+    let probe = Probe {
+        debian_rustc,
+        debian_bpf_core,
+        // rustup is asked only when Debian's toolchain is not there.
+        nightly_with_rust_src: !(debian_rustc && debian_bpf_core) && nightly_with_rust_src(),
+        bpf_linker: bpf_linker_runs(),
+    };
+    let forced = env::var("LB_EBPF_TOOLCHAIN").ok();
+    let toolchain = match ebpf_toolchain::choose(&probe, forced.as_deref()) {
+        Ok(toolchain) => toolchain,
+        Err(message) => {
+            // Cargo shows a failed build script's stderr; a panic would bury
+            // the fix under a backtrace hint.
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        }
     };
 
     let target_dir = out_dir.join("ebpf-target");

@@ -1,7 +1,7 @@
 //! A testbed of network namespaces wired like the reference droplets, and
 //! the tools the integration tests and `cargo xtask run/bench` share:
 //! namespaces, the daemon process, nginx web servers, a real keepalived, a
-//! packet builder.
+//! packet builder, bounded waits and status lookups.
 
 pub mod arp;
 pub mod daemon;
@@ -12,7 +12,9 @@ pub mod keepalived;
 pub mod netns;
 pub mod packet;
 pub mod probe;
+pub mod status;
 pub mod testbed;
+pub mod wait;
 pub mod webserver;
 
 /// Runs `program args...`, failing with its stderr if it does not succeed.

@@ -1,124 +1,215 @@
-//! `cargo xtask`: set up the toolchain, build, run the testbed, test, bench.
+//! `cargo xtask`: set up the machine, build, run the testbed, test, bench.
+//!
+//! This crate must compile on a machine that has nothing but rustup's stable
+//! toolchain, because it is what installs the rest: it depends on light
+//! crates only, never on the daemon or the testbed (whose build needs the BPF
+//! toolchain). The testbed and the benchmark are binaries of their own crates
+//! (`lb-tests`, `lb-bench`), which it builds and runs once setup is done;
+//! `tests/bootstrap.rs` keeps it that way.
 
-mod bench;
-mod run;
 mod setup;
 
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Command {
-    /// Install what building and testing need (Debian packages, bpf-linker).
+enum Cmd {
+    /// Install what building and testing need (Debian packages, bpf-linker),
+    /// saying what and why; does nothing on a machine that has it all.
     Setup,
-    /// Build the daemon (with its embedded XDP program), release mode.
+    /// Set up, then build the daemon (with its embedded XDP program), release
+    /// mode: target/release/xlb.
     Build,
-    /// Start the local testbed with the load balancer; Ctrl-C tears it down.
+    /// Set up, build, and start two load balancers on a testbed of network
+    /// namespaces; Ctrl-C tears it down.
     Run,
-    /// Run every test: unit tests, then the root-only namespace tests.
+    /// Set up, build, and run every test: unit tests (with overflow checks),
+    /// then the root-only namespace tests.
     Test,
-    /// Measure the data plane against the floor, HAProxy, nftables and no LB,
-    /// the health checks' detection times and cost, and failover against
-    /// keepalived.
+    /// Set up, build, and measure the data plane against the floor, HAProxy,
+    /// nftables and no LB, the health checks' detection times and cost, and
+    /// failover against keepalived.
     Bench {
         /// Write the results into BENCHMARKS.md.
         #[arg(long, conflicts_with = "only")]
         write: bool,
         /// Run only this part (printed, not written). `soak` runs only this way.
         #[arg(long, value_enum)]
-        only: Option<bench::Part>,
+        only: Option<BenchPart>,
         /// How long `--only soak` watches the pair, in seconds.
         #[arg(long, default_value_t = 600)]
         soak_secs: u64,
     },
 }
 
+/// The parts of `xlb-bench` (its `--only`), repeated here so that `--help`
+/// lists them without building the bench.
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchPart {
+    /// Per-packet cost (BPF_PROG_TEST_RUN).
+    Micro,
+    /// End to end through each load balancer, and memory.
+    E2e,
+    /// Health checks: detection times, CPU and memory while checking.
+    Health,
+    /// Failover of the floating IP: xlb pairs against keepalived + HAProxy.
+    Failover,
+    /// An xlb pair with every CPU busy, watched for spurious takeovers.
+    Soak,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Setup => setup::ensure_all(),
-        Command::Build => build().map(drop),
-        Command::Run => {
-            setup::ensure_all()?;
-            let binary = build()?;
-            run::testbed(&binary)
-        }
-        Command::Test => {
-            setup::ensure_all()?;
-            let binary = build()?;
-            test(&binary)
-        }
-        Command::Bench {
+    // Ctrl-C reaches the whole process group: the testbed and the bench
+    // catch it and clean up; we wait for them rather than die first. A
+    // handler (unlike SIG_IGN) is not inherited by the programs we start.
+    // SAFETY: the handler does nothing.
+    unsafe {
+        libc::signal(libc::SIGINT, ignore_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, ignore_signal as *const () as libc::sighandler_t);
+    }
+    let started = Instant::now();
+    let needs_root = !matches!(cli.command, Cmd::Setup | Cmd::Build);
+    setup::ensure_all(setup::Purpose { needs_root })?;
+    let result = match cli.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build => build().map(drop),
+        Cmd::Run => build().and_then(|xlb| run_testbed(&xlb)),
+        Cmd::Test => build().and_then(|xlb| test(&xlb)),
+        Cmd::Bench {
             write,
             only,
             soak_secs,
-        } => {
-            setup::ensure_all()?;
-            let binary = build()?;
-            bench::run(&binary, write, only, std::time::Duration::from_secs(soak_secs))
-        }
+        } => build().and_then(|xlb| bench(&xlb, write, only, soak_secs)),
+    };
+    if result.is_ok() && !matches!(cli.command, Cmd::Run) {
+        step(&format!("done in {}", setup::elapsed(started)));
     }
+    result
 }
 
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
 /// Workspace root.
-pub fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")
         .to_owned()
 }
 
-pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(args)
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("cargo {}", args.join(" ")))?;
-    anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
+/// One line saying what happens next, so that no wait is silent.
+fn step(what: &str) {
+    eprintln!("xtask: {what}");
+}
+
+fn cargo_command() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs cargo with its own progress output on the terminal.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    run(cargo_command().args(args))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed ({status})");
     Ok(())
 }
 
-fn build() -> anyhow::Result<std::path::PathBuf> {
-    cargo(&["build", "--release", "-p", "lb-user"])?;
+fn build() -> anyhow::Result<PathBuf> {
+    let started = Instant::now();
+    step(
+        "building the daemon and its XDP program (release; the first build compiles about 250 \
+         crates, a few minutes on 2 cores, and `lb-user(build)` is the XDP program)",
+    );
+    cargo(&["build", "--release", "-p", "lb-user", "--bin", "xlb"])?;
+    step(&format!(
+        "built target/release/xlb in {}",
+        setup::elapsed(started)
+    ));
     Ok(root().join("target/release/xlb"))
 }
 
-fn test(binary: &std::path::Path) -> anyhow::Result<()> {
-    // Host-only tests first: fast, and they need no privileges.
+fn run_testbed(xlb: &Path) -> anyhow::Result<()> {
+    step("starting the testbed (cargo run -p lb-tests --bin xlb-testbed)");
+    run(cargo_command()
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "lb-tests",
+            "--bin",
+            "xlb-testbed",
+            "--",
+            "--xlb",
+        ])
+        .arg(xlb))
+}
+
+fn bench(xlb: &Path, write: bool, only: Option<BenchPart>, soak_secs: u64) -> anyhow::Result<()> {
+    step("building and starting the benchmark (cargo run -p lb-bench)");
+    let mut cmd = cargo_command();
+    cmd.args(["run", "--release", "-p", "lb-bench", "--", "--xlb"])
+        .arg(xlb)
+        .args(["--soak-secs", &soak_secs.to_string()]);
+    if write {
+        cmd.arg("--write");
+    }
+    if let Some(part) = only {
+        let name = part.to_possible_value().expect("no variant is skipped");
+        cmd.args(["--only", name.get_name()]);
+    }
+    run(&mut cmd)
+}
+
+fn test(xlb: &Path) -> anyhow::Result<()> {
+    // Host-only tests first: fast, and they need no privileges. The test
+    // profile (debug) keeps integer overflow checks on.
+    let started = Instant::now();
+    step("unit tests (debug build: overflow checks on; the first run compiles the crates once more)");
     cargo(&[
         "test",
-        "--release",
+        "-p",
+        "xtask",
         "-p",
         "lb-common",
         "-p",
         "lb-user",
         "-p",
-        "lb-tests",
-        "--lib",
+        "lb-bench",
+        "--tests",
     ])?;
-    cargo(&["test", "--release", "-p", "xtask"])?;
-    anyhow::ensure!(
-        // SAFETY: plain getuid(2).
-        unsafe { libc::geteuid() } == 0,
-        "the integration tests need root (network namespaces, XDP)"
-    );
+    cargo(&["test", "-p", "lb-tests", "--lib", "--bins"])?;
+    step(&format!("unit tests passed in {}", setup::elapsed(started)));
     // Kernel tests one at a time: each builds namespaces and runs a daemon,
     // and the round-robin and timing assertions want a quiet machine.
-    std::env::set_var("XLB_BIN", binary);
-    cargo(&[
-        "test",
-        "--release",
-        "-p",
-        "lb-tests",
-        "--tests",
-        "--",
-        "--test-threads=1",
-    ])
+    step("namespace and XDP tests, one at a time (root)");
+    run(cargo_command()
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "lb-tests",
+            "--tests",
+            "--",
+            "--test-threads=1",
+        ])
+        .env("XLB_BIN", xlb))
 }

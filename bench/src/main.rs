@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: what the data plane costs per packet, what a client
+//! `xlb-bench`, run by `cargo xtask bench` once the toolchain is in place:
+//! what the data plane costs per packet, what a client
 //! sees end to end through xlb, HAProxy, nftables and no load balancer, how
 //! much memory the daemon holds, how fast its health checks take a dead
 //! backend out and a returning one back, at what CPU cost, and how long a
@@ -21,6 +22,40 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use clap::Parser;
+
+/// Measure the data plane against the floor, HAProxy, nftables and no LB,
+/// the health checks' detection times and cost, and failover against
+/// keepalived. `cargo xtask bench` builds the daemon and runs this.
+#[derive(Parser)]
+#[command(name = "xlb-bench")]
+struct Cli {
+    /// The daemon binary to measure.
+    #[arg(long)]
+    xlb: std::path::PathBuf,
+    /// Write the results into BENCHMARKS.md.
+    #[arg(long, conflicts_with = "only")]
+    write: bool,
+    /// Run only this part (printed, not written). `soak` runs only this way.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// How long `--only soak` watches the pair, in seconds.
+    #[arg(long, default_value_t = 600)]
+    soak_secs: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    run(&cli.xlb, cli.write, cli.only, Duration::from_secs(cli.soak_secs))
+}
+
+/// Workspace root: BENCHMARKS.md and the git revision live there.
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench sits in the workspace")
+        .to_owned()
+}
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -81,7 +116,7 @@ pub enum Part {
 
 /// Runs the benchmark (`only`: one part, printed, never written); the soak
 /// runs for `soak` when asked for.
-pub fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow::Result<()> {
+fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(
         // SAFETY: plain geteuid(2).
         unsafe { libc::geteuid() } == 0,

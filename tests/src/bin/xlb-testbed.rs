@@ -1,5 +1,6 @@
-//! `cargo xtask run`: a pair of load balancers sharing a floating IP on the
-//! namespace testbed, until Ctrl-C.
+//! `xlb-testbed`, run by `cargo xtask run` once the toolchain is in place: a
+//! pair of load balancers sharing a floating IP on the namespace testbed,
+//! until Ctrl-C.
 
 use std::{
     path::Path,
@@ -18,7 +19,21 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-pub fn testbed(binary: &Path) -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let binary = match (args.next(), args.next()) {
+        (Some(flag), Some(path)) if flag == "--xlb" => std::path::PathBuf::from(path),
+        _ => anyhow::bail!("usage: xlb-testbed --xlb PATH-TO-XLB (`cargo xtask run` passes it)"),
+    };
+    anyhow::ensure!(
+        // SAFETY: plain geteuid(2).
+        unsafe { libc::geteuid() } == 0,
+        "the testbed needs root (network namespaces, XDP): run `cargo xtask run` as root"
+    );
+    testbed(&binary)
+}
+
+fn testbed(binary: &Path) -> anyhow::Result<()> {
     std::env::set_var("XLB_BIN", binary);
     // Ctrl-C reaches the daemon too (same process group); we stay to clean up.
     // SAFETY: the handler only stores to an atomic.
