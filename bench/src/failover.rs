@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use lb_tests::{
     http,
     keepalived::{self, Keepalived},
@@ -412,16 +412,10 @@ fn vip_answers(bed: &Testbed) -> bool {
 }
 
 /// Waits (bounded) until `condition` holds.
+/// Ctrl-C ends the wait early, as an error.
 fn wait_until(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        super::check_interrupted()?;
-        if Instant::now() > deadline {
-            bail!("not within {WAIT:?}: {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
+    lb_tests::wait::until(what, WAIT, || super::interrupted() || condition())?;
+    super::check_interrupted()
 }
 
 /// Waits until the pair is as it should be: the primary master with the

@@ -14,7 +14,7 @@
 
 use std::{
     fs::File,
-    io::{ErrorKind, Read, Write},
+    io::ErrorKind,
     net::{SocketAddr, TcpStream},
     os::fd::AsRawFd,
     sync::{
@@ -28,8 +28,10 @@ use std::{
 use anyhow::{bail, ensure, Context};
 use lb_tests::{
     daemon::Daemon,
+    http,
     netns::Netns,
     testbed::{base_services, Testbed, API_PORT, FRONTEND_PORT, VIP, WEB_ADDRS, WEB_NAMES},
+    wait,
 };
 
 use super::{
@@ -371,19 +373,17 @@ pub fn measure() -> anyhow::Result<Results> {
 /// first settles that before a daemon starts.
 fn testbed() -> anyhow::Result<Testbed> {
     let bed = Testbed::new(&lb_tests::unique_tag("xh")).context("build the testbed")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
     for addr in WEB_ADDRS {
         let target = SocketAddr::from((addr, FRONTEND_PORT));
-        while !bed
-            .lb
-            .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_ok())?
-        {
-            ensure!(
-                Instant::now() < deadline,
-                "the LB cannot reach {target} on the new testbed"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait::until(
+            &format!("the LB reaches {target} on the new testbed"),
+            Duration::from_secs(10),
+            || {
+                bed.lb
+                    .run(move || TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_ok())
+                    .unwrap_or(false)
+            },
+        )?;
     }
     Ok(bed)
 }
@@ -799,15 +799,7 @@ fn probe(target: SocketAddr) -> Outcome {
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Outcome::Refused,
         Err(e) => return Outcome::Failed(format!("connect: {e}")),
     };
-    let mut exchange = || -> std::io::Result<String> {
-        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
-        stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: xlb-bench\r\nConnection: close\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    match exchange() {
+    match http::exchange(&mut stream, &http::get_and_close("/"), PROBE_TIMEOUT) {
         Ok(answer) => backend_of(&answer).map_or_else(
             || Outcome::Failed(format!("unexpected answer {:?}", answer.lines().next())),
             Outcome::Backend,
@@ -902,11 +894,11 @@ fn scrape(lb: &Netns) -> anyhow::Result<String> {
     lb.run(|| -> std::io::Result<String> {
         let mut stream =
             TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 8404)), Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: xlb-bench\r\nConnection: close\r\n\r\n")?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text)?;
-        Ok(text)
+        http::exchange(
+            &mut stream,
+            &http::get_and_close("/metrics"),
+            Duration::from_secs(5),
+        )
     })?
     .context("scrape the metrics endpoint")
 }

@@ -275,6 +275,58 @@ mod tests {
     }
 
     #[test]
+    fn udp_checksum_that_updates_to_zero_is_sent_as_all_ones() {
+        // The datagram as it leaves: addresses and ports of TO, and a payload
+        // whose last word is chosen so that the whole datagram sums to 0xffff,
+        // i.e. its checksum computed from scratch is 0 (RFC 768: sent as 0xffff).
+        let mut payload = *b"zero-sum\0\0";
+        let len = 8 + payload.len() as u16;
+        let after = Ipv4Hdr {
+            saddr: split_words(TO.src_addr),
+            daddr: split_words(TO.dst_addr),
+            ..ipv4(IPPROTO_UDP, len, [0; 4], [0; 4])
+        };
+        let leaving = UdpHdr {
+            source: TO.src_port,
+            dest: TO.dst_port,
+            len: len.to_be(),
+            check: 0,
+        };
+        let filler = udp_checksum(&after, &leaving, &payload);
+        payload[8..].copy_from_slice(&filler.to_ne_bytes());
+        assert_eq!(
+            udp_checksum(&after, &leaving, &payload),
+            0,
+            "crafted to compute to 0"
+        );
+
+        // The same datagram as the client sent it, with its valid checksum.
+        let mut ip = ipv4(IPPROTO_UDP, len, [198, 51, 100, 10], [198, 51, 100, 100]);
+        let mut udp = UdpHdr {
+            source: 40_000_u16.to_be(),
+            dest: 5353_u16.to_be(),
+            len: leaving.len,
+            check: 0,
+        };
+        udp.check = udp_checksum(&ip, &udp, &payload);
+        assert_ne!(udp.check, 0, "the incoming datagram carries a checksum");
+
+        rewrite(&mut ip, L4::Udp(&mut udp), &TO).unwrap();
+
+        assert_eq!((ip.saddr, ip.daddr), (after.saddr, after.daddr));
+        assert_eq!((udp.source, udp.dest), (TO.src_port, TO.dst_port));
+        assert_eq!(udp.check, 0xffff, "a computed 0 must not read as \"no checksum\"");
+        // A receiver's full verification: the datagram with its checksum sums to 0xffff.
+        let mut datagram = as_bytes(&udp).to_vec();
+        datagram.extend_from_slice(&payload);
+        assert_eq!(
+            sum_bytes(pseudo_sum(&ip, datagram.len() as u16), &datagram),
+            0xffff,
+            "the rewritten datagram verifies"
+        );
+    }
+
+    #[test]
     fn refusal_of_a_syn_is_a_valid_rst_ack_back_to_the_client() {
         let mut ip = ipv4(IPPROTO_TCP, 20, [198, 51, 100, 10], [198, 51, 100, 100]);
         let mut tcp = TcpHdr {

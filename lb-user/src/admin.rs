@@ -244,12 +244,7 @@ impl AdminServer {
                         uid: cred.uid(),
                         pid: cred.pid(),
                     };
-                    let router = if cred.uid() == 0 {
-                        root_router.clone()
-                    } else {
-                        warn!(peer = %peer, "admin socket: refused a non-root peer");
-                        refused_router.clone()
-                    };
+                    let router = unix_peer_router(&peer, &root_router, &refused_router);
                     connections.spawn(serve_connection(stream, router, peer, stopped.clone()));
                 }
                 // Dropping the listener and then the guard (`_file`) removes
@@ -298,6 +293,19 @@ impl AdminServer {
         }
         // Dropping the JoinSet aborts what is left.
         info!("admin API stopped");
+    }
+}
+
+/// The router for a peer of the Unix socket: the API for root (uid 0), a 403
+/// to every request from anyone else. The socket's mode already keeps other
+/// users out; this holds when the mode is opened up, and between bind and chmod.
+fn unix_peer_router(peer: &Peer, root: &Router, refused: &Router) -> Router {
+    match peer {
+        Peer::Unix { uid: 0, .. } => root.clone(),
+        _ => {
+            warn!(peer = %peer, "admin socket: refused a non-root peer");
+            refused.clone()
+        }
     }
 }
 
@@ -916,6 +924,44 @@ mod tests {
         let (status, body) = call(forbidden_router(), Method::GET, "/v1/status", &[]).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["error"], "permission denied: the admin socket is for root");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_unix_socket_serves_the_api_to_uid_0_only() {
+        let root = router(fake_controller(canned));
+        let refused = forbidden_router();
+        let peer = Peer::Unix { uid: 0, pid: Some(1) };
+        let (status, body) = call(
+            unix_peer_router(&peer, &root, &refused),
+            Method::GET,
+            "/v1/status",
+            &[],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            serde_json::from_value::<Status>(body).expect("a Status"),
+            sample_status()
+        );
+        for uid in [1, 1000, 65534, u32::MAX] {
+            for pid in [Some(1), None] {
+                let peer = Peer::Unix { uid, pid };
+                for (method, uri) in [
+                    (Method::GET, "/v1/status"),
+                    (Method::POST, "/v1/reload"),
+                    (Method::POST, "/v1/services/frontend/backends/web1/drain"),
+                ] {
+                    let (status, body) =
+                        call(unix_peer_router(&peer, &root, &refused), method, uri, &[]).await;
+                    assert_eq!(status, StatusCode::FORBIDDEN, "uid {uid} {uri}: {body}");
+                    assert_eq!(
+                        body,
+                        json!({ "error": "permission denied: the admin socket is for root" }),
+                        "uid {uid} {uri}"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

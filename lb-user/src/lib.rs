@@ -13,4 +13,6 @@ pub mod health;
 pub mod metrics;
 pub mod netdev;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 pub mod vrrp;

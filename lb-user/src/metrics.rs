@@ -797,6 +797,7 @@ mod tests {
     use crate::{
         control::{Envelope, Request, Response as ControlResponse},
         status::{CounterValue, ReloadOutcome},
+        test_support::within,
     };
 
     fn backend(name: &str, state: BackendState, connections: u64) -> BackendStatus {
@@ -1322,10 +1323,20 @@ mod tests {
     }
 
     async fn http_request(addr: SocketAddr, request: &str) -> HttpAnswer {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut stream = within(
+            "connect to the metrics server",
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .expect("connect");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.expect("read");
+        within(
+            format!("the whole answer to {request:?}"),
+            stream.read_to_string(&mut answer),
+        )
+        .await
+        .expect("read");
         let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
         let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
         let status = status_line
@@ -1406,7 +1417,10 @@ mod tests {
         assert_eq!(http_get(addr, "/metrics/x").await.status, 404);
 
         stop.send(()).expect("server still running");
-        server.await.expect("server task").expect("serve");
+        within("the server's stop", server)
+            .await
+            .expect("server task")
+            .expect("serve");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1421,7 +1435,10 @@ mod tests {
             answer.body
         );
         stop.send(()).expect("server still running");
-        server.await.expect("server task").expect("serve");
+        within("the server's stop", server)
+            .await
+            .expect("server task")
+            .expect("serve");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -1431,7 +1448,10 @@ mod tests {
         assert_eq!(answer.status, 503);
         assert!(answer.body.contains("did not answer"), "{}", answer.body);
         stop.send(()).expect("server still running");
-        server.await.expect("server task").expect("serve");
+        within("the server's stop", server)
+            .await
+            .expect("server task")
+            .expect("serve");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -155,17 +155,6 @@ pub fn parse(bytes: &[u8]) -> Option<ArpFrame> {
     })
 }
 
-/// `aa:bb:cc:dd:ee:ff` as bytes.
-pub fn parse_mac(text: &str) -> anyhow::Result<Mac> {
-    let octets: Vec<u8> = text
-        .trim()
-        .split(':')
-        .map(|octet| u8::from_str_radix(octet, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("bad MAC {text:?}"))?;
-    Mac::try_from(octets.as_slice()).map_err(|_| anyhow::anyhow!("bad MAC {text:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,7 +166,5 @@ mod tests {
         let mut ipv4 = frame.encode();
         ipv4[13] = 0x00;
         assert_eq!(parse(&ipv4), None);
-        assert_eq!(parse_mac("02:00:00:00:00:07").unwrap(), [2, 0, 0, 0, 0, 7]);
-        assert!(parse_mac("02:00:00:00:00").is_err());
     }
 }

@@ -61,14 +61,25 @@ impl Daemon {
 
     /// Waits for a log line containing `needle`.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_line_where(&format!("{needle:?}"), timeout, |line| line.contains(needle))
+    }
+
+    /// Waits for a log line that satisfies `matches`, described by `what`
+    /// in the error if none comes within `timeout`.
+    pub fn wait_for_line_where(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(line) if matches(&line) => return Ok(line),
                 Ok(_) => {}
                 Err(_) => bail!(
-                    "xlb did not log {needle:?} within {timeout:?}; exit: {:?}; log:\n{}",
+                    "xlb did not log {what} within {timeout:?}; exit: {:?}; log:\n{}",
                     self.child.try_wait().ok().flatten(),
                     self.log_text()
                 ),
@@ -96,24 +107,26 @@ impl Daemon {
         self.child.id()
     }
 
-    /// Sends `signal` and waits for the process to exit; returns its status.
-    pub fn stop_with(mut self, signal: i32, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: i32) {
         // `ip netns exec` execs the daemon, so the child is the daemon itself.
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, signal) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "xlb did not exit within {timeout:?} of signal {signal}; log:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    }
+
+    /// Sends `signal` and waits for the process to exit; returns its status.
+    pub fn stop_with(mut self, signal: i32, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        self.signal(signal);
+        self.wait_exit(timeout)
+            .with_context(|| format!("after signal {signal}"))
+    }
+
+    /// Waits for the process to exit on its own (e.g. at the end of a
+    /// drain a signal began); returns its status. Its log stays readable.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let exit = crate::wait::until_some("xlb exits", timeout, || self.child.try_wait().transpose());
+        let status = exit.map_err(|e| anyhow::anyhow!("{e}; log:\n{}", self.log_text()))?;
+        Ok(status?)
     }
 }
 

@@ -5,7 +5,11 @@
 use std::{net::Ipv4Addr, path::Path, sync::Mutex};
 
 use anyhow::Context;
-use aya::programs::{TestRun, TestRunOptions};
+use aya::{
+    maps::{HashMap, Map, MapData},
+    programs::{TestRun, TestRunOptions},
+};
+use lb_common::maps::{Flow, FlowKey};
 use lb_user::{config::Config, dataplane::Dataplane};
 
 use crate::{
@@ -64,6 +68,55 @@ impl Fixture {
         let program = dataplane.program().expect("program");
         run_program(program, frame, ifindex, repeat)
     }
+
+    /// The program's connection table, opened by its id (the data plane
+    /// keeps its own handle private): for tests that read an entry or set
+    /// its age.
+    pub fn flows(&self) -> HashMap<MapData, FlowKey, Flow> {
+        let mut dataplane = self.dataplane.lock().expect("dataplane lock");
+        let info = dataplane
+            .program()
+            .expect("program")
+            .info()
+            .expect("program info");
+        let ids = info
+            .map_ids()
+            .expect("map ids")
+            .expect("the kernel lists map ids");
+        let flows = ids
+            .into_iter()
+            .map(|id| MapData::from_id(id).expect("map by id"))
+            .find(|map| map.info().is_ok_and(|info| info.name() == b"FLOWS"))
+            .expect("the program uses FLOWS");
+        HashMap::try_from(Map::from_map_data(flows).expect("map type")).expect("FLOWS is a hash map")
+    }
+}
+
+/// The connection-table key of packets from `src` to `dst` (as they arrive).
+#[must_use]
+pub fn flow_key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
+    FlowKey {
+        src_addr: u32::from_ne_bytes(src.0.octets()),
+        dst_addr: u32::from_ne_bytes(dst.0.octets()),
+        src_port: src.1.to_be(),
+        dst_port: dst.1.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// `bpf_ktime_get_coarse_ns()` as the program would read it now: the
+/// monotonic coarse clock, the time base of `Flow::last_seen_ns`.
+#[must_use]
+pub fn coarse_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &raw mut now) };
+    assert_eq!(rc, 0, "clock_gettime: {}", std::io::Error::last_os_error());
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// BPF_PROG_TEST_RUN of an XDP program with an xdp_md naming the ingress interface.

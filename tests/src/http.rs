@@ -43,3 +43,22 @@ pub fn get(stream: &mut TcpStream) -> anyhow::Result<String> {
     reader.read_exact(&mut body)?;
     Ok(String::from_utf8_lossy(&body).trim().to_owned())
 }
+
+/// Sends `request` (raw HTTP, one request) on a fresh `stream` and returns
+/// the whole answer, head and body, read until the server closes. Bounded by
+/// `timeout` for each read and write, so a silent server fails instead of
+/// hanging.
+pub fn exchange(stream: &mut TcpStream, request: &str, timeout: Duration) -> std::io::Result<String> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// `GET path` with `Connection: close`, for [`exchange`].
+#[must_use]
+pub fn get_and_close(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: xlb-test\r\nConnection: close\r\n\r\n")
+}

@@ -110,6 +110,28 @@ impl Frame {
     }
 }
 
+/// A payload for a UDP datagram from `src` to `dst` whose checksum, computed
+/// from scratch, is exactly 0 (which RFC 768 sends as 0xffff, since 0 means
+/// "no checksum"): `text`, padded to an even length, then one filler word
+/// that brings the ones' complement sum of the datagram to 0xffff.
+#[must_use]
+pub fn udp_payload_summing_to_zero(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), text: &[u8]) -> Vec<u8> {
+    let mut payload = text.to_vec();
+    if payload.len() % 2 == 1 {
+        payload.push(0);
+    }
+    payload.extend_from_slice(&[0, 0]);
+    let mut frame = Frame::udp(src, dst, &payload);
+    frame.udp_no_checksum = true;
+    let bytes = frame.build();
+    // The checksum of the datagram with a zero filler is the complement of
+    // its sum: as the filler, it completes the sum to 0xffff.
+    let filler = l4_checksum(&bytes[14..34], &bytes[34..]);
+    let at = payload.len() - 2;
+    payload[at..].copy_from_slice(&filler.to_be_bytes());
+    payload
+}
+
 /// What a frame that left the program says, read from its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parsed {
@@ -211,6 +233,22 @@ mod tests {
             let last = bytes.len() - 1;
             bytes[last] ^= 0x40;
             assert!(parse_and_verify(&bytes).is_err());
+        }
+    }
+
+    #[test]
+    fn a_udp_checksum_computing_to_zero_is_sent_as_all_ones_and_verifies() {
+        let a = (Ipv4Addr::new(203, 0, 113, 2), 20_000);
+        let b = (Ipv4Addr::new(203, 0, 113, 11), 5353);
+        for text in [&b"odd"[..], b"even"] {
+            let payload = udp_payload_summing_to_zero(a, b, text);
+            assert!(payload.starts_with(text));
+            let bytes = Frame::udp(a, b, &payload).build();
+            let mut zeroed = bytes.clone();
+            zeroed[40..42].fill(0);
+            assert_eq!(l4_checksum(&zeroed[14..34], &zeroed[34..]), 0, "computes to 0");
+            assert_eq!(bytes[40..42], [0xff, 0xff]);
+            assert_eq!(parse_and_verify(&bytes).unwrap().payload, payload);
         }
     }
 }

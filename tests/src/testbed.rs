@@ -343,20 +343,31 @@ impl Testbed {
         state: &str,
         timeout: std::time::Duration,
     ) -> anyhow::Result<serde_json::Value> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Ok(status) = self.node_status(i) {
-                if status["vrrp"]["state"] == state {
-                    return Ok(status);
-                }
-                if std::time::Instant::now() > deadline {
-                    anyhow::bail!("node {i} is not {state} after {timeout:?}: {}", status["vrrp"]);
-                }
-            } else if std::time::Instant::now() > deadline {
-                anyhow::bail!("node {i} does not answer");
+        self.wait_vrrp(i, &format!("state {state}"), timeout, |vrrp| {
+            vrrp["state"] == state
+        })
+    }
+
+    /// Waits until node `i`'s VRRP status (the `vrrp` object of its status)
+    /// satisfies `condition`; returns the whole status. Fails naming `what`
+    /// and the last status seen.
+    pub fn wait_vrrp(
+        &self,
+        i: usize,
+        what: &str,
+        timeout: std::time::Duration,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut last = String::from("no answer yet");
+        crate::wait::until_some(&format!("node {i}: {what}"), timeout, || {
+            match self.node_status(i) {
+                Ok(status) if condition(&status["vrrp"]) => return Some(status),
+                Ok(status) => last = status["vrrp"].to_string(),
+                Err(e) => last = format!("no answer: {e:#}"),
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            None
+        })
+        .map_err(|e| anyhow::anyhow!("{e}; last seen: {last}"))
     }
 
     /// Whether node `i` has the floating IP on its public interface.

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::netns::Netns;
 
@@ -67,23 +67,17 @@ impl Nginx {
             .context("spawn nginx (is it installed?)")?;
         let nginx = Self { child, dir };
         // Ready when every port accepts.
-        let deadline = Instant::now() + Duration::from_secs(10);
         for (port, _) in ports {
             let port = *port;
-            loop {
-                let up = ns.run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
-                if up {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "nginx in {} did not listen on {port}: {}",
-                        ns.name(),
-                        std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::wait::until(
+                &format!("nginx in {} listens on {port}", ns.name()),
+                Duration::from_secs(10),
+                || {
+                    ns.run(move || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+                        .unwrap_or(false)
+                },
+            )
+            .with_context(|| std::fs::read_to_string(nginx.dir.join("error.log")).unwrap_or_default())?;
         }
         Ok(nginx)
     }

@@ -1,23 +1,31 @@
 //! The admin API (socket and token-guarded TCP listener), the CLI over it,
 //! and the Prometheus endpoint, against a running daemon. Needs root.
 
-use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    os::unix::fs::PermissionsExt,
-};
+use std::{net::TcpStream, os::unix::fs::PermissionsExt, time::Duration};
 
 use lb_tests::{
-    http,
-    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, VIP},
+    http, status,
+    testbed::{base_services, Testbed, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, VIP},
     unique_tag,
 };
 
 fn request(bed: &Testbed) -> String {
+    request_to(bed, FRONTEND_PORT)
+}
+
+/// One request to the VIP's `port`: the answering backend's body.
+fn request_to(bed: &Testbed, port: u16) -> String {
     let mut stream = bed
-        .connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))
-        .expect("connect");
-    http::get(&mut stream).expect("answer")
+        .connect((CLIENT_ADDRS[0], 0), (VIP, port))
+        .unwrap_or_else(|e| panic!("connect to port {port}: {e:#}"));
+    http::get(&mut stream).unwrap_or_else(|e| panic!("answer on port {port}: {e:#}"))
+}
+
+/// The bodies of `n` requests to the VIP's `port`, sorted.
+fn bodies(bed: &Testbed, port: u16, n: usize) -> Vec<String> {
+    let mut bodies: Vec<String> = (0..n).map(|_| request_to(bed, port)).collect();
+    bodies.sort();
+    bodies
 }
 
 fn cli(bed: &Testbed, args: &[&str]) -> std::process::Output {
@@ -27,36 +35,12 @@ fn cli(bed: &Testbed, args: &[&str]) -> std::process::Output {
     bed.xlb(&full).unwrap()
 }
 
-fn status_json(bed: &Testbed) -> serde_json::Value {
-    let out = cli(bed, &["status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn backend<'a>(status: &'a serde_json::Value, service: &str, name: &str) -> &'a serde_json::Value {
-    let service = status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == service)
-        .unwrap();
-    service["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap()
-}
-
 /// A plain HTTP/1.0 request from inside the LB namespace.
 fn http_in_lb(bed: &Testbed, port: u16, request_text: String) -> String {
     bed.lb
         .run(move || {
             let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            stream.write_all(request_text.as_bytes()).unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).unwrap();
-            response
+            http::exchange(&mut stream, &request_text, Duration::from_secs(10)).expect("HTTP exchange")
         })
         .unwrap()
 }
@@ -79,8 +63,8 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
             "the drained backend keeps its connection"
         );
     }
-    let status = status_json(&bed);
-    let web1 = backend(&status, "frontend", "web1");
+    let json = bed.node_status(0).unwrap();
+    let web1 = status::backend(&json, "frontend", "web1").unwrap();
     assert_eq!(web1["state"], "DRAIN", "{web1}");
     assert_eq!(web1["active_connections"], 1, "{web1}");
 
@@ -89,14 +73,15 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("nosuch"));
 
     assert!(cli(&bed, &["enable", "frontend", "web1"]).status.success());
-    let answers: Vec<String> = (0..4).map(|_| request(&bed)).collect();
-    assert!(answers.contains(&"web1 frontend".to_owned()), "{answers:?}");
+    assert_eq!(bodies(&bed, FRONTEND_PORT, 2), ["web1 frontend", "web2 frontend"]);
 
     // `xlb reload` over the socket: a broken file is refused with its line,
     // the running config stays; the good file reloads.
     let config = bed.dir.join("xlb.toml");
     let good = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, good.replace("port = 5000", "port = 0")).unwrap();
+    let api_port = format!("port = {API_PORT}\n");
+    assert_eq!(good.matches(&api_port).count(), 1, "{good}");
+    std::fs::write(&config, good.replace(&api_port, "port = 0\n")).unwrap();
     let refused = cli(&bed, &["reload"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -104,7 +89,14 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
         stderr.contains("xlb.toml:") && stderr.contains("port 0"),
         "{stderr}"
     );
-    assert_eq!(request(&bed).len(), "web1 frontend".len());
+    // Both services keep their old config: the frontend, untouched by the
+    // broken file, and the api service it broke, still on its old port
+    // with both backends.
+    assert_eq!(bodies(&bed, FRONTEND_PORT, 2), ["web1 frontend", "web2 frontend"]);
+    assert_eq!(bodies(&bed, API_PORT, 2), ["web1 api", "web2 api"]);
+    let json = bed.node_status(0).unwrap();
+    let api = status::service(&json, "api").unwrap();
+    assert_eq!(api["port"], API_PORT, "{api}");
     std::fs::write(&config, &good).unwrap();
     let reloaded = cli(&bed, &["reload"]);
     assert!(
@@ -194,27 +186,73 @@ fn admin_socket_is_for_root_and_the_tcp_listener_needs_the_token() {
     let socket = bed.admin_socket();
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "admin socket mode");
-    // A non-root user: refused by the file mode, and, with the mode opened
-    // up, by the daemon's peer-credential check.
+    // A non-root user (uid 65534): refused by the file mode, and, with the
+    // mode opened up, by the daemon's peer-credential check. Each refusal
+    // has its own message: the kernel's EACCES names the socket, the
+    // daemon's 403 is an HTTP answer.
     let binary = lb_tests::daemon::binary().unwrap();
-    let as_nobody = || {
+    let as_nobody = |args: &[&str]| {
         bed.lb
             .command("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&binary)
-            .args(["status", "--socket", socket.to_str().unwrap()])
+            .args(args)
             .output()
             .unwrap()
     };
-    assert!(!as_nobody().status.success());
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = as_nobody();
+    // First, that xlb runs at all as that user: setpriv is there, the
+    // binary and its directories are executable by others.
+    let version = as_nobody(&["--version"]);
     assert!(
-        !out.status.success(),
-        "a non-root peer was served: {}",
-        String::from_utf8_lossy(&out.stdout)
+        version.status.success(),
+        "xlb --version as uid 65534: {}",
+        String::from_utf8_lossy(&version.stderr)
     );
-    assert!(cli(&bed, &["status"]).status.success(), "root is served");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("xlb "),
+        "{}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    let status_args = ["status", "--socket", socket.to_str().unwrap()];
+    let by_mode = as_nobody(&status_args);
+    assert!(!by_mode.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&by_mode.stderr).trim_end(),
+        format!(
+            "xlb: permission denied: the admin socket is for root ({})",
+            socket.display()
+        )
+    );
+    assert!(by_mode.stdout.is_empty());
+
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let by_daemon = as_nobody(&status_args);
+    assert!(
+        !by_daemon.status.success(),
+        "a non-root peer was served: {}",
+        String::from_utf8_lossy(&by_daemon.stdout)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&by_daemon.stderr).trim_end(),
+        "xlb: permission denied: the admin socket is for root (HTTP 403)"
+    );
+    assert!(by_daemon.stdout.is_empty());
+    let refusal = bed
+        .daemon
+        .as_mut()
+        .unwrap()
+        .wait_for_line("admin socket: refused a non-root peer", Duration::from_secs(10))
+        .unwrap();
+    assert!(refusal.contains("uid 65534"), "{refusal}");
+    // The same opened-up socket serves root.
+    let root = cli(&bed, &["status", "--json"]);
+    assert!(
+        root.status.success(),
+        "root is served: {}",
+        String::from_utf8_lossy(&root.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&root.stdout).unwrap();
+    status::service(&json, "frontend").unwrap();
 
     let get = |auth: Option<&str>| {
         let header = auth

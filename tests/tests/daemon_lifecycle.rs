@@ -96,15 +96,34 @@ fn bad_input_is_refused_before_anything_is_attached() {
     assert!(err.contains("ip_local_port_range"), "{err}");
 
     assert!(!xdp_attached(&bed, "eth0") && !xdp_attached(&bed, "eth1"));
-    // And `xlb check` agrees with `run` on what is valid.
-    let path = bed.dir.join("bad.toml");
-    std::fs::write(&path, &broken).unwrap();
-    let check = bed
-        .lb
-        .command(binary().unwrap().to_str().unwrap())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!check.status.success());
+    // And `xlb check` agrees with `run` on what is valid: it accepts the
+    // good file and refuses the broken one with the same line.
+    let check = |text: &str| {
+        let path = bed.dir.join("check.toml");
+        std::fs::write(&path, text).unwrap();
+        bed.lb
+            .command(binary().unwrap().to_str().unwrap())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let accepted = check(&good);
+    let stdout = String::from_utf8_lossy(&accepted.stdout);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    assert!(
+        stdout.contains("check.toml: ok (3 services, 6 backends"),
+        "{stdout}"
+    );
+    let refused = check(&broken);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "xlb check accepted {stderr}");
+    assert!(
+        stderr.contains("check.toml:") && stderr.contains("web2"),
+        "{stderr}"
+    );
 }

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use lb_tests::fake_digitalocean::{Auth, Endpoint, Failure, FakeDigitalOcean, Recorded};
+use lb_tests::{
+    fake_digitalocean::{Auth, Endpoint, Failure, FakeDigitalOcean, Recorded},
+    wait,
+};
 use lb_user::{
     config::Secret,
     failover::digitalocean::{AssignOutcome, DigitalOcean, DigitalOceanError, DigitalOceanSettings, Pending},
@@ -25,6 +28,8 @@ const RESERVED_IP_PATH: &str = "/v2/reserved_ips/45.55.123.242";
 const ACTIONS_PATH: &str = "/v2/reserved_ips/45.55.123.242/actions";
 const FIRST_ACTION: u64 = 1000;
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a test waits for the mover to reach a step.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn start_fake() -> FakeDigitalOcean {
     FakeDigitalOcean::start(TOKEN, RESERVED_IP, THIS_DROPLET).expect("the fake API starts")
@@ -88,16 +93,6 @@ fn assert_token_only_sent_to_the_api(fake: &FakeDigitalOcean) {
             request.auth
         );
     }
-}
-
-async fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test]
@@ -379,9 +374,9 @@ async fn a_cancelled_assign_leaves_one_action_that_the_next_call_waits_out() {
     // The node stops being master while its action is being polled.
     tokio::select! {
         result = mover.assign() => panic!("the action never ends, yet assign returned {result:?}"),
-        () = wait_until("the action was polled", || {
+        polled = wait::until_async("the action was polled", WAIT, || {
             !fake.requests_to("GET", &action_path(FIRST_ACTION)).is_empty()
-        }) => {}
+        }) => polled.unwrap(),
     }
     assert_waits_out_the_pending_action(&mover, &fake).await;
 }
@@ -393,10 +388,11 @@ async fn assert_waits_out_the_pending_action(mover: &DigitalOcean, fake: &FakeDi
     assert!(fake.locked());
     let checks_before = fake.requests_to("GET", RESERVED_IP_PATH).len();
     let (outcome, ()) = tokio::join!(mover.assign(), async {
-        wait_until("the call looked twice", || {
+        wait::until_async("the call looked twice", WAIT, || {
             fake.requests_to("GET", RESERVED_IP_PATH).len() >= checks_before + 2
         })
-        .await;
+        .await
+        .unwrap();
         fake.complete_pending_actions();
     });
     assert_eq!(

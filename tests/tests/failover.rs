@@ -10,8 +10,9 @@ use std::{
 
 use lb_tests::{
     probe::{outage, ConnectionProbe},
+    status::service_counter,
     testbed::{base_services, Testbed, FRONTEND_PORT, NODE_PRIVATE, VIP},
-    unique_tag,
+    unique_tag, wait,
 };
 
 const PRIMARY: usize = 0;
@@ -56,18 +57,35 @@ fn request(bed: &Testbed) -> bool {
         .is_ok_and(|r| r.is_ok())
 }
 
+/// The last transition in a node's VRRP status (from, to, reason).
+fn transition_in(vrrp: &serde_json::Value) -> Option<(String, String, String)> {
+    let t = vrrp["transitions"].as_array()?.last()?;
+    let text = |key: &str| t[key].as_str().unwrap_or_default().to_owned();
+    Some((text("from"), text("to"), text("reason")))
+}
+
 /// The last transition of node `i` (from, to, reason).
 fn last_transition(bed: &Testbed, i: usize) -> (String, String, String) {
     let status = bed.node_status(i).expect("status");
-    let t = status["vrrp"]["transitions"]
-        .as_array()
-        .and_then(|a| a.last().cloned())
-        .expect("a transition");
-    (
-        t["from"].as_str().unwrap_or_default().to_owned(),
-        t["to"].as_str().unwrap_or_default().to_owned(),
-        t["reason"].as_str().unwrap_or_default().to_owned(),
+    transition_in(&status["vrrp"]).unwrap_or_else(|| panic!("node {i} has no transition: {status}"))
+}
+
+/// Node `i`'s count of VRRP state changes.
+fn transitions_total(bed: &Testbed, i: usize) -> u64 {
+    let status = bed.node_status(i).expect("status");
+    status["vrrp"]["transitions_total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("node {i} has no transitions_total: {status}"))
+}
+
+/// Connections node `i` has opened to the frontend service.
+fn frontend_connections(bed: &Testbed, i: usize) -> u64 {
+    service_counter(
+        &bed.node_status(i).expect("status"),
+        "frontend",
+        "connections_total",
     )
+    .unwrap()
 }
 
 #[test]
@@ -79,69 +97,36 @@ fn the_primary_serves_the_floating_ip_and_the_secondary_waits() {
     for _ in 0..5 {
         assert!(request(&bed), "the floating IP answers through the primary");
     }
-    let status = wait_for(
-        &bed,
-        SECONDARY,
-        "the primary as master and the peer link up",
-        |v| v["current_master"] == NODE_PRIVATE[PRIMARY].to_string() && v["peer_links"][0]["up"] == true,
-    );
+    let status = bed
+        .wait_vrrp(
+            SECONDARY,
+            "the primary as master and the peer link up",
+            WAIT,
+            |v| v["current_master"] == NODE_PRIVATE[PRIMARY].to_string() && v["peer_links"][0]["up"] == true,
+        )
+        .unwrap();
     assert!(status["vrrp"]["adverts_received_total"].as_u64() > Some(0));
-}
-
-/// Waits until node `i`'s VRRP status satisfies `condition`; returns the status.
-fn wait_for(
-    bed: &Testbed,
-    i: usize,
-    what: &str,
-    condition: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = bed.node_status(i).expect("status");
-        if condition(&status["vrrp"]) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {i}: no {what} within {WAIT:?}: {}",
-            status["vrrp"]
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn frontend_connections(bed: &Testbed, i: usize) -> u64 {
-    let status = bed.node_status(i).expect("status");
-    status["services"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == "frontend"))
-        .and_then(|s| s["connections_total"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Waits (bounded) for `condition`.
-fn eventually(what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !condition() {
-        assert!(Instant::now() < deadline, "not true within {WAIT:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
 fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
     let mut bed = pair();
     start_both(&mut bed, "", "");
-    wait_for(&bed, SECONDARY, "the peer link to the master", |v| {
+    bed.wait_vrrp(SECONDARY, "the peer link to the master", WAIT, |v| {
         v["current_master"] == NODE_PRIVATE[PRIMARY].to_string() && v["peer_links"][0]["up"] == true
-    });
-    let probe = ConnectionProbe::start(
+    })
+    .unwrap();
+    // Overlapping attempts: one stuck in its time-out when the primary dies
+    // does not hold back those that follow, so every attempt started once
+    // the secondary serves is recorded by the time the probe stops.
+    let probe = ConnectionProbe::start_overlapping(
         &bed.client,
         SocketAddrV4::new(VIP, FRONTEND_PORT),
         Duration::from_millis(5),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The primary serves before the fault (the probe's baseline).
+    wait::consecutive("the primary serves new connections", 5, WAIT, || request(&bed)).unwrap();
     let fault = Instant::now();
     bed.take_node_daemon(PRIMARY)
         .expect("primary")
@@ -150,7 +135,12 @@ fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
     let status = bed
         .wait_vrrp_state(SECONDARY, "MASTER", WAIT)
         .expect("the secondary takes over");
-    std::thread::sleep(Duration::from_millis(500));
+    // Service is back, not by one lucky connection: twenty in a row, while
+    // the probe still runs.
+    wait::consecutive("the secondary serves every new connection", 20, WAIT, || {
+        request(&bed)
+    })
+    .unwrap();
     let attempts = probe.stop().unwrap();
     let outage = outage(&attempts, fault).expect("new connections succeed again after the kill");
     println!(
@@ -162,18 +152,14 @@ fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
         reason.as_str().unwrap().contains("peer link"),
         "the peer link revealed the crash at once: {reason}"
     );
-    let tail = &attempts[attempts.len() - 20..];
-    assert!(
-        tail.iter().all(|a| a.ok),
-        "the secondary serves every new connection"
-    );
     assert!(frontend_connections(&bed, SECONDARY) > 0, "through the secondary");
 
     // The killed node's guard removed the floating IP: it attracts nothing,
     // even for a client that has to ask ARP again.
-    eventually("the killed node's VIP is removed", || {
+    wait::until("the killed node's VIP is removed", WAIT, || {
         !bed.has_vip(PRIMARY).unwrap()
-    });
+    })
+    .unwrap();
     assert!(bed.has_vip(SECONDARY).unwrap());
     bed.client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
     let before = frontend_connections(&bed, SECONDARY);
@@ -207,15 +193,17 @@ fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
     let (_, to, reason) = wait_transition(&bed, SECONDARY, "BACKUP");
     assert_eq!(to, "BACKUP");
     assert!(reason.contains("priority 200"), "{reason}");
-    eventually("the secondary released the VIP", || {
+    wait::until("the secondary released the VIP", WAIT, || {
         !bed.has_vip(SECONDARY).unwrap()
-    });
+    })
+    .unwrap();
     // The primary's gratuitous ARP moved the client's entry without any
     // traffic from the client.
     let primary_mac = bed.node_public_mac(PRIMARY).unwrap();
-    eventually("the client learned the primary's MAC from its GARP", || {
+    wait::until("the client learned the primary's MAC from its GARP", WAIT, || {
         bed.client_vip_mac().unwrap().as_deref() == Some(primary_mac.as_str())
-    });
+    })
+    .unwrap();
     let before = frontend_connections(&bed, PRIMARY);
     assert!(request(&bed));
     assert_eq!(
@@ -225,12 +213,14 @@ fn kill_9_of_the_primary_fails_over_and_its_restart_cleans_up_and_preempts() {
     );
 }
 
-/// Waits until node `i`'s last transition went to `state`.
+/// Waits until node `i`'s last transition went to `state`; returns it.
 fn wait_transition(bed: &Testbed, i: usize, state: &str) -> (String, String, String) {
-    eventually(&format!("node {i} goes {state}"), || {
-        last_transition(bed, i).1 == state
-    });
-    last_transition(bed, i)
+    let status = bed
+        .wait_vrrp(i, &format!("a transition to {state}"), WAIT, |v| {
+            transition_in(v).is_some_and(|(_, to, _)| to == state)
+        })
+        .unwrap();
+    transition_in(&status["vrrp"]).expect("just seen")
 }
 
 #[test]
@@ -245,13 +235,32 @@ fn with_nopreempt_the_returning_primary_stays_backup() {
         bed.vrrp_section(PRIMARY, 200, "preempt = false")
     );
     bed.start_node(PRIMARY, &primary).unwrap();
-    wait_for(&bed, PRIMARY, "the secondary's adverts", |v| {
-        v["state"] == "BACKUP" && v["current_master"] == NODE_PRIVATE[SECONDARY].to_string()
-    });
-    // Twenty advert intervals, far beyond Master_Down_Interval.
-    std::thread::sleep(Duration::from_secs(2));
+    let status = bed
+        .wait_vrrp(PRIMARY, "the secondary's adverts", WAIT, |v| {
+            v["state"] == "BACKUP" && v["current_master"] == NODE_PRIVATE[SECONDARY].to_string()
+        })
+        .unwrap();
+    let transitions = [
+        transitions_total(&bed, PRIMARY),
+        transitions_total(&bed, SECONDARY),
+    ];
+    // Twenty advert intervals, far beyond Master_Down_Interval, counted in
+    // the adverts the primary hears rather than slept.
+    let heard = status["vrrp"]["adverts_received_total"].as_u64().unwrap();
+    bed.wait_vrrp(PRIMARY, "twenty more adverts from the secondary", WAIT, |v| {
+        v["adverts_received_total"].as_u64() >= Some(heard + 20)
+    })
+    .unwrap();
     assert_eq!(bed.vrrp_state(PRIMARY).as_deref(), Some("BACKUP"));
     assert_eq!(bed.vrrp_state(SECONDARY).as_deref(), Some("MASTER"));
+    assert_eq!(
+        [
+            transitions_total(&bed, PRIMARY),
+            transitions_total(&bed, SECONDARY)
+        ],
+        transitions,
+        "neither node changed state in the meantime"
+    );
     assert!(bed.has_vip(SECONDARY).unwrap() && !bed.has_vip(PRIMARY).unwrap());
 }
 
@@ -304,9 +313,10 @@ fn a_clean_stop_of_the_master_hands_over_with_priority_0() {
     assert_eq!(from, "BACKUP");
     assert!(reason.contains("sent priority 0"), "{reason}");
     assert!(request(&bed), "the secondary serves");
-    eventually("the secondary's master notification ran", || {
+    wait::until("the secondary's master notification ran", WAIT, || {
         std::fs::read_to_string(&notes).is_ok_and(|n| n.contains("1 master backup"))
-    });
+    })
+    .unwrap();
     let lines: Vec<String> = std::fs::read_to_string(&notes)
         .unwrap()
         .lines()
@@ -339,9 +349,10 @@ fn a_failing_track_command_gives_up_the_ip_and_its_recovery_takes_it_back() {
     std::fs::remove_file(&flag).unwrap();
     bed.wait_vrrp_state(PRIMARY, "FAULT", WAIT).unwrap();
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
-    eventually("the VIP moved", || {
+    wait::until("the VIP moved", WAIT, || {
         !bed.has_vip(PRIMARY).unwrap() && bed.has_vip(SECONDARY).unwrap()
-    });
+    })
+    .unwrap();
     let (_, _, reason) = last_transition(&bed, PRIMARY);
     assert_eq!(reason, "tracked health failed");
     let status = bed.node_status(PRIMARY).unwrap();
@@ -358,9 +369,10 @@ fn a_failing_track_command_gives_up_the_ip_and_its_recovery_takes_it_back() {
     std::fs::write(&flag, "").unwrap();
     bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
     bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
-    eventually("the VIP came back", || {
+    wait::until("the VIP came back", WAIT, || {
         bed.has_vip(PRIMARY).unwrap() && !bed.has_vip(SECONDARY).unwrap()
-    });
+    })
+    .unwrap();
 }
 
 #[test]
@@ -392,7 +404,7 @@ fn a_tracked_service_without_backends_gives_up_the_ip() {
 fn a_split_brain_makes_both_masters_and_heals_to_one() {
     let mut bed = pair();
     start_both(&mut bed, "", "");
-    let primary_transitions = bed.node_status(PRIMARY).unwrap()["vrrp"]["transitions_total"].as_u64();
+    let primary_transitions = transitions_total(&bed, PRIMARY);
     // Cut the private segment between the two nodes only (links stay up).
     for command in [
         "add table bridge xlbcut",
@@ -427,13 +439,14 @@ fn a_split_brain_makes_both_masters_and_heals_to_one() {
     );
     assert_eq!(bed.vrrp_state(PRIMARY).as_deref(), Some("MASTER"));
     assert_eq!(
-        bed.node_status(PRIMARY).unwrap()["vrrp"]["transitions_total"].as_u64(),
+        transitions_total(&bed, PRIMARY),
         primary_transitions,
         "the primary never left MASTER"
     );
-    eventually("only the primary holds the VIP", || {
+    wait::until("only the primary holds the VIP", WAIT, || {
         bed.has_vip(PRIMARY).unwrap() && !bed.has_vip(SECONDARY).unwrap()
-    });
+    })
+    .unwrap();
 }
 
 /// Sends raw VRRP datagrams from a namespace, as any host on the link could.
@@ -525,7 +538,7 @@ fn bad_adverts_from_the_peer_address_change_nothing() {
     bed.start_node(SECONDARY, &secondary).unwrap();
     // Alone, it becomes master after Master_Down_Interval.
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
-    let transitions = bed.node_status(SECONDARY).unwrap()["vrrp"]["transitions_total"].as_u64();
+    let transitions = transitions_total(&bed, SECONDARY);
 
     let (me, peer) = (NODE_PRIVATE[PRIMARY], NODE_PRIVATE[SECONDARY]);
     let good = Advertisement {
@@ -566,12 +579,12 @@ fn bad_adverts_from_the_peer_address_change_nothing() {
             .iter()
             .map(|name| ((*name).to_owned(), 3))
             .collect();
-    eventually("all 18 counted", || rejected(&bed, SECONDARY) == expected);
+    wait::until("all 18 counted", WAIT, || rejected(&bed, SECONDARY) == expected).unwrap();
     let status = bed.node_status(SECONDARY).unwrap();
     assert_eq!(status["vrrp"]["state"], "MASTER");
     assert_eq!(
         status["vrrp"]["transitions_total"].as_u64(),
-        transitions,
+        Some(transitions),
         "no state changed"
     );
     assert!(bed.has_vip(SECONDARY).unwrap());
@@ -597,7 +610,7 @@ fn in_multicast_mode_an_advert_without_ttl_255_changes_nothing() {
     bed.start_node(SECONDARY, &format!("{}\n{multicast}", base_services()))
         .unwrap();
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
-    let transitions = bed.node_status(SECONDARY).unwrap()["vrrp"]["transitions_total"].as_u64();
+    let transitions = transitions_total(&bed, SECONDARY);
     let advert = Advertisement {
         version: Version::V3,
         vrid: 50,
@@ -608,12 +621,13 @@ fn in_multicast_mode_an_advert_without_ttl_255_changes_nothing() {
     };
     let bytes = advert.encode(NODE_PRIVATE[PRIMARY], MULTICAST_GROUP).unwrap();
     send_raw(&bed, PRIMARY, MULTICAST_GROUP, 254, vec![bytes.clone(); 3]);
-    eventually("counted as ttl", || {
+    wait::until("counted as ttl", WAIT, || {
         rejected(&bed, SECONDARY).get("ttl") == Some(&3)
-    });
+    })
+    .unwrap();
     let status = bed.node_status(SECONDARY).unwrap();
     assert_eq!(status["vrrp"]["state"], "MASTER");
-    assert_eq!(status["vrrp"]["transitions_total"].as_u64(), transitions);
+    assert_eq!(status["vrrp"]["transitions_total"].as_u64(), Some(transitions));
     send_raw(&bed, PRIMARY, MULTICAST_GROUP, 255, vec![bytes]);
     wait_transition(&bed, SECONDARY, "BACKUP");
 }
@@ -654,12 +668,15 @@ fn the_digitalocean_mover_assigns_retries_reconciles_and_never_shows_the_token()
     bed.start_node(PRIMARY, &format!("{}\n{vrrp}", base_services()))
         .unwrap();
     bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
-    eventually("the reserved IP points here", || {
+    wait::until("the reserved IP points here", WAIT, || {
         api.droplet() == Some(THIS_DROPLET)
-    });
-    let status = wait_for(&bed, PRIMARY, "the mover's report", |v| {
-        v["movers"][0]["actions_total"].as_u64() > Some(0)
-    });
+    })
+    .unwrap();
+    let status = bed
+        .wait_vrrp(PRIMARY, "the mover's report", WAIT, |v| {
+            v["movers"][0]["actions_total"].as_u64() > Some(0)
+        })
+        .unwrap();
     let mover = &status["vrrp"]["movers"][0];
     assert_eq!(mover["mover"], "digitalocean");
     assert_eq!(mover["ok"], true, "{mover}");
@@ -672,7 +689,7 @@ fn the_digitalocean_mover_assigns_retries_reconciles_and_never_shows_the_token()
 
     // A split brain (or a person) moves it away: reconciliation takes it back.
     api.point_at(Some(OTHER_DROPLET));
-    eventually("reconciled", || api.droplet() == Some(THIS_DROPLET));
+    wait::until("reconciled", WAIT, || api.droplet() == Some(THIS_DROPLET)).unwrap();
 
     let metrics = bed
         .lb
@@ -726,9 +743,10 @@ fn preemption_back_keeps_the_established_connections() {
     bed.start_node(PRIMARY, &primary).unwrap();
     bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
     let primary_mac = bed.node_public_mac(PRIMARY).unwrap();
-    eventually("the client follows the primary's GARP", || {
+    wait::until("the client follows the primary's GARP", WAIT, || {
         bed.client_vip_mac().unwrap().as_deref() == Some(primary_mac.as_str())
-    });
+    })
+    .unwrap();
     let before = frontend_connections(&bed, PRIMARY);
     for (i, stream) in established.iter_mut().enumerate() {
         let answer = lb_tests::http::get(stream);
@@ -753,10 +771,24 @@ fn preemption_back_keeps_the_established_connections() {
     assert_eq!(frontend_connections(&bed, PRIMARY), before + 1);
 }
 
+/// What the daemon logs when its drain begins, when it ends because the
+/// connections closed, and when `stop_drain` runs out first
+/// (`drain_connections` in lb-user/src/daemon.rs).
+const DRAIN_BEGINS: &str = "draining established connections";
+const DRAINED: &str = ": drained";
+const DRAIN_TIME_OVER: &str = "drain time over";
+
 #[test]
 fn a_stopping_master_keeps_serving_its_connections_while_they_drain() {
+    // Far longer than the test needs: only the closing connections can
+    // end this drain in time.
+    let stop_drain = Duration::from_secs(60);
     let mut bed = pair();
-    start_both(&mut bed, "stop_drain = \"20s\"", "");
+    start_both(
+        &mut bed,
+        &format!("stop_drain = \"{}s\"", stop_drain.as_secs()),
+        "",
+    );
     let mut established: Vec<std::net::TcpStream> = (0..5)
         .map(|_| {
             let mut stream = bed
@@ -766,29 +798,42 @@ fn a_stopping_master_keeps_serving_its_connections_while_they_drain() {
             stream
         })
         .collect();
-    let pid = bed.node_daemon(PRIMARY).unwrap().pid();
-    // SAFETY: plain kill(2) of our child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
-    let secondary_mac = bed.node_public_mac(SECONDARY).unwrap();
-    eventually("the client follows the secondary", || {
-        bed.client_vip_mac().unwrap().as_deref() == Some(secondary_mac.as_str())
-    });
     let mut daemon = bed.take_node_daemon(PRIMARY).unwrap();
+    daemon.signal(libc::SIGTERM);
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
+    let draining = daemon.wait_for_line(DRAIN_BEGINS, WAIT).unwrap();
+    assert!(draining.contains("connections=5"), "{draining}");
+    let secondary_mac = bed.node_public_mac(SECONDARY).unwrap();
+    wait::until("the client follows the secondary", WAIT, || {
+        bed.client_vip_mac().unwrap().as_deref() == Some(secondary_mac.as_str())
+    })
+    .unwrap();
     assert!(!daemon.exited(), "the primary is draining");
     for (i, stream) in established.iter_mut().enumerate() {
         let answer = lb_tests::http::get(stream);
         assert!(answer.is_ok(), "connection {i} still served: {answer:?}");
     }
-    assert!(request(&bed), "new connections go to the secondary");
-    // Closing them ends the drain before its 20 s.
-    drop(established);
-    let started = Instant::now();
-    daemon.stop_with(libc::SIGTERM, WAIT).unwrap();
-    println!(
-        "drain ended {:?} after the last connection closed",
-        started.elapsed()
+    let before = frontend_connections(&bed, SECONDARY);
+    assert!(request(&bed));
+    assert_eq!(
+        frontend_connections(&bed, SECONDARY),
+        before + 1,
+        "new connections go to the secondary"
     );
+    // Closing them ends the drain, and the daemon says why it ended.
+    drop(established);
+    let end = daemon
+        .wait_for_line_where("the end of the drain", stop_drain + WAIT, |line| {
+            line.ends_with(DRAINED) || line.contains(DRAIN_TIME_OVER)
+        })
+        .unwrap();
+    assert!(
+        end.ends_with(DRAINED),
+        "the drain ended because the connections closed, not at stop_drain: {end}"
+    );
+    daemon.wait_exit(WAIT).unwrap();
+    let log = daemon.log_text();
+    assert!(!log.contains(DRAIN_TIME_OVER), "{log}");
 }
 
 /// The id of the XDP program on node `i`'s eth0, as `ip -d link` shows it.

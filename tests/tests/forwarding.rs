@@ -11,7 +11,8 @@ use std::{
 use lb_tests::{
     http,
     testbed::{
-        base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PUBLIC, UDP_PORT, VIP,
+        base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, LB_PUBLIC,
+        UDP_PORT, VIP, WEB_ADDRS,
     },
     unique_tag,
 };
@@ -81,30 +82,99 @@ fn long_lived_connection_keeps_its_backend_while_others_rotate() {
 fn two_clients_with_the_same_source_port_both_work() {
     let mut bed = testbed();
     // A single-backend service forces both connections onto one backend,
-    // where only distinct SNAT ports can keep them apart.
+    // where only distinct SNAT ports can keep them apart. The backend is
+    // this test's own listener, so it can tell what the load balancer sent.
+    let backend_port = 3002;
     let services = format!(
-        "{}\n[[service]]\nname = \"single\"\naddresses = [\"{VIP}\"]\nport = 3001\nbackends = [{{ name = \"web1\", address = \"203.0.113.11:3000\" }}]\n",
-        base_services()
+        "{}\n[[service]]\nname = \"single\"\naddresses = [\"{VIP}\"]\nport = 3001\ncheck = {{ type = \"none\" }}\n\
+         backends = [{{ name = \"web1\", address = \"{}:{backend_port}\" }}]\n",
+        base_services(),
+        WEB_ADDRS[0]
     );
+    let backend = bed.webs[0]
+        .run(move || TcpListener::bind((WEB_ADDRS[0], backend_port)))
+        .unwrap()
+        .unwrap();
     bed.start_lb(&services, &[]).expect("daemon");
-    for port in [3001, FRONTEND_PORT] {
-        let mut a = bed
-            .connect((CLIENT_ADDRS[0], 41000), (VIP, port))
-            .expect("client A");
-        let mut b = bed
-            .connect((CLIENT_ADDRS[1], 41000), (VIP, port))
-            .expect("client B");
-        // Interleave requests while both are open.
-        for _ in 0..5 {
-            let from_a = http::get(&mut a).expect("A answered");
-            let from_b = http::get(&mut b).expect("B answered");
-            assert!(
-                from_a.ends_with("frontend") && from_b.ends_with("frontend"),
-                "{from_a} / {from_b}"
-            );
+
+    let mut clients = CLIENT_ADDRS.map(|client| {
+        let stream = bed
+            .connect((client, 41000), (VIP, 3001))
+            .unwrap_or_else(|e| panic!("client {client}: {e}"));
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+    });
+    // Each client names itself; the backend learns whose connection is whose.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.write_all(&[b'A' + i as u8]).unwrap();
+    }
+    let mut accepted = HashMap::new();
+    for _ in 0..clients.len() {
+        let (mut stream, seen_from) = backend.accept().expect("connection at the backend");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut name = [0u8];
+        stream.read_exact(&mut name).expect("the client's name");
+        assert!(
+            accepted.insert(name[0], (stream, seen_from)).is_none(),
+            "two connections named {}",
+            name[0] as char
+        );
+    }
+    let mut servers: Vec<_> = (0..clients.len())
+        .map(|i| {
+            accepted
+                .remove(&(b'A' + i as u8))
+                .expect("every client reached the backend")
+        })
+        .collect();
+    for (i, (_, seen_from)) in servers.iter().enumerate() {
+        assert_eq!(
+            seen_from.ip(),
+            std::net::IpAddr::V4(LB_PRIVATE),
+            "client {i}: the backend sees the LB, not the client"
+        );
+        assert!(
+            (20_000..=29_999).contains(&seen_from.port()),
+            "client {i}: source port {} outside snat_ports",
+            seen_from.port()
+        );
+    }
+    assert_ne!(
+        servers[0].1.port(),
+        servers[1].1.port(),
+        "one backend, so the two connections need two SNAT ports"
+    );
+    // Interleaved both ways, each byte reaches the right end.
+    for round in 0..5 {
+        for (i, (client, (server, _))) in clients.iter_mut().zip(&mut servers).enumerate() {
+            let request = format!("request {round} from {i}\n");
+            client.write_all(request.as_bytes()).unwrap();
+            let mut got = vec![0; request.len()];
+            server.read_exact(&mut got).expect("request at the backend");
+            assert_eq!(got, request.as_bytes());
+            let answer = format!("answer {round} to {i}\n");
+            server.write_all(answer.as_bytes()).unwrap();
+            let mut got = vec![0; answer.len()];
+            client.read_exact(&mut got).expect("answer at the client");
+            assert_eq!(got, answer.as_bytes());
         }
-        assert_eq!(a.local_addr().unwrap().port(), 41000);
-        assert_eq!(b.local_addr().unwrap().port(), 41000);
+    }
+    drop((clients, servers));
+
+    // The same on the two-backend service, through nginx.
+    let mut a = bed
+        .connect((CLIENT_ADDRS[0], 41000), (VIP, FRONTEND_PORT))
+        .expect("client A");
+    let mut b = bed
+        .connect((CLIENT_ADDRS[1], 41000), (VIP, FRONTEND_PORT))
+        .expect("client B");
+    for _ in 0..5 {
+        let from_a = http::get(&mut a).expect("A answered");
+        let from_b = http::get(&mut b).expect("B answered");
+        assert!(
+            from_a.ends_with("frontend") && from_b.ends_with("frontend"),
+            "{from_a} / {from_b}"
+        );
     }
 }
 

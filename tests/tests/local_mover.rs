@@ -7,18 +7,21 @@
 use std::{
     net::Ipv4Addr,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use lb_tests::{
-    arp::{parse_mac, ArpFrame, ArpSocket, Mac},
+    arp::{ArpFrame, ArpSocket, Mac},
     netns::{veth, Netns},
-    unique_tag,
+    unique_tag, wait,
 };
-use lb_user::failover::{
-    garp::{BROADCAST_MAC, OP_REPLY, OP_REQUEST},
-    guard::run_guard_on,
-    local::{block_on, LocalError, LocalMover, LocalSettings},
+use lb_user::{
+    failover::{
+        garp::{BROADCAST_MAC, OP_REPLY, OP_REQUEST},
+        guard::run_guard_on,
+        local::{block_on, LocalError, LocalMover, LocalSettings},
+    },
+    netdev::parse_mac,
 };
 
 const NODE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -30,6 +33,8 @@ const NODE_IF: &str = "lb0";
 const CLIENT_IF: &str = "cl0";
 /// How long a test waits for a frame that should (or should not) arrive.
 const QUIET: Duration = Duration::from_millis(500);
+/// How long a test waits for something that should happen.
+const WAIT: Duration = Duration::from_secs(5);
 
 /// A node and a client joined by a veth pair, in one /24.
 struct Segment {
@@ -104,7 +109,7 @@ fn mac_of(ns: &Netns, interface: &str) -> Mac {
         .ip(&["-br", "link", "show", "dev", interface])
         .expect("ip link show");
     let mac = brief.split_whitespace().nth(2).expect("a MAC column");
-    parse_mac(mac).expect("a MAC")
+    parse_mac(mac).unwrap_or_else(|| panic!("not a MAC: {mac:?}"))
 }
 
 /// The client's neighbour entry for `address`: its MAC (if any) and state.
@@ -118,21 +123,12 @@ fn neighbour(ns: &Netns, interface: &str, address: Ipv4Addr) -> Option<(Option<M
         .iter()
         .position(|&word| word == "lladdr")
         .and_then(|at| words.get(at + 1))
-        .map(|mac| parse_mac(mac).expect("a MAC"));
+        .map(|mac| parse_mac(mac).unwrap_or_else(|| panic!("not a MAC: {mac:?}")));
     Some((mac, state))
 }
 
 fn ping(ns: &Netns, address: Ipv4Addr) -> anyhow::Result<String> {
     ns.exec("ping", &["-n", "-c", "1", "-W", "2", &address.to_string()])
-}
-
-/// Polls `condition` until it holds; panics naming `what` if it never does.
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !condition() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn capture(ns: &Netns, interface: &'static str) -> ArpSocket {
@@ -358,9 +354,10 @@ fn gratuitous_arp_moves_a_clients_neighbour_entry_to_the_new_master() {
     // A leaves (its release or its guard), B takes over and announces.
     on_node(&node_a, &settings, async |mover| mover.release().await);
     on_node(&node_b, &settings, async |mover| mover.take_over().await);
-    wait_for("the client's entry for the VIP points at node B", || {
+    wait::until("the client's entry for the VIP points at node B", WAIT, || {
         neighbour(&client, CLIENT_IF, VIP).and_then(|(mac, _)| mac) == Some(mac_b)
-    });
+    })
+    .unwrap();
     ping(&client, VIP).expect("node B answers for the VIP");
     let (mac, _) = neighbour(&client, CLIENT_IF, VIP).expect("a neighbour entry");
     assert_eq!(mac, Some(mac_b));

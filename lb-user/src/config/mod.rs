@@ -327,23 +327,43 @@ pub const MAX_CONNTRACK_ENTRIES: u32 = 1 << 24;
 /// The lowest SNAT port: below it are well-known ports of local services.
 pub const MIN_SNAT_PORT: u16 = 1024;
 
+/// Looks up an environment variable: `None` when unset (or not Unicode).
+/// The configuration reads the environment only through one of these
+/// (`token_env`), so that tests can pass a fake one.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process's environment.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, &process_env)
+    }
+
+    /// [`Config::load`], with the environment looked up through `env`.
+    pub fn load_with_env(path: &Path, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_with_env(path, &text, env)
     }
 
     /// Validates `text` as the contents of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(path, text, &process_env)
+    }
+
+    /// [`Config::parse`], with the environment looked up through `env`.
+    pub fn parse_with_env(path: &Path, text: &str, env: EnvLookup<'_>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        Validator { path, text }.config(raw)
+        Validator { path, text, env }.config(raw)
     }
 
     /// The backend `name` of service `service`.
@@ -365,6 +385,7 @@ impl Config {
 struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
+    env: EnvLookup<'a>,
 }
 
 impl Validator<'_> {
@@ -996,9 +1017,11 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
 
     #[test]
     fn shipped_pair_example_is_valid() {
-        std::env::set_var("DIGITALOCEAN_TOKEN", "dop_v1_example");
+        // Its token comes from $DIGITALOCEAN_TOKEN: a fake environment
+        // provides it (tests run in parallel; never set the process's).
+        let env = |name: &str| (name == "DIGITALOCEAN_TOKEN").then(|| "dop_v1_example".to_owned());
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/primary.toml");
-        let config = Config::load(&path).unwrap();
+        let config = Config::load_with_env(&path, &env).unwrap();
         let vrrp = config.vrrp.unwrap();
         assert_eq!((vrrp.vrid, vrrp.priority, vrrp.interval_cs), (50, 200, 10));
         assert_eq!(

@@ -592,8 +592,8 @@ impl Validator<'_> {
         let reserved_ip = self.ipv4(ip, "vrrp.digitalocean reserved_ip")?;
         let token = match (&d.token_file, &d.token_env) {
             (Some(file), None) => self.secret_file(file, "vrrp.digitalocean token_file")?,
-            (None, Some(var)) => match std::env::var(var.get_ref()) {
-                Ok(value) if !value.trim().is_empty() => Secret::new(value.trim().to_owned()),
+            (None, Some(var)) => match (self.env)(var.get_ref()) {
+                Some(value) if !value.trim().is_empty() => Secret::new(value.trim().to_owned()),
                 _ => {
                     return self.error(
                         var.span(),
@@ -816,8 +816,27 @@ master = ["/etc/keepalived/master.sh"]
         assert_eq!(api.api_url, "http://127.0.0.1:9");
         assert_eq!(vrrp.virtual_addresses, [Ipv4Addr::new(45, 55, 123, 242)]);
         assert!(!format!("{vrrp:?}").contains("dop_v1"));
-        let err = error_of("[vrrp]\ninterface = \"eth1\"\nvrid = 50\npriority = 100\nsource_address = \"10.108.0.5\"\n\n[vrrp.digitalocean]\nreserved_ip = \"45.55.123.242\"\ntoken_env = \"XLB_TEST_SURELY_UNSET\"\n");
-        assert!(err.contains("XLB_TEST_SURELY_UNSET"), "{err}");
+        // From the environment: a fake one (never the process's, which
+        // tests running in parallel share).
+        let from_env = "[vrrp]\ninterface = \"eth1\"\nvrid = 50\npriority = 100\nsource_address = \"10.108.0.5\"\n\n[vrrp.digitalocean]\nreserved_ip = \"45.55.123.242\"\ntoken_env = \"XLB_TEST_TOKEN\"\n";
+        let with_env = |value: Option<&str>| {
+            let env = |name: &str| {
+                assert_eq!(name, "XLB_TEST_TOKEN", "only token_env is looked up");
+                value.map(str::to_owned)
+            };
+            Config::parse_with_env(Path::new("lb.toml"), &format!("{BASE}\n{from_env}"), &env)
+        };
+        let vrrp = with_env(Some(" dop_v1_from_env\n")).unwrap().vrrp.unwrap();
+        assert_eq!(
+            vrrp.digitalocean.as_ref().unwrap().token.expose(),
+            "dop_v1_from_env"
+        );
+        assert_eq!(vrrp.secret_env, ["XLB_TEST_TOKEN"]);
+        assert!(!format!("{vrrp:?}").contains("dop_v1"));
+        for unset in [None, Some(""), Some(" \n")] {
+            let err = with_env(unset).expect_err("no token").to_string();
+            assert!(err.contains("$XLB_TEST_TOKEN is not set"), "{err}");
+        }
         let _ = std::fs::remove_file(token);
     }
 }

@@ -61,6 +61,31 @@ pub fn spawn(
     (tx, task)
 }
 
+/// Sets up `command` (the program; it inherits the daemon's environment)
+/// to announce `n`: its arguments, the XLB_VRRP_* variables, and without
+/// the variables named in `secret_env`.
+fn prepare(
+    mut command: Command,
+    args: &[String],
+    n: &Notification,
+    vrid: u8,
+    secret_env: &[String],
+) -> Command {
+    for name in secret_env {
+        command.env_remove(name);
+    }
+    command
+        .args(args)
+        .env("XLB_VRRP_STATE", n.state)
+        .env("XLB_VRRP_PREVIOUS_STATE", n.previous)
+        .env("XLB_VRRP_REASON", &n.reason)
+        .env("XLB_VRRP_PRIORITY", n.priority.to_string())
+        .env("XLB_VRRP_VRID", vrid.to_string())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 async fn run(
     argv: &[String],
     n: &Notification,
@@ -69,19 +94,7 @@ async fn run(
     limit: std::time::Duration,
 ) -> Result<String, String> {
     let started = Instant::now();
-    let mut command = Command::new(&argv[0]);
-    for name in secret_env {
-        command.env_remove(name);
-    }
-    let mut child = command
-        .args(&argv[1..])
-        .env("XLB_VRRP_STATE", n.state)
-        .env("XLB_VRRP_PREVIOUS_STATE", n.previous)
-        .env("XLB_VRRP_REASON", &n.reason)
-        .env("XLB_VRRP_PRIORITY", n.priority.to_string())
-        .env("XLB_VRRP_VRID", vrid.to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
+    let mut child = prepare(Command::new(&argv[0]), &argv[1..], n, vrid, secret_env)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
     match timeout(limit, child.wait()).await {
@@ -109,7 +122,17 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
     use std::time::Duration;
+
+    fn note(state: &'static str, previous: &'static str) -> Notification {
+        Notification {
+            state,
+            previous,
+            reason: "test".into(),
+            priority: 100,
+        }
+    }
 
     #[tokio::test]
     async fn commands_run_in_order_with_the_state_and_time_out() {
@@ -121,7 +144,7 @@ mod tests {
                 "sh".to_owned(),
                 "-c".to_owned(),
                 format!(
-                    "sleep {delay}; echo \"$XLB_VRRP_STATE $XLB_VRRP_PREVIOUS_STATE $XLB_VRRP_REASON$XLB_TEST_NOTIFY_SECRET\" >> {}",
+                    "sleep {delay}; echo \"$XLB_VRRP_STATE $XLB_VRRP_PREVIOUS_STATE $XLB_VRRP_REASON\" >> {}",
                     log.display()
                 ),
             ]
@@ -135,23 +158,16 @@ mod tests {
             timeout: Duration::from_secs(2),
         };
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
-        // A secret in the daemon's environment (token_env) must not reach
-        // the commands: the expected log below has no room for it.
-        std::env::set_var("XLB_TEST_NOTIFY_SECRET", " LEAKED");
-        let (queue, task) = spawn(config, 50, vec!["XLB_TEST_NOTIFY_SECRET".to_owned()], reports_tx);
-        let note = |state, previous| Notification {
-            state,
-            previous,
-            reason: "test".into(),
-            priority: 100,
-        };
+        let (queue, task) = spawn(config, 50, Vec::new(), reports_tx);
         queue.send(note("master", "backup")).unwrap();
         queue.send(note("backup", "master")).unwrap();
         queue.send(note("fault", "backup")).unwrap();
         queue.send(note("stop", "fault")).unwrap();
         let mut results = Vec::new();
         for _ in 0..3 {
-            let r = reports.recv().await.unwrap();
+            let r = within("each notify command's report", reports.recv())
+                .await
+                .unwrap();
             results.push((r.action, r.result.is_ok()));
         }
         assert_eq!(
@@ -168,5 +184,32 @@ mod tests {
         );
         task.abort();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn secrets_in_the_daemons_environment_do_not_reach_the_commands() {
+        // The secret is put in the command's environment, as if inherited
+        // from the daemon's (token_env): never in this process's, which
+        // tests running in parallel share.
+        let mut daemon_env = Command::new("sh");
+        daemon_env
+            .env("XLB_TEST_NOTIFY_SECRET", "LEAKED")
+            .env("XLB_TEST_NOTIFY_OTHER", "kept");
+        let script = "echo \"$XLB_VRRP_STATE $XLB_VRRP_VRID [${XLB_TEST_NOTIFY_SECRET-unset}] $XLB_TEST_NOTIFY_OTHER\"";
+        let mut command = prepare(
+            daemon_env,
+            &["-c".to_owned(), script.to_owned()],
+            &note("master", "backup"),
+            50,
+            &["XLB_TEST_NOTIFY_SECRET".to_owned()],
+        );
+        let output = within("the notify command", command.stdout(Stdio::piped()).output())
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "master 50 [unset] kept\n"
+        );
     }
 }

@@ -244,6 +244,7 @@ async fn connect_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
 
     #[tokio::test]
     async fn a_peer_process_that_goes_away_is_reported_at_once() {
@@ -267,7 +268,7 @@ mod tests {
             tx_there,
         ));
         assert_eq!(
-            rx_here.recv().await,
+            within("the link to the peer", rx_here.recv()).await,
             Some(PeerLinkEvent::Up {
                 peer: there,
                 mac: Some(mac)
@@ -275,8 +276,11 @@ mod tests {
         );
         // "Kill" the other node: its tasks and sockets go away.
         node_there.abort();
-        let _ = node_there.await;
-        assert_eq!(rx_here.recv().await, Some(PeerLinkEvent::Closed(there)));
+        let _ = within("the aborted peer's end", node_there).await;
+        assert_eq!(
+            within("the closed link's report", rx_here.recv()).await,
+            Some(PeerLinkEvent::Closed(there))
+        );
         node_here.abort();
     }
 

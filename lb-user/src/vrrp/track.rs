@@ -223,6 +223,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::within;
 
     fn track(kind: TrackKind, fall: u32) -> TrackConfig {
         TrackConfig {
@@ -249,11 +250,11 @@ mod tests {
             None,
             &[],
         );
-        assert!(updates.recv().await.unwrap().ok);
+        assert!(within("the first update", updates.recv()).await.unwrap().ok);
         tx.send_modify(|n| {
             n.healthy_backends.insert("web".into(), 0);
         });
-        let down = updates.recv().await.unwrap();
+        let down = within("the update to down", updates.recv()).await.unwrap();
         assert!(!down.ok);
         assert_eq!(down.detail, "service web has no backend up");
         tasks.iter().for_each(JoinHandle::abort);
@@ -275,7 +276,9 @@ mod tests {
         );
         let mut seen = [None, None];
         for _ in 0..2 {
-            let u = updates.recv().await.unwrap();
+            let u = within("each command's first update", updates.recv())
+                .await
+                .unwrap();
             seen[u.index] = Some(u.ok);
         }
         assert_eq!(seen, [Some(true), Some(false)]);
