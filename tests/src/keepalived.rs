@@ -119,6 +119,13 @@ impl Config {
         self
     }
 
+    /// Another virtual router id than the testbed's.
+    #[must_use]
+    pub fn vrid(mut self, vrid: u8) -> Self {
+        self.vrid = vrid;
+        self
+    }
+
     #[must_use]
     pub fn initial_state(mut self, state: State) -> Self {
         self.initial_state = state;

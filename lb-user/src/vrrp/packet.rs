@@ -315,6 +315,114 @@ mod tests {
         ));
     }
 
+    /// Adverts sent by a real keepalived, captured once by hand; the
+    /// fixtures are the VRRP messages (what `decode` takes) and the IP
+    /// addresses they travelled with, from the IP headers tcpdump showed.
+    ///
+    /// keepalived v2.2.7 (Debian 12's 1:2.2.7-1+b2), started as
+    /// `keepalived -n -l -G -D --vrrp -f keepalived.conf` in a namespace
+    /// whose eth1 (203.0.113.3/24) is a veth to a second namespace
+    /// (203.0.113.2/24) and whose eth0 is another veth, with
+    ///
+    /// ```text
+    /// global_defs {
+    ///     vrrp_version 3
+    /// }
+    /// vrrp_instance VI_1 {
+    ///     interface eth1
+    ///     state MASTER
+    ///     priority 200
+    ///     virtual_router_id 50
+    ///     advert_int 0.1
+    ///     unicast_src_ip 203.0.113.3
+    ///     unicast_peer {
+    ///         203.0.113.2
+    ///     }
+    ///     virtual_ipaddress {
+    ///         198.51.100.100/32 dev eth0
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// and captured in the second namespace with
+    /// `tcpdump -i eth1 -n -xx -vv -c 5 ip proto 112`: every advert was
+    /// these bytes after the 20-byte IP header (tos 0xc0, ttl 255).
+    const KEEPALIVED_MASTER: [u8; 12] = [
+        0x31, 0x32, 0xc8, 0x01, 0x00, 0x0a, 0x63, 0xa6, 0xc6, 0x33, 0x64, 0x64,
+    ];
+    /// The same keepalived on SIGTERM ("(VI_1) sent 0 priority"), captured
+    /// with the filter `ip proto 112 and ip[22] = 0`.
+    const KEEPALIVED_STOPPING: [u8; 12] = [
+        0x31, 0x32, 0x00, 0x01, 0x00, 0x0a, 0x2b, 0xa7, 0xc6, 0x33, 0x64, 0x64,
+    ];
+    /// The same configuration without `unicast_src_ip` and `unicast_peer`
+    /// (multicast), captured the same way.
+    const KEEPALIVED_MULTICAST: [u8; 12] = [
+        0x31, 0x32, 0xc8, 0x01, 0x00, 0x0a, 0xbf, 0x96, 0xc6, 0x33, 0x64, 0x64,
+    ];
+    const KEEPALIVED_SRC: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 3);
+    const KEEPALIVED_PEER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+    const KEEPALIVED_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+
+    /// The captured adverts: (bytes, destination, priority).
+    const KEEPALIVED_CAPTURES: [(&[u8], Ipv4Addr, u8); 3] = [
+        (&KEEPALIVED_MASTER, KEEPALIVED_PEER, 200),
+        (&KEEPALIVED_STOPPING, KEEPALIVED_PEER, 0),
+        (&KEEPALIVED_MULTICAST, MULTICAST_GROUP, 200),
+    ];
+
+    #[test]
+    fn keepalived_version_3_adverts_decode_field_by_field() {
+        for (bytes, destination, priority) in KEEPALIVED_CAPTURES {
+            let advert = Advertisement::decode(bytes, KEEPALIVED_SRC, destination)
+                .unwrap_or_else(|e| panic!("{bytes:02x?} to {destination}: {e}"));
+            // Every field, spelled out rather than compared with our own encoding.
+            assert_eq!(bytes[0] >> 4, 3, "version nibble");
+            assert_eq!(bytes[0] & 0x0f, TYPE_ADVERTISEMENT, "type nibble");
+            assert_eq!(advert.version, Version::V3);
+            assert_eq!(advert.vrid, 50);
+            assert_eq!(advert.priority, priority);
+            // advert_int 0.1: 10 centiseconds, with the reserved bits clear.
+            assert_eq!(advert.interval_cs, 10);
+            assert_eq!(bytes[3], 1, "count of addresses");
+            assert_eq!(advert.addresses, vec![KEEPALIVED_VIP]);
+            assert_eq!(advert.auth, None);
+            // The checksum covers the pseudo-header of the addresses it
+            // travelled with: summed with them, the message folds to zero...
+            assert_eq!(checksum(Version::V3, KEEPALIVED_SRC, destination, bytes), 0);
+            // ...and with any other destination (or none) it does not verify.
+            for other in [KEEPALIVED_SRC, KEEPALIVED_PEER, MULTICAST_GROUP] {
+                if other != destination {
+                    assert_eq!(
+                        Advertisement::decode(bytes, KEEPALIVED_SRC, other),
+                        Err(DecodeError::Checksum),
+                        "{bytes:02x?} claimed to go to {other}"
+                    );
+                }
+            }
+            assert_ne!(checksum(Version::V2, KEEPALIVED_SRC, destination, bytes), 0);
+        }
+    }
+
+    #[test]
+    fn our_encoding_of_keepalived_fields_is_its_bytes() {
+        for (bytes, destination, priority) in KEEPALIVED_CAPTURES {
+            let advert = Advertisement {
+                version: Version::V3,
+                vrid: 50,
+                priority,
+                interval_cs: 10,
+                addresses: vec![KEEPALIVED_VIP],
+                auth: None,
+            };
+            assert_eq!(
+                advert.encode(KEEPALIVED_SRC, destination).unwrap(),
+                bytes,
+                "priority {priority} to {destination}"
+            );
+        }
+    }
+
     #[test]
     fn intervals_outside_each_version_are_refused() {
         let mut advert = v2();
