@@ -303,22 +303,36 @@ impl Keepalived {
 
     /// Waits until a log line contains `needle`.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.log_lines().iter().any(|line| line.contains(needle)) {
-                return Ok(());
-            }
-            let exited = self.exited();
-            if Instant::now() > deadline || exited {
-                bail!(
-                    "keepalived {} did not log {needle:?} within {timeout:?}{}; log:\n{}",
-                    self.name,
-                    if exited { " (it exited)" } else { "" },
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        self.wait_until(&format!("log {needle:?}"), timeout, |k| {
+            k.log_lines().iter().any(|line| line.contains(needle))
+        })
+    }
+
+    /// Waits until `condition` holds; fails naming `what`, with the log,
+    /// after `timeout`, or as soon as keepalived has exited.
+    fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&Self) -> bool,
+    ) -> anyhow::Result<()> {
+        let mut exited = false;
+        let waited = crate::wait::until(what, timeout, || {
+            exited = self.exited();
+            exited || condition(self)
+        });
+        if condition(self) {
+            return Ok(());
         }
+        bail!(
+            "keepalived {}: {}; log:\n{}",
+            self.name,
+            match waited {
+                Err(e) => e.to_string(),
+                Ok(()) => format!("it exited before it would {what}"),
+            },
+            self.log_text()
+        )
     }
 
     /// The state it last entered, if any yet.
@@ -335,22 +349,9 @@ impl Keepalived {
 
     /// Waits until the last state entered is `state`.
     pub fn wait_state(&mut self, state: State, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.state() == Some(state) {
-                return Ok(());
-            }
-            if Instant::now() > deadline || self.exited() {
-                bail!(
-                    "keepalived {} is not {} after {timeout:?} (last: {:?}); log:\n{}",
-                    self.name,
-                    state.name(),
-                    self.state(),
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.wait_until(&format!("enter {}", state.name()), timeout, |k| {
+            k.state() == Some(state)
+        })
     }
 
     #[must_use]
@@ -389,20 +390,10 @@ impl Keepalived {
     pub fn stop(mut self, timeout: Duration) -> anyhow::Result<()> {
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.child.try_wait()?.is_some() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "keepalived {} did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.name,
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let exited = crate::wait::until("exit after SIGTERM", timeout, || {
+            !matches!(self.child.try_wait(), Ok(None))
+        });
+        exited.with_context(|| format!("keepalived {}; log:\n{}", self.name, self.log_text()))
     }
 
     /// Sends `signal` to the process group and, in case a child left it,

@@ -12,6 +12,7 @@ mod setup;
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicI32, Ordering},
     time::Instant,
 };
 
@@ -74,12 +75,14 @@ enum BenchPart {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Ctrl-C reaches the whole process group: the testbed and the bench
-    // catch it and clean up; we wait for them rather than die first. A
-    // handler (unlike SIG_IGN) is not inherited by the programs we start.
-    // SAFETY: the handler does nothing.
+    // catch it and clean up; we wait for them rather than die first, and
+    // pass on a signal sent to us alone. A handler (unlike SIG_IGN) is not
+    // inherited by the programs we start.
+    // SAFETY: the handler only reads an atomic and calls kill(2), both
+    // async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, ignore_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, ignore_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, forward_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, forward_signal as *const () as libc::sighandler_t);
     }
     let started = Instant::now();
     let needs_root = !matches!(cli.command, Cmd::Setup | Cmd::Build);
@@ -101,7 +104,16 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-extern "C" fn ignore_signal(_: libc::c_int) {}
+/// The program we are waiting for, 0 when none.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(signal: libc::c_int) {
+    let child = CHILD.load(Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child, signal) };
+    }
+}
 
 /// Workspace root.
 fn root() -> PathBuf {
@@ -128,7 +140,11 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {cmd:?}"))?;
+    CHILD.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+    let status = child.wait();
+    CHILD.store(0, Ordering::SeqCst);
+    let status = status.with_context(|| format!("wait for {cmd:?}"))?;
     anyhow::ensure!(status.success(), "{cmd:?} failed ({status})");
     Ok(())
 }

@@ -31,7 +31,7 @@ const PACKAGES: &[Package] = &[
     Package {
         name: "libstd-rust-web-dev-bpf",
         marker: "/usr/lib/rustlib/bpfel-unknown-none/lib",
-        why: "a prebuilt `core` for bpfel-unknown-none (rustup cannot fetch rust-src here)",
+        why: "a prebuilt `core` for bpfel-unknown-none, so no nightly or rust-src is needed",
     },
     Package {
         name: "llvm-22-dev",
@@ -228,28 +228,36 @@ fn missing_packages(root: &Path) -> Vec<&'static Package> {
 }
 
 fn ensure_can_install(missing: &[&Package], root: bool) -> anyhow::Result<()> {
-    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
     let has_apt = Command::new("apt-get")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    match install_refusal(missing, has_apt, root) {
+        Some(refusal) => bail!(refusal),
+        None => Ok(()),
+    }
+}
+
+/// Why `missing` cannot be installed here, and what to do instead.
+fn install_refusal(missing: &[&Package], has_apt: bool, root: bool) -> Option<String> {
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
     if !has_apt {
-        bail!(
+        return Some(format!(
             "these Debian packages are missing and this machine has no apt-get to install \
              them: {}.\nxlb's setup knows Debian 12 and Ubuntu; elsewhere install the \
              equivalents by hand (a rustc that can target bpfel-unknown-none with its `core`, \
              or a rustup nightly with rust-src; LLVM 22; the testbed's tools), then run this \
              again",
             names.join(" ")
-        );
+        ));
     }
     if !root {
-        bail!(
+        return Some(format!(
             "installing {} needs root: run `sudo env \"PATH=$PATH\" cargo xtask setup`",
             names.join(" ")
-        );
+        ));
     }
-    Ok(())
+    None
 }
 
 fn install_packages(missing: &[&Package]) -> anyhow::Result<()> {
@@ -421,6 +429,21 @@ mod tests {
         assert!(!missing.contains(&"keepalived"));
         assert_eq!(missing.len(), PACKAGES.len() - 1);
         std::fs::remove_dir_all(empty).unwrap();
+    }
+
+    #[test]
+    fn a_machine_without_apt_or_root_is_told_what_to_do() {
+        let missing: Vec<&Package> = PACKAGES.iter().take(2).collect();
+        let no_apt = install_refusal(&missing, false, true).unwrap();
+        assert!(no_apt.contains("no apt-get"), "{no_apt}");
+        assert!(no_apt.contains("rustc-web libstd-rust-web-dev-bpf"), "{no_apt}");
+        let not_root = install_refusal(&missing, true, false).unwrap();
+        assert!(not_root.contains("needs root"), "{not_root}");
+        assert!(
+            not_root.contains("sudo env \"PATH=$PATH\" cargo xtask setup"),
+            "{not_root}"
+        );
+        assert_eq!(install_refusal(&missing, true, true), None);
     }
 
     #[test]
