@@ -1,6 +1,6 @@
 //! Which toolchain can build the XDP program, or what to do when none can.
-//! Shared by `build.rs` and its test (`tests/build_script.rs`), so that the
-//! error a new user sees is the one that is tested.
+//! Shared by `build.rs` and its test (`xtask/tests/build_script_error.rs`),
+//! so that the error a new user sees is the one that is tested.
 
 /// What the build found on this machine.
 #[derive(Clone, Copy, Debug, Default)]

@@ -74,10 +74,11 @@ enum BenchPart {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // Ctrl-C reaches the whole process group: the testbed and the bench
-    // catch it and clean up; we wait for them rather than die first, and
-    // pass on a signal sent to us alone. A handler (unlike SIG_IGN) is not
-    // inherited by the programs we start.
+    // We wait for the program we started rather than die first, and pass
+    // SIGINT and SIGTERM on to it: the testbed and the bench catch them and
+    // clean up. A Ctrl-C, which reaches the whole process group, so arrives
+    // twice: harmless, their handlers only set a flag. A handler (unlike
+    // SIG_IGN) is not inherited by the programs we start.
     // SAFETY: the handler only reads an atomic and calls kill(2), both
     // async-signal-safe.
     unsafe {

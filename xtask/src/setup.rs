@@ -15,92 +15,75 @@ use anyhow::{bail, Context};
 
 use crate::step;
 
-/// A Debian package, a path that shows it is installed, and why we need it.
+/// A Debian package and why we need it.
 struct Package {
     name: &'static str,
-    marker: &'static str,
     why: &'static str,
 }
 
 const PACKAGES: &[Package] = &[
     Package {
         name: "rustc-web",
-        marker: "/usr/bin/rustc",
         why: "Debian's rustc 1.96 (LLVM 22), which builds the XDP program for the BPF target",
     },
     Package {
         name: "libstd-rust-web-dev-bpf",
-        marker: "/usr/lib/rustlib/bpfel-unknown-none/lib",
         why: "a prebuilt `core` for bpfel-unknown-none, so no nightly or rust-src is needed",
     },
     Package {
         name: "llvm-22-dev",
-        marker: "/usr/lib/llvm-22/bin/llvm-config",
         why: "LLVM 22, which bpf-linker links against",
     },
     Package {
         name: "libzstd-dev",
-        marker: "/usr/include/zstd.h",
-        why: "linked into bpf-linker with LLVM",
+        why: "bpf-linker links it with LLVM (llvm-config --system-libs)",
     },
     Package {
         name: "zlib1g-dev",
-        marker: "/usr/include/zlib.h",
-        why: "linked into bpf-linker with LLVM",
+        why: "bpf-linker links it with LLVM (llvm-config --system-libs)",
     },
     Package {
         name: "iproute2",
-        marker: "/usr/sbin/ip",
         why: "network namespaces, veths and bridges of the testbed",
     },
     Package {
         name: "ethtool",
-        marker: "/usr/sbin/ethtool",
         why: "offload settings of the testbed's veths",
     },
     Package {
         name: "iputils-ping",
-        marker: "/usr/bin/ping",
         why: "reachability checks of the testbed",
     },
     Package {
         name: "nginx-light",
-        marker: "/usr/sbin/nginx",
         why: "the testbed's web servers",
     },
     Package {
         name: "haproxy",
-        marker: "/usr/sbin/haproxy",
         why: "the reference load balancer, compared in the bench",
     },
     Package {
         name: "keepalived",
-        marker: "/usr/sbin/keepalived",
         why: "the reference VRRP daemon: interop tests and the failover bench",
     },
     Package {
         name: "nftables",
-        marker: "/usr/sbin/nft",
         why: "kernel NAT, the bench's baseline",
     },
     Package {
         name: "wrk",
-        marker: "/usr/bin/wrk",
         why: "the bench's HTTP load",
     },
     Package {
         name: "curl",
-        marker: "/usr/bin/curl",
         why: "the testbed's client and metrics scrapes",
     },
     Package {
         name: "procps",
-        marker: "/usr/bin/ps",
         why: "process accounting in tests and the bench",
     },
     Package {
         name: "util-linux",
-        marker: "/usr/bin/setpriv",
         why: "setpriv: a test runs the CLI as an unprivileged user",
     },
 ];
@@ -122,25 +105,15 @@ pub fn ensure_all(purpose: Purpose) -> anyhow::Result<()> {
     let root = is_root();
     if purpose.needs_root && !root {
         bail!(
-            "this needs root (network namespaces, XDP). Run it as root, keeping your PATH:\n  \
-             sudo env \"PATH=$PATH\" cargo xtask {}",
-            std::env::args().nth(1).unwrap_or_default()
+            "this needs root (network namespaces, XDP). Run it as root with your toolchain:\n  {}",
+            as_root(&std::env::args().skip(1).collect::<Vec<_>>())
         );
     }
     if purpose.needs_root {
         check_kernel(Path::new("/"))?;
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(missing) = cargo_bin_missing_from_path(&cargo_home(), &path) {
-        bail!(
-            "{} is not on PATH, so bpf-linker (installed there) cannot be found. Add it, e.g.\n  \
-             export PATH=\"{}:$PATH\"",
-            missing.display(),
-            missing.display()
-        );
-    }
 
-    let missing = missing_packages(Path::new("/"));
+    let missing = missing_packages();
     let mut did_something = false;
     if !missing.is_empty() {
         ensure_can_install(&missing, root)?;
@@ -148,6 +121,15 @@ pub fn ensure_all(purpose: Purpose) -> anyhow::Result<()> {
         did_something = true;
     }
     if !bpf_linker_runs() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(bin) = cargo_bin_missing_from_path(&cargo_home(), &path) {
+            bail!(
+                "{} is not on PATH, so bpf-linker, which `cargo install` puts there, could not be \
+                 found by the build. Add it, e.g.\n  export PATH=\"{}:$PATH\"",
+                bin.display(),
+                bin.display()
+            );
+        }
         install_bpf_linker()?;
         did_something = true;
     }
@@ -157,6 +139,18 @@ pub fn ensure_all(purpose: Purpose) -> anyhow::Result<()> {
         step("setup: every package and bpf-linker present, nothing to install");
     }
     Ok(())
+}
+
+/// The command that runs `cargo xtask ARGS` as root with the caller's
+/// rustup toolchain (sudo resets HOME, and with it where rustup looks).
+fn as_root(args: &[String]) -> String {
+    format!(
+        "sudo env \"PATH=$PATH\" \"RUSTUP_HOME=${{RUSTUP_HOME:-$HOME/.rustup}}\" \
+         \"CARGO_HOME=${{CARGO_HOME:-$HOME/.cargo}}\" cargo xtask {}",
+        args.join(" ")
+    )
+    .trim_end()
+    .to_owned()
 }
 
 fn is_root() -> bool {
@@ -220,10 +214,52 @@ fn check_kernel(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn missing_packages(root: &Path) -> Vec<&'static Package> {
+/// The packages dpkg does not list as installed (all of them where there is
+/// no dpkg).
+fn missing_packages() -> Vec<&'static Package> {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Package} ${db:Status-Status}\\n"])
+        .args(PACKAGES.iter().map(|p| p.name))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    not_installed(&output)
+}
+
+/// Reads `dpkg-query -W -f '${Package} ${db:Status-Status}\n'`: a package
+/// it does not mention, or mentions in any state but `installed` (removed
+/// with its configuration left, half-installed), is missing.
+fn not_installed(dpkg_query: &str) -> Vec<&'static Package> {
+    let installed: Vec<&str> = dpkg_query
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(_, status)| status.trim() == "installed")
+        .map(|(name, _)| name)
+        .collect();
     PACKAGES
         .iter()
-        .filter(|package| !root.join(package.marker.trim_start_matches('/')).exists())
+        .filter(|package| !installed.contains(&package.name))
+        .collect()
+}
+
+/// Reads `apt-cache policy NAMES...`: the names that have no installation
+/// candidate (unknown to this release's archive, or `Candidate: (none)`).
+fn without_candidate<'a>(names: &[&'a str], apt_cache_policy: &str) -> Vec<&'a str> {
+    let mut available = Vec::new();
+    let mut current = None;
+    for line in apt_cache_policy.lines() {
+        if !line.starts_with(' ') {
+            current = line.strip_suffix(':');
+        } else if let (Some(name), Some(candidate)) = (current, line.trim().strip_prefix("Candidate:")) {
+            if candidate.trim() != "(none)" {
+                available.push(name);
+            }
+        }
+    }
+    names
+        .iter()
+        .copied()
+        .filter(|name| !available.contains(name))
         .collect()
 }
 
@@ -244,17 +280,18 @@ fn install_refusal(missing: &[&Package], has_apt: bool, root: bool) -> Option<St
     if !has_apt {
         return Some(format!(
             "these Debian packages are missing and this machine has no apt-get to install \
-             them: {}.\nxlb's setup knows Debian 12 and Ubuntu; elsewhere install the \
+             them: {}.\nxlb's setup is made for Debian 12 (bookworm); elsewhere install the \
              equivalents by hand (a rustc that can target bpfel-unknown-none with its `core`, \
-             or a rustup nightly with rust-src; LLVM 22; the testbed's tools), then run this \
-             again",
+             or a rustup nightly with rust-src; bpf-linker built against LLVM 22; the \
+             testbed's tools), then run this again",
             names.join(" ")
         ));
     }
     if !root {
         return Some(format!(
-            "installing {} needs root: run `sudo env \"PATH=$PATH\" cargo xtask setup`",
-            names.join(" ")
+            "installing {} needs root: run\n  {}",
+            names.join(" "),
+            as_root(&["setup".to_owned()])
         ));
     }
     None
@@ -263,7 +300,7 @@ fn install_refusal(missing: &[&Package], has_apt: bool, root: bool) -> Option<St
 fn install_packages(missing: &[&Package]) -> anyhow::Result<()> {
     let started = Instant::now();
     step(&format!(
-        "installing {} Debian packages (apt-get; about a minute):",
+        "installing {} Debian packages with apt-get (about 30 s), then bpf-linker:",
         missing.len()
     ));
     for package in missing {
@@ -280,6 +317,22 @@ fn install_packages(missing: &[&Package]) -> anyhow::Result<()> {
     }
     let result = (|| {
         crate::run(Command::new("apt-get").args(["update", "-q"]))?;
+        let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+        let policy = Command::new("apt-cache")
+            .arg("policy")
+            .args(&names)
+            .output()
+            .context("apt-cache policy")?;
+        let unavailable = without_candidate(&names, &String::from_utf8_lossy(&policy.stdout));
+        if !unavailable.is_empty() {
+            bail!(
+                "this release's archive has no {}: xlb's setup is made for Debian 12 (bookworm), \
+                 whose rustc-web 1.96 and LLVM 22 build the XDP program. Elsewhere install a rustc \
+                 that can target bpfel-unknown-none (or a rustup nightly with rust-src) and \
+                 bpf-linker by hand",
+                unavailable.join(", ")
+            );
+        }
         crate::run(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -291,7 +344,7 @@ fn install_packages(missing: &[&Package]) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(policy);
     }
     result?;
-    let still_missing: Vec<&str> = missing_packages(Path::new("/")).iter().map(|p| p.name).collect();
+    let still_missing: Vec<&str> = missing_packages().iter().map(|p| p.name).collect();
     anyhow::ensure!(
         still_missing.is_empty(),
         "apt-get succeeded but these are still missing: {}",
@@ -312,7 +365,7 @@ fn install_bpf_linker() -> anyhow::Result<()> {
     let started = Instant::now();
     step(&format!(
         "building bpf-linker {BPF_LINKER_VERSION} from crates.io against LLVM 22 (it links \
-         the XDP program; about 2 minutes on 2 cores)"
+         the XDP program; about a minute on 2 cores)"
     ));
     crate::run(
         Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -418,17 +471,52 @@ mod tests {
     }
 
     #[test]
-    fn missing_packages_are_read_from_their_marker_files() {
-        let empty = std::env::temp_dir().join(format!("xtask-empty-{}", std::process::id()));
-        std::fs::create_dir_all(&empty).unwrap();
-        assert_eq!(missing_packages(&empty).len(), PACKAGES.len());
-        let marker = empty.join("usr/sbin/keepalived");
-        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
-        std::fs::write(&marker, "").unwrap();
-        let missing: Vec<&str> = missing_packages(&empty).iter().map(|p| p.name).collect();
-        assert!(!missing.contains(&"keepalived"));
-        assert_eq!(missing.len(), PACKAGES.len() - 1);
-        std::fs::remove_dir_all(empty).unwrap();
+    fn packages_dpkg_does_not_call_installed_are_missing() {
+        // What dpkg-query printed here after `apt-get purge keepalived` left
+        // nothing and `apt-get remove haproxy` left its configuration.
+        let output = PACKAGES
+            .iter()
+            .filter(|p| p.name != "keepalived")
+            .map(|p| {
+                let status = if p.name == "haproxy" {
+                    "config-files"
+                } else {
+                    "installed"
+                };
+                format!("{} {status}\n", p.name)
+            })
+            .collect::<String>();
+        let missing: Vec<&str> = not_installed(&output).iter().map(|p| p.name).collect();
+        assert_eq!(missing, ["haproxy", "keepalived"]);
+        assert_eq!(not_installed("").len(), PACKAGES.len(), "no dpkg: all missing");
+    }
+
+    #[test]
+    fn this_machines_dpkg_answers_in_the_format_read() {
+        // util-linux is essential in Debian: always installed.
+        assert!(!missing_packages().iter().any(|p| p.name == "util-linux"));
+    }
+
+    #[test]
+    fn packages_without_a_candidate_are_named() {
+        let policy = "rustc-web:\n  Installed: (none)\n  Candidate: 1.96.0+dfsg1-1~deb12u2\n  \
+                      Version table:\n     1.96.0+dfsg1-1~deb12u2 500\n\
+                      llvm-22-dev:\n  Installed: (none)\n  Candidate: (none)\n";
+        assert_eq!(
+            without_candidate(&["rustc-web", "llvm-22-dev", "libstd-rust-web-dev-bpf"], policy),
+            ["llvm-22-dev", "libstd-rust-web-dev-bpf"],
+            "no candidate, and unknown to apt-cache altogether"
+        );
+    }
+
+    #[test]
+    fn the_root_command_keeps_the_callers_toolchain_and_arguments() {
+        let command = as_root(&["bench".to_owned(), "--only".to_owned(), "soak".to_owned()]);
+        assert_eq!(
+            command,
+            "sudo env \"PATH=$PATH\" \"RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}\" \
+             \"CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}\" cargo xtask bench --only soak"
+        );
     }
 
     #[test]
@@ -439,10 +527,7 @@ mod tests {
         assert!(no_apt.contains("rustc-web libstd-rust-web-dev-bpf"), "{no_apt}");
         let not_root = install_refusal(&missing, true, false).unwrap();
         assert!(not_root.contains("needs root"), "{not_root}");
-        assert!(
-            not_root.contains("sudo env \"PATH=$PATH\" cargo xtask setup"),
-            "{not_root}"
-        );
+        assert!(not_root.ends_with(&as_root(&["setup".to_owned()])), "{not_root}");
         assert_eq!(install_refusal(&missing, true, true), None);
     }
 

@@ -8,8 +8,18 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde_json::{json, Value};
 
-/// Workspace crates xtask may use: light, shared, crates.io-only. None today.
+/// Workspace crates xtask may use: light, shared, crates.io-only, no build
+/// script. None today.
 const LIGHT_WORKSPACE_CRATES: &[&str] = &[];
+
+/// crates.io crates that build BPF programs or need LLVM: never in xtask's
+/// graph, whatever brings them in.
+fn needs_bpf_toolchain(name: &str) -> bool {
+    name.starts_with("aya")
+        || name.starts_with("llvm-sys")
+        || name.starts_with("libbpf")
+        || name == "bpf-linker"
+}
 
 fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -26,10 +36,21 @@ fn metadata() -> Value {
     serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
 }
 
+fn has_build_script(package: &Value) -> bool {
+    package["targets"].as_array().into_iter().flatten().any(|t| {
+        t["kind"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|k| k == "custom-build")
+    })
+}
+
 /// Why `root`'s build would need more than crates.io and rustup stable: one
 /// line per offending crate it reaches (dev-dependencies counted for `root`
-/// itself, since `cargo test -p xtask` builds them too).
-fn violations(metadata: &Value, root: &str) -> Vec<String> {
+/// itself, since `cargo test -p xtask` builds them too). `light` names the
+/// workspace crates it may use.
+fn violations(metadata: &Value, root: &str, light: &[&str]) -> Vec<String> {
     let packages: HashMap<&str, &Value> = metadata["packages"]
         .as_array()
         .expect("packages")
@@ -57,6 +78,9 @@ fn violations(metadata: &Value, root: &str) -> Vec<String> {
     let mut seen = BTreeSet::from([root_id]);
     let mut queue = VecDeque::from([(root_id, vec![root.to_owned()])]);
     let mut found = Vec::new();
+    if has_build_script(packages[root_id]) {
+        found.push(format!("{root} itself has a build script"));
+    }
     while let Some((id, path)) = queue.pop_front() {
         for dep in nodes[id]["deps"].as_array().into_iter().flatten() {
             let counted = dep["dep_kinds"]
@@ -73,19 +97,14 @@ fn violations(metadata: &Value, root: &str) -> Vec<String> {
             let mut path = path.clone();
             path.push(name.to_owned());
             let via = path.join(" -> ");
-            let has_build_script = package["targets"].as_array().into_iter().flatten().any(|t| {
-                t["kind"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|k| k == "custom-build")
-            });
             if members.contains(dep_id) {
-                if !LIGHT_WORKSPACE_CRATES.contains(&name) {
+                if !light.contains(&name) {
                     found.push(format!("workspace crate {name} ({via})"));
-                } else if has_build_script {
+                } else if has_build_script(package) {
                     found.push(format!("workspace crate {name} has a build script ({via})"));
                 }
+            } else if needs_bpf_toolchain(name) {
+                found.push(format!("{name} builds BPF programs or needs LLVM ({via})"));
             } else if !package["source"]
                 .as_str()
                 .is_some_and(|s| s.starts_with("registry+"))
@@ -100,7 +119,7 @@ fn violations(metadata: &Value, root: &str) -> Vec<String> {
 
 #[test]
 fn xtask_builds_without_the_bpf_toolchain() {
-    let found = violations(&metadata(), "xtask");
+    let found = violations(&metadata(), "xtask", LIGHT_WORKSPACE_CRATES);
     assert!(
         found.is_empty(),
         "xtask must build before setup has installed the BPF toolchain, but it reaches:\n{}",
@@ -113,7 +132,7 @@ fn xtask_builds_without_the_bpf_toolchain() {
 /// program).
 #[test]
 fn the_check_flags_a_crate_that_needs_the_toolchain() {
-    let found = violations(&metadata(), "lb-bench");
+    let found = violations(&metadata(), "lb-bench", LIGHT_WORKSPACE_CRATES);
     assert!(
         found.iter().any(|v| v.starts_with("workspace crate lb-user ")),
         "{found:?}"
@@ -122,6 +141,7 @@ fn the_check_flags_a_crate_that_needs_the_toolchain() {
 
 #[test]
 fn the_check_flags_build_scripts_and_other_sources_in_a_made_up_graph() {
+    const CRATES_IO: Option<&str> = Some("registry+https://github.com/rust-lang/crates.io-index");
     let package = |id: &str, source: Option<&str>, build_script: bool| {
         let mut targets = vec![json!({"kind": ["lib"]})];
         if build_script {
@@ -130,30 +150,41 @@ fn the_check_flags_build_scripts_and_other_sources_in_a_made_up_graph() {
         json!({"id": id, "name": id, "source": source, "targets": targets})
     };
     let dep = |pkg: &str, kind: Option<&str>| json!({"pkg": pkg, "dep_kinds": [{"kind": kind}]});
-    let metadata = json!({
-        "packages": [
-            package("xtask", None, false),
-            package("heavy", None, true),
-            package("clap", Some("registry+https://github.com/rust-lang/crates.io-index"), true),
-            package("gitdep", Some("git+https://example.invalid/x"), false),
-            package("devonly", Some("registry+https://github.com/rust-lang/crates.io-index"), false),
-        ],
-        "workspace_members": ["xtask", "heavy"],
-        "resolve": {"nodes": [
-            {"id": "xtask", "deps": [dep("clap", None), dep("heavy", Some("dev"))]},
-            {"id": "clap", "deps": [dep("gitdep", Some("build")), dep("devonly", Some("dev"))]},
-            {"id": "heavy", "deps": []},
-            {"id": "gitdep", "deps": []},
-            {"id": "devonly", "deps": []},
-        ]},
-    });
-    let found = violations(&metadata, "xtask");
+    let metadata = |xtask_build_script: bool| {
+        json!({
+            "packages": [
+                package("xtask", None, xtask_build_script),
+                package("heavy", None, true),
+                package("shared", None, true),
+                package("clap", CRATES_IO, true),
+                package("gitdep", Some("git+https://example.invalid/x"), false),
+                package("devonly", CRATES_IO, false),
+                package("aya-build", CRATES_IO, true),
+            ],
+            "workspace_members": ["xtask", "heavy", "shared"],
+            "resolve": {"nodes": [
+                {"id": "xtask", "deps": [dep("clap", None), dep("heavy", Some("dev")), dep("shared", None)]},
+                {"id": "clap", "deps": [dep("gitdep", Some("build")), dep("devonly", Some("dev"))]},
+                {"id": "heavy", "deps": []},
+                {"id": "shared", "deps": [dep("aya-build", Some("build"))]},
+                {"id": "gitdep", "deps": []},
+                {"id": "devonly", "deps": []},
+                {"id": "aya-build", "deps": []},
+            ]},
+        })
+    };
     assert_eq!(
-        found,
+        violations(&metadata(false), "xtask", &["shared"]),
         [
             "workspace crate heavy (xtask -> heavy)",
+            "workspace crate shared has a build script (xtask -> shared)",
             "gitdep is not from crates.io (xtask -> clap -> gitdep)",
+            "aya-build builds BPF programs or needs LLVM (xtask -> shared -> aya-build)",
         ],
         "a crates.io build script (clap) and a dependency's dev-dependency are fine"
     );
+    let own = violations(&metadata(true), "xtask", &["shared"]);
+    assert_eq!(own[0], "xtask itself has a build script");
+    assert!(violations(&metadata(false), "xtask", &[])
+        .contains(&"workspace crate shared (xtask -> shared)".to_owned()));
 }

@@ -1,8 +1,10 @@
-//! The build script's answer when the XDP program cannot be built: it names
-//! what is missing and the one command that installs it. The same module
-//! decides in `build.rs`.
+//! lb-user's build script's answer when the XDP program cannot be built: it
+//! names what is missing and the one command that installs it. The module is
+//! the one `lb-user/build.rs` decides with; it is tested here because xtask
+//! builds on a bare machine, where that answer matters, while lb-user's own
+//! tests build only once the toolchain is in place.
 
-#[path = "../build/ebpf_toolchain.rs"]
+#[path = "../../lb-user/build/ebpf_toolchain.rs"]
 mod ebpf_toolchain;
 
 use ebpf_toolchain::{choose, Probe, Toolchain, FIX};
