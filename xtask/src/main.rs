@@ -72,8 +72,19 @@ enum BenchPart {
     Soak,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match xtask(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The message and its causes, which name the fix; a backtrace of
+            // xtask itself would only bury them.
+            eprintln!("xtask: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn xtask(cli: Cli) -> anyhow::Result<()> {
     // We wait for the program we started rather than die first, and pass
     // SIGINT and SIGTERM on to it: the testbed and the bench catch them and
     // clean up. A Ctrl-C, which reaches the whole process group, so arrives
