@@ -720,6 +720,7 @@ mod tests {
         admin_client::{AdminClient, ClientError, Endpoint},
         control::{Envelope, Response as Answer},
         status::ServiceStatus,
+        test_support::within,
     };
 
     const TOKEN: &str = "0123456789abcdef-test-token";
@@ -1011,7 +1012,7 @@ mod tests {
         }
 
         stop.send(()).expect("server running");
-        task.await.expect("server task");
+        within("the server's stop", task).await.expect("server task");
         assert!(!path.exists(), "the socket is removed on shutdown");
         let error = client.status().await.expect_err("no server");
         assert!(error.to_string().contains("is xlb running?"), "{error}");
@@ -1075,7 +1076,7 @@ mod tests {
         }
 
         stop.send(()).expect("server running");
-        task.await.expect("server task");
+        within("the server's stop", task).await.expect("server task");
     }
 
     /// Scripts and probes speak HTTP/1.0 without a Host header.
@@ -1099,7 +1100,9 @@ mod tests {
             let request = format!("GET /v1/status HTTP/1.0\r\nAuthorization: Bearer {auth}\r\n\r\n");
             stream.write_all(request.as_bytes()).await.expect("write");
             let mut response = String::new();
-            stream.read_to_string(&mut response).await.expect("read");
+            within("the whole answer", stream.read_to_string(&mut response))
+                .await
+                .expect("read");
             assert!(
                 response.starts_with("HTTP/1.") && response.contains(expect),
                 "{response}"
@@ -1107,7 +1110,7 @@ mod tests {
             assert!(!response.contains(TOKEN), "the token is never echoed");
         }
         stop.send(()).expect("server running");
-        task.await.expect("server task");
+        within("the server's stop", task).await.expect("server task");
     }
 
     #[tokio::test(flavor = "current_thread")]

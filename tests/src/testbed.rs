@@ -9,7 +9,7 @@
 //! ```
 //! eth0 is the public side, eth1 the private (VPC) side.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{collections::HashMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
@@ -413,6 +413,43 @@ impl Testbed {
     ) -> anyhow::Result<std::net::TcpStream> {
         self.client.run(move || connect_from(source, to))?
     }
+
+    /// One `GET /` on a fresh connection from the client namespace (from
+    /// `CLIENT_ADDRS[0]`) to `to`: the answering backend's body. Connecting
+    /// and each read of the answer are bounded (5 s), so a load balancer
+    /// that drops the connection fails the request instead of hanging it.
+    pub fn request(&self, to: (Ipv4Addr, u16)) -> anyhow::Result<String> {
+        self.request_with_timeouts(to, CONNECT_TIMEOUT, ANSWER_TIMEOUT)
+    }
+
+    /// [`Testbed::request`] with its own bounds: `connect` for the
+    /// connection, `answer` for each read of the answer.
+    pub fn request_with_timeouts(
+        &self,
+        to: (Ipv4Addr, u16),
+        connect: Duration,
+        answer: Duration,
+    ) -> anyhow::Result<String> {
+        let mut stream = self
+            .client
+            .run(move || connect_from_within((CLIENT_ADDRS[0], 0), to, connect))??;
+        stream.set_read_timeout(Some(answer))?;
+        crate::http::get(&mut stream).with_context(|| format!("answer from {}:{}", to.0, to.1))
+    }
+
+    /// `n` [`Testbed::request`]s to `to`, one after the other: how often
+    /// each body (each backend) answered. Fails naming the first request
+    /// that did not get an answer.
+    pub fn tally(&self, to: (Ipv4Addr, u16), n: usize) -> anyhow::Result<HashMap<String, usize>> {
+        let mut counts = HashMap::new();
+        for i in 0..n {
+            let body = self
+                .request(to)
+                .with_context(|| format!("request {} of {n}", i + 1))?;
+            *counts.entry(body).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
 }
 
 impl Drop for Testbed {
@@ -421,8 +458,22 @@ impl Drop for Testbed {
     }
 }
 
-/// A TCP connection bound to `source`, with a bounded connect time.
+/// How long [`connect_from`] and [`Testbed::request`] wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Testbed::request`] waits for each read of the answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A TCP connection bound to `source`, with a bounded connect time (5 s).
 pub fn connect_from(source: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> anyhow::Result<std::net::TcpStream> {
+    connect_from_within(source, to, CONNECT_TIMEOUT)
+}
+
+/// A TCP connection bound to `source`; connecting fails after `timeout`.
+pub fn connect_from_within(
+    source: (Ipv4Addr, u16),
+    to: (Ipv4Addr, u16),
+    timeout: Duration,
+) -> anyhow::Result<std::net::TcpStream> {
     use std::os::fd::FromRawFd;
     // std has no bind-before-connect; do it with libc.
     // SAFETY: plain socket calls on a descriptor we own.
@@ -441,8 +492,8 @@ pub fn connect_from(source: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) -> anyhow::Res
             4,
         );
         let timeout = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
         };
         libc::setsockopt(
             fd,

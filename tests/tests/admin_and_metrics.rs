@@ -9,21 +9,14 @@ use lb_tests::{
     unique_tag,
 };
 
-fn request(bed: &Testbed) -> String {
-    request_to(bed, FRONTEND_PORT)
-}
-
-/// One request to the VIP's `port`: the answering backend's body.
-fn request_to(bed: &Testbed, port: u16) -> String {
-    let mut stream = bed
-        .connect((CLIENT_ADDRS[0], 0), (VIP, port))
-        .unwrap_or_else(|e| panic!("connect to port {port}: {e:#}"));
-    http::get(&mut stream).unwrap_or_else(|e| panic!("answer on port {port}: {e:#}"))
-}
-
 /// The bodies of `n` requests to the VIP's `port`, sorted.
 fn bodies(bed: &Testbed, port: u16, n: usize) -> Vec<String> {
-    let mut bodies: Vec<String> = (0..n).map(|_| request_to(bed, port)).collect();
+    let mut bodies: Vec<String> = (0..n)
+        .map(|_| {
+            bed.request((VIP, port))
+                .unwrap_or_else(|e| panic!("request to port {port}: {e:#}"))
+        })
+        .collect();
     bodies.sort();
     bodies
 }
@@ -56,7 +49,7 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
     let out = cli(&bed, &["drain", "frontend", "web1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for _ in 0..10 {
-        assert_eq!(request(&bed), "web2 frontend");
+        assert_eq!(bed.request((VIP, FRONTEND_PORT)).unwrap(), "web2 frontend");
         assert_eq!(
             http::get(&mut long).unwrap(),
             first,
@@ -119,8 +112,9 @@ fn metrics_count_exactly_and_parse() {
     let mut bed = Testbed::new(&unique_tag("xa")).unwrap();
     bed.start_lb(&base_services(), &[]).unwrap();
     const N: u64 = 37;
-    for _ in 0..N {
-        request(&bed);
+    for i in 0..N {
+        bed.request((VIP, FRONTEND_PORT))
+            .unwrap_or_else(|e| panic!("request {i}: {e:#}"));
     }
     let response = http_in_lb(&bed, 8404, "GET /metrics HTTP/1.0\r\n\r\n".into());
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use lb_tests::{
     daemon::binary,
-    http,
-    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, VIP},
+    testbed::{base_services, Testbed, FRONTEND_PORT, VIP},
     unique_tag,
 };
 
@@ -18,8 +17,7 @@ fn xdp_attached(bed: &Testbed, dev: &str) -> bool {
 }
 
 fn serves(bed: &Testbed) -> bool {
-    bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))
-        .and_then(|mut s| http::get(&mut s))
+    bed.request((VIP, FRONTEND_PORT))
         .is_ok_and(|body| body.ends_with("frontend"))
 }
 

@@ -43,18 +43,16 @@ fn start_both(bed: &mut Testbed, primary_extra: &str, secondary_extra: &str) {
         .expect("secondary is backup");
 }
 
-/// One HTTP request to the floating IP from the client, with short timeouts.
+/// Whether one HTTP request to the floating IP from the client gets the
+/// frontend's answer. Short time-outs: while the IP moves, a lost SYN costs
+/// one attempt, not the kernel's one-second retransmission.
 fn request(bed: &Testbed) -> bool {
-    bed.client
-        .run(|| -> anyhow::Result<()> {
-            let address = std::net::SocketAddr::from((VIP, FRONTEND_PORT));
-            let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
-            stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-            let body = lb_tests::http::get(&mut stream)?;
-            anyhow::ensure!(body.contains("frontend"), "unexpected answer {body:?}");
-            Ok(())
-        })
-        .is_ok_and(|r| r.is_ok())
+    bed.request_with_timeouts(
+        (VIP, FRONTEND_PORT),
+        Duration::from_millis(200),
+        Duration::from_millis(500),
+    )
+    .is_ok_and(|body| body.contains("frontend"))
 }
 
 /// The last transition in a node's VRRP status (from, to, reason).

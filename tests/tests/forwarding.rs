@@ -3,8 +3,8 @@
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, UdpSocket},
+    io::{self, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::Duration,
 };
 
@@ -14,27 +14,27 @@ use lb_tests::{
         base_services, Testbed, ANCHOR, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, LB_PUBLIC,
         UDP_PORT, VIP, WEB_ADDRS,
     },
-    unique_tag,
+    unique_tag, wait,
 };
 
 fn testbed() -> Testbed {
     Testbed::new(&unique_tag("xf")).expect("testbed")
 }
 
-/// One request on a fresh connection; returns the answering server's body.
-fn request(bed: &Testbed, to: (Ipv4Addr, u16)) -> String {
-    let mut stream = bed
-        .connect((CLIENT_ADDRS[0], 0), to)
-        .expect("connect through the LB");
-    http::get(&mut stream).expect("HTTP answer through the LB")
-}
-
-fn tally(bed: &Testbed, to: (Ipv4Addr, u16), n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        *counts.entry(request(bed, to)).or_insert(0) += 1;
-    }
-    counts
+/// Accepts the next connection on `listener`, or fails naming `what` once a
+/// generous bound has passed: a connection the load balancer lost fails the
+/// test instead of hanging it. The accepted stream blocks, its reads bounded.
+fn accept(listener: &TcpListener, what: &str) -> (TcpStream, SocketAddr) {
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    let accepted = wait::until_some(what, Duration::from_secs(20), || match listener.accept() {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        result => Some(result),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (stream, from) = accepted.unwrap_or_else(|e| panic!("{what}: {e}"));
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    (stream, from)
 }
 
 fn assert_even_split(counts: &HashMap<String, usize>, expected: [&str; 2], n: usize) {
@@ -52,12 +52,12 @@ fn assert_even_split(counts: &HashMap<String, usize>, expected: [&str; 2], n: us
 fn sequential_connections_alternate_exactly_on_both_services() {
     let mut bed = testbed();
     bed.start_lb(&base_services(), &[]).expect("daemon");
-    let frontend = tally(&bed, (VIP, FRONTEND_PORT), 1000);
+    let frontend = bed.tally((VIP, FRONTEND_PORT), 1000).unwrap();
     assert_even_split(&frontend, ["web1 frontend", "web2 frontend"], 1000);
-    let api = tally(&bed, (VIP, API_PORT), 1000);
+    let api = bed.tally((VIP, API_PORT), 1000).unwrap();
     assert_even_split(&api, ["web1 api", "web2 api"], 1000);
     // The anchor address reaches the same service.
-    let anchor = tally(&bed, (ANCHOR, FRONTEND_PORT), 10);
+    let anchor = bed.tally((ANCHOR, FRONTEND_PORT), 10).unwrap();
     assert_even_split(&anchor, ["web1 frontend", "web2 frontend"], 10);
 }
 
@@ -71,7 +71,10 @@ fn long_lived_connection_keeps_its_backend_while_others_rotate() {
     let first = http::get(&mut long).expect("first answer");
     let mut others = HashMap::new();
     for round in 0..50 {
-        *others.entry(request(&bed, (VIP, FRONTEND_PORT))).or_insert(0) += 1;
+        let body = bed
+            .request((VIP, FRONTEND_PORT))
+            .unwrap_or_else(|e| panic!("new connection {round}: {e:#}"));
+        *others.entry(body).or_insert(0) += 1;
         let again = http::get(&mut long).unwrap_or_else(|e| panic!("long-lived request {round}: {e}"));
         assert_eq!(again, first, "long-lived connection moved at round {round}");
     }
@@ -110,8 +113,7 @@ fn two_clients_with_the_same_source_port_both_work() {
     }
     let mut accepted = HashMap::new();
     for _ in 0..clients.len() {
-        let (mut stream, seen_from) = backend.accept().expect("connection at the backend");
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (mut stream, seen_from) = accept(&backend, "a client's connection at the backend");
         let mut name = [0u8];
         stream.read_exact(&mut name).expect("the client's name");
         assert!(
@@ -237,7 +239,7 @@ fn traffic_not_for_a_service_reaches_the_lb_itself() {
             .connect((CLIENT_ADDRS[0], 0), to)
             .expect("connect to the LB's own stack");
         client.write_all(b"SSH-2.0-test\r\n").unwrap();
-        let (mut server, _) = listener.accept().unwrap();
+        let (mut server, _) = accept(listener, &format!("the connection to {}:{}", to.0, to.1));
         let mut buf = [0u8; 14];
         server.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"SSH-2.0-test\r\n");

@@ -2,9 +2,8 @@
 //! backends in namespaces. Needs root.
 
 use std::{
-    collections::HashMap,
     io,
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     time::Duration,
 };
 
@@ -29,19 +28,7 @@ fn frontend_with(extra: &str) -> String {
 // SYN to the interface reconfiguring, and waits for the 1 s retransmit.
 const FAST_CHECKS: &str = "check = { inter = \"300ms\", rise = 2, fall = 2, timeout = \"1500ms\" }";
 
-fn request(bed: &Testbed) -> anyhow::Result<String> {
-    let mut stream = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT))?;
-    http::get(&mut stream)
-}
-
-fn tally(bed: &Testbed, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let body = request(bed).unwrap_or_else(|e| panic!("request {i} failed: {e}"));
-        *counts.entry(body).or_insert(0) += 1;
-    }
-    counts
-}
+const FRONTEND: (Ipv4Addr, u16) = (VIP, FRONTEND_PORT);
 
 /// Waits for the daemon to log `event` ("backend DOWN", "backend UP") for
 /// `backend` of `service` (other services share the web servers).
@@ -79,17 +66,17 @@ fn send_signal(bed: &Testbed, signal: i32) {
 fn dead_backend_leaves_rotation_and_rejoins_after_rise() {
     let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
     bed.start_lb(&frontend_with(FAST_CHECKS), &[]).unwrap();
-    assert_eq!(tally(&bed, 10).len(), 2);
+    assert_eq!(bed.tally(FRONTEND, 10).unwrap().len(), 2);
 
     bed.stop_web(0);
     wait_for(&mut bed, "backend DOWN", "frontend", "web1");
     // Every new connection now goes to web2, and succeeds.
-    let counts = tally(&bed, 20);
+    let counts = bed.tally(FRONTEND, 20).unwrap();
     assert_eq!(counts.get("web2 frontend"), Some(&20), "{counts:?}");
 
     bed.start_web(0, 200).unwrap();
     wait_for(&mut bed, "backend UP", "frontend", "web1");
-    let counts = tally(&bed, 20);
+    let counts = bed.tally(FRONTEND, 20).unwrap();
     assert_eq!(counts.get("web1 frontend"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
 }
@@ -102,7 +89,7 @@ fn http_check_expecting_200_takes_a_500_backend_down() {
     bed.start_lb(&frontend_with(check), &[]).unwrap();
     let line = wait_for(&mut bed, "backend DOWN", "frontend", "web2");
     assert!(line.contains("500"), "{line}");
-    let counts = tally(&bed, 10);
+    let counts = bed.tally(FRONTEND, 10).unwrap();
     assert_eq!(counts.get("web1 frontend"), Some(&10), "{counts:?}");
 }
 
@@ -110,7 +97,7 @@ fn http_check_expecting_200_takes_a_500_backend_down() {
 fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_connections() {
     let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
     bed.start_lb(&base_services(), &[]).unwrap();
-    let mut long = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT)).unwrap();
+    let mut long = bed.connect((CLIENT_ADDRS[0], 0), FRONTEND).unwrap();
     let first = http::get(&mut long).unwrap();
     assert_eq!(first, "web1 frontend");
 
@@ -123,7 +110,7 @@ fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_co
         "reload refused",
     );
     assert!(line.contains("xlb.toml:") && line.contains("web2"), "{line}");
-    assert_eq!(tally(&bed, 10).len(), 2);
+    assert_eq!(bed.tally(FRONTEND, 10).unwrap().len(), 2);
     assert_eq!(http::get(&mut long).unwrap(), first);
 
     // A good one adds a third backend (web1's API port) to the frontend.
@@ -134,7 +121,7 @@ fn broken_reload_keeps_serving_and_a_good_one_adds_a_backend_without_breaking_co
     );
     assert_ne!(third, good);
     reload_with(&mut bed, &third, "config reloaded");
-    let counts = tally(&bed, 30);
+    let counts = bed.tally(FRONTEND, 30).unwrap();
     for body in ["web1 frontend", "web2 frontend", "web1 api"] {
         assert_eq!(counts.get(body), Some(&10), "{counts:?}");
     }
@@ -200,12 +187,12 @@ fn on_down_keep_spares_established_connections_and_shutdown_sessions_resets_them
         let mut bed = Testbed::new(&unique_tag("xh")).unwrap();
         let extra = format!("on_down = \"{on_down}\"\n{}", flag_file_check(&bed));
         bed.start_lb(&frontend_with(&extra), &[]).unwrap();
-        let mut long = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT)).unwrap();
+        let mut long = bed.connect((CLIENT_ADDRS[0], 0), FRONTEND).unwrap();
         assert_eq!(http::get(&mut long).unwrap(), "web1 frontend");
 
         std::fs::write(bed.dir.join("down-web1"), "").unwrap();
         wait_for(&mut bed, "backend DOWN", "frontend", "web1");
-        assert_eq!(request(&bed).unwrap(), "web2 frontend");
+        assert_eq!(bed.request(FRONTEND).unwrap(), "web2 frontend");
         let after = http::get(&mut long);
         if survives {
             assert_eq!(after.unwrap(), "web1 frontend", "on_down = keep");
@@ -234,13 +221,13 @@ fn weights_share_new_connections_and_weight_zero_drains() {
         1,
     );
     bed.start_lb(&weighted, &[]).unwrap();
-    let counts = tally(&bed, 40);
+    let counts = bed.tally(FRONTEND, 40).unwrap();
     assert_eq!(counts.get("web1 frontend"), Some(&30), "{counts:?}");
     assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
 
     // Weight 0 by reload: web1 takes nothing new, its open connection stays.
     // The next connection is the first of a new round of four: web1's.
-    let mut long = bed.connect((CLIENT_ADDRS[0], 0), (VIP, FRONTEND_PORT)).unwrap();
+    let mut long = bed.connect((CLIENT_ADDRS[0], 0), FRONTEND).unwrap();
     assert_eq!(http::get(&mut long).unwrap(), "web1 frontend");
     let config = bed.dir.join("xlb.toml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -249,7 +236,7 @@ fn weights_share_new_connections_and_weight_zero_drains() {
         &text.replace("weight = 3", "weight = 0"),
         "config reloaded",
     );
-    let counts = tally(&bed, 10);
+    let counts = bed.tally(FRONTEND, 10).unwrap();
     assert_eq!(counts.get("web2 frontend"), Some(&10), "{counts:?}");
     assert_eq!(
         http::get(&mut long).unwrap(),

@@ -477,6 +477,29 @@ fn add_ip_options(frame: &mut Vec<u8>) {
 /// A labelled edit of a sound frame, and the counter of its outcome.
 type EditCase = (&'static str, Box<dyn Fn(&mut Vec<u8>)>, Counter);
 
+/// Edits that break the IPv4 header itself. The README: such a frame is
+/// dropped as `drop_malformed` wherever it goes, VIP or not.
+fn broken_ipv4_headers() -> Vec<EditCase> {
+    vec![
+        (
+            "IPv6 version in an IPv4 frame",
+            Box::new(|f| f[14] = 0x65),
+            Counter::DropMalformed,
+        ),
+        ("IHL below 5", Box::new(|f| f[14] = 0x44), Counter::DropMalformed),
+        (
+            "total length beyond the frame",
+            Box::new(|f| set_total_len(f, 200)),
+            Counter::DropMalformed,
+        ),
+        (
+            "total length below the header",
+            Box::new(|f| set_total_len(f, 19)),
+            Counter::DropMalformed,
+        ),
+    ]
+}
+
 /// Packets whose IPv4 header is sound but says the L4 header is shorter
 /// than TCP's or UDP's, the frame cut there or padded to its old length.
 fn l4_cut_short(label: &str, frame: &[u8], l4_header: usize) -> Vec<(String, Vec<u8>)> {
@@ -493,10 +516,13 @@ fn l4_cut_short(label: &str, frame: &[u8], l4_header: usize) -> Vec<(String, Vec
 }
 
 /// Every way a packet for a VIP can be broken, and what happens to it: the
-/// README says fragments, packets with IP options, and truncated or
-/// malformed packets addressed to a VIP are dropped (never forwarded), and
-/// every packet is counted once, by outcome. Each case is checked on its own:
-/// its action and the one counter that goes up by exactly one.
+/// README says fragments, packets with IP options and truncated TCP or UDP
+/// headers addressed to a VIP are dropped, never forwarded half-rewritten; a
+/// frame whose IPv4 header itself is broken (cut short, wrong version or
+/// header length, total length outside the frame) is dropped as
+/// `drop_malformed` wherever it goes; and every packet is counted once, by
+/// outcome. Each case is checked on its own: its action and the one counter
+/// that goes up by exactly one.
 #[test]
 fn malformed_packets_are_never_forwarded() {
     fixture(|fx| {
@@ -532,23 +558,8 @@ fn malformed_packets_are_never_forwarded() {
                 .map(|(label, edit, counter)| (label.to_owned(), edited(frame, edit), counter))
                 .collect::<Vec<_>>()
         };
-        let tcp_cases: Vec<EditCase> = vec![
-            (
-                "IPv6 version in an IPv4 frame",
-                Box::new(|f| f[14] = 0x65),
-                Counter::DropMalformed,
-            ),
-            ("IHL below 5", Box::new(|f| f[14] = 0x44), Counter::DropMalformed),
-            (
-                "total length beyond the frame",
-                Box::new(|f| set_total_len(f, 200)),
-                Counter::DropMalformed,
-            ),
-            (
-                "total length below the header",
-                Box::new(|f| set_total_len(f, 19)),
-                Counter::DropMalformed,
-            ),
+        let mut tcp_cases = broken_ipv4_headers();
+        tcp_cases.extend::<Vec<EditCase>>(vec![
             (
                 "more-fragments flag",
                 Box::new(|f| f[20] |= 0x20),
@@ -580,7 +591,7 @@ fn malformed_packets_are_never_forwarded() {
             ),
             ("TTL 1", Box::new(|f| f[22] = 1), Counter::DropTtlExceeded),
             ("TTL 0", Box::new(|f| f[22] = 0), Counter::DropTtlExceeded),
-        ];
+        ]);
         let udp_cases: Vec<EditCase> = vec![
             (
                 "UDP length beyond the datagram",
@@ -614,46 +625,72 @@ fn malformed_packets_are_never_forwarded() {
 }
 
 /// The same defects in packets not addressed to a VIP (here: SSH and DNS to
-/// the LB's own address): the README says they pass to the kernel,
-/// untouched, counted as untranslatable. Left out: a malformed IPv4 header
-/// (bad version or IHL, a total length that disagrees with the header or
-/// runs past a truncated frame). The README says those pass too when not
-/// addressed to a VIP, but the program drops them as `drop_malformed`
-/// before it looks at the destination; which one is right is not settled.
+/// the LB's own address). The README says fragments, IP options and
+/// truncated TCP or UDP headers pass to the kernel untouched, counted as
+/// untranslatable; but a frame whose IPv4 header itself is broken (cut
+/// short, wrong version or header length, total length outside the frame)
+/// is dropped as `drop_malformed` wherever it goes: its destination cannot be
+/// trusted.
 #[test]
-fn fragments_options_and_truncated_l4_not_for_a_vip_pass_untouched() {
+fn not_for_a_vip_l4_defects_pass_untouched_and_a_broken_ipv4_header_is_dropped() {
     fixture(|fx| {
         let ssh = Frame::tcp(CLIENT, (LB_PUBLIC, 22), ACK)
             .with_payload(b"SSH-2.0-x\r\n")
             .build();
         let dns = Frame::udp(CLIENT, (LB_PUBLIC, 53), b"query").build();
-        let mut cases: Vec<(String, Vec<u8>)> = vec![
-            ("more-fragments flag".into(), edited(&ssh, |f| f[20] |= 0x20)),
-            ("non-zero fragment offset".into(), edited(&ssh, |f| f[21] = 1)),
-            ("IP options".into(), edited(&ssh, add_ip_options)),
-            ("TCP data offset below 5".into(), edited(&ssh, |f| f[46] = 0x40)),
-            (
-                "TCP data offset beyond the segment".into(),
+        let passes =
+            |label: &str, frame: Vec<u8>| (label.to_owned(), frame, XDP_PASS, Counter::PassUntranslatable);
+        let dropped =
+            |label: &str, frame: Vec<u8>| (label.to_owned(), frame, XDP_DROP, Counter::DropMalformed);
+        let mut cases: Vec<(String, Vec<u8>, u32, Counter)> = vec![
+            passes("more-fragments flag", edited(&ssh, |f| f[20] |= 0x20)),
+            passes("non-zero fragment offset", edited(&ssh, |f| f[21] = 1)),
+            passes("IP options", edited(&ssh, add_ip_options)),
+            passes("TCP data offset below 5", edited(&ssh, |f| f[46] = 0x40)),
+            passes(
+                "TCP data offset beyond the segment",
                 edited(&ssh, |f| f[46] = 0xf0),
             ),
-            (
-                "UDP length beyond the datagram".into(),
+            passes(
+                "UDP length beyond the datagram",
                 edited(&dns, |f| f[38..40].copy_from_slice(&500_u16.to_be_bytes())),
             ),
-            ("UDP more-fragments flag".into(), edited(&dns, |f| f[20] |= 0x20)),
+            passes("UDP more-fragments flag", edited(&dns, |f| f[20] |= 0x20)),
         ];
-        cases.extend(l4_cut_short("SSH", &ssh, 20));
-        cases.extend(l4_cut_short("DNS", &dns, 8));
-        for (label, input) in &cases {
-            assert_outcome(
-                fx,
-                label,
-                input,
-                fx.public_ifindex,
-                XDP_PASS,
-                Counter::PassUntranslatable,
-            );
+        for (label, frame) in l4_cut_short("SSH", &ssh, 20)
+            .into_iter()
+            .chain(l4_cut_short("DNS", &dns, 8))
+        {
+            cases.push(passes(&label, frame));
         }
+        for (name, frame) in [("SSH", &ssh), ("DNS", &dns)] {
+            for (label, edit, counter) in broken_ipv4_headers() {
+                let label = format!("{name}: {label}");
+                cases.push((label, edited(frame, edit), XDP_DROP, counter));
+            }
+            // Cut at every byte from the end of the Ethernet header on: inside
+            // the IPv4 header (up to 33 bytes), or after it with the total
+            // length running past the frame.
+            for len in 14..frame.len() {
+                let place = if len < 34 {
+                    "inside the IPv4 header"
+                } else {
+                    "after the IPv4 header"
+                };
+                cases.push(dropped(
+                    &format!("{name}: frame cut {place}, at {len} of {} bytes", frame.len()),
+                    frame[..len].to_vec(),
+                ));
+            }
+        }
+        for (label, input, action, counter) in &cases {
+            assert_outcome(fx, label, input, fx.public_ifindex, *action, *counter);
+        }
+        // Nothing was forwarded, so nothing was tracked.
+        assert_eq!(
+            fx.dataplane.lock().unwrap().scan_connections().unwrap().entries,
+            0
+        );
     });
 }
 
