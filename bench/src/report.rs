@@ -228,10 +228,10 @@ pub fn micro_section(m: &Micro) -> String {
          of the frontend's SNAT ports.\n\n\
          Method: one packet per call. With `repeat`, the kernel runs the program again \
          on the frame the previous run left behind; xlb rewrites its frame, so from the \
-         second run on it sees a packet of no flow and no service and the repeat would \
-         time that cheap path instead of the one named (every round checks it: \
-         {shown} repeats of the established frame count 1 `forward_established` and \
-         {shown_pass} `pass_not_service`). A one-packet call also \
+         second run on it sees a frame addressed to the backend's MAC, another host's, \
+         and the repeat would time that cheap path instead of the one named (every \
+         round checks it: {shown} repeats of the established frame count 1 \
+         `forward_established` and {shown_pass} `pass_other_host`). A one-packet call also \
          times the kernel's timing window (clock reads, entering the program): the \
          floor per call minus the floor repeated {repeat} times in the kernel (which it \
          can be: its output is as valid as its input) gives that overhead, \

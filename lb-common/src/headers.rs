@@ -14,6 +14,15 @@ pub struct EthHdr {
 
 impl EthHdr {
     pub const LEN: usize = 14;
+
+    /// Whether the frame is addressed to one host (the group bit of the
+    /// destination, bit 0 of its first byte, is clear), not to a group
+    /// (broadcast or multicast).
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_unicast(&self) -> bool {
+        self.dst[0] & 1 == 0
+    }
 }
 
 /// `ether_type` of IPv4, as stored in the frame.
@@ -204,6 +213,23 @@ mod tests {
             saddr: [0; 2],
             daddr: [0; 2],
         }
+    }
+
+    #[test]
+    fn unicast_is_told_from_broadcast_and_multicast_by_the_group_bit() {
+        let to = |dst: [u8; 6]| EthHdr {
+            dst,
+            src: [2, 0, 0, 0, 0, 1],
+            ether_type: ETH_P_IP,
+        };
+        assert!(to([0x02, 0, 0, 0, 0, 0x02]).is_unicast());
+        assert!(to([0x52, 0x54, 0, 0x12, 0x34, 0x56]).is_unicast());
+        assert!(!to([0xff; 6]).is_unicast(), "broadcast");
+        assert!(
+            !to([0x01, 0, 0x5e, 0, 0, 0x12]).is_unicast(),
+            "IPv4 multicast (VRRP)"
+        );
+        assert!(!to([0x33, 0x33, 0, 0, 0, 1]).is_unicast(), "IPv6 multicast");
     }
 
     #[test]

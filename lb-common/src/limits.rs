@@ -14,6 +14,9 @@ pub const SLOT_ARRAY_SIZE: u32 = MAX_SERVICES * SLOT_TABLE_GENERATIONS * MAX_SLO
 pub const MAX_BACKENDS: u32 = 4096;
 /// Default size of the connection table; each connection uses two entries.
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+/// Interfaces the program can serve: the slots of INTERFACE_MACS, which the
+/// program scans for the ingress interface.
+pub const MAX_INTERFACES: u32 = 16;
 /// Local addresses that may own SNAT ports (the LB's private addresses).
 pub const MAX_LOCAL_ADDRS: u32 = 16;
 /// Attempts to find a free SNAT port before the new connection is dropped.

@@ -198,6 +198,29 @@ pub struct PeerHandoff {
     pub enabled: u32,
 }
 
+/// A data-plane interface's own MAC address: one slot of the INTERFACE_MACS
+/// array. A unicast frame arriving on the interface for any other MAC is
+/// for another host (a switch flooded it, or the interface is promiscuous):
+/// the program passes it to the kernel untouched, which drops it (the
+/// kernel's PACKET_OTHERHOST).
+///
+/// Userspace fills slots 0, 1, ... in the order of the configured
+/// interfaces before it marks the settings ready; the first slot with
+/// `ifindex` 0 (no interface has index 0) ends the table. The program scans
+/// the slots for the ingress interface: with the usual two interfaces that
+/// is one or two inlined array reads, about half the cost of a hash lookup
+/// per packet. A unicast frame on an interface the table does not hold is
+/// passed as not ready. A slot is rewritten in place only when its
+/// interface's MAC changes, so a frame read meanwhile is judged by the old
+/// address or the new one, or at worst passed to the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceMac {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all types are #[repr(C)], contain only integers, and have no
@@ -212,6 +235,7 @@ mod pod {
     unsafe impl aya::Pod for super::BackendStats {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::PeerHandoff {}
+    unsafe impl aya::Pod for super::InterfaceMac {}
 }
 
 #[cfg(test)]
@@ -229,6 +253,7 @@ mod tests {
         assert_eq!(size_of::<NextHop>(), 16);
         assert_eq!(size_of::<Flow>(), 48);
         assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<InterfaceMac>(), 12);
     }
 
     #[test]

@@ -30,6 +30,11 @@ counters! {
     PassNoNeighbour = "pass_no_neighbour",
     /// Translated, but no route (or forwarding disabled): handed to the kernel.
     PassNoRoute = "pass_no_route",
+    /// A unicast frame for another host's MAC (a switch flooded it here, or
+    /// the interface is promiscuous), passed untouched and never translated;
+    /// the kernel drops it (its PACKET_OTHERHOST). A backup node counts the
+    /// master's frames here when the switch floods them.
+    PassOtherHost = "pass_other_host",
     /// Not IPv4 (ARP, IPv6, ...).
     PassNotIpv4 = "pass_not_ipv4",
     /// IPv4 that is neither a tracked flow nor for a service.
@@ -59,7 +64,8 @@ counters! {
     DropNatPortsExhausted = "drop_nat_ports_exhausted",
     /// The connection table refused an insert.
     DropConntrackFull = "drop_conntrack_full",
-    /// The program has not been configured yet.
+    /// The program has not been configured yet, or a unicast frame arrived
+    /// on an interface whose MAC it has not been told.
     PassNotReady = "pass_not_ready",
 }
 

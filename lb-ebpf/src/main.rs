@@ -23,6 +23,7 @@ use aya_ebpf::{
 use lb_common::{
     conntrack::{superseded, REFRESH_INTERVAL_NS},
     headers::{EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP},
+    limits::MAX_INTERFACES,
     maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
     nat::{self, L4},
     stats::Counter,
@@ -30,7 +31,7 @@ use lb_common::{
 
 use crate::{
     forward::NextHopCache,
-    maps::{PEER, SERVICES, SETTINGS, VIP_ADDRS},
+    maps::{INTERFACE_MACS, PEER, SERVICES, SETTINGS, VIP_ADDRS},
 };
 
 /// What to do with a packet and why.
@@ -76,7 +77,11 @@ fn process(ctx: &XdpContext) -> Outcome {
         return Outcome::drop(Counter::DropMalformed);
     };
     // SAFETY: bounds-checked by ptr_at.
-    if unsafe { (*eth).ether_type } != ETH_P_IP {
+    let eth = unsafe { &*eth };
+    if let Some(counter) = not_addressed_here(ctx, eth) {
+        return Outcome::pass(counter);
+    }
+    if eth.ether_type != ETH_P_IP {
         return Outcome::pass(Counter::PassNotIpv4);
     }
     let Some(ip) = parse::ptr_at::<Ipv4Hdr>(ctx, IP_OFFSET) else {
@@ -208,6 +213,35 @@ fn process(ctx: &XdpContext) -> Outcome {
     }
 }
 
+/// Why a frame is not this node's to handle, if it is not. A unicast frame
+/// for another MAC (a switch flooded it here, e.g. the master's frames
+/// reaching the backup; or the interface is promiscuous) goes to the kernel
+/// untouched, which drops it: translating it would make two nodes forward
+/// the same packet. Broadcast and multicast frames go on. A unicast frame
+/// on an interface whose MAC userspace has not written (it writes every
+/// interface's before marking the settings ready) is passed as not ready.
+/// Segments handed to us by the VRRP peer arrive addressed to our MAC.
+#[inline(always)]
+fn not_addressed_here(ctx: &XdpContext, eth: &EthHdr) -> Option<Counter> {
+    if !eth.is_unicast() {
+        return None;
+    }
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // A bounded scan; slot 0 or 1 on the usual two interfaces.
+    for slot in 0..MAX_INTERFACES {
+        let Some(entry) = INTERFACE_MACS.get(slot) else {
+            break;
+        };
+        if entry.ifindex == 0 {
+            break; // the end of the table
+        }
+        if entry.ifindex == ifindex {
+            return (entry.mac != eth.dst).then_some(Counter::PassOtherHost);
+        }
+    }
+    Some(Counter::PassNotReady)
+}
+
 /// Sends an unknown segment on to the VRRP peer, unchanged but for the
 /// MACs; without a peer (or from it) the kernel answers it with a reset.
 #[inline(always)]
@@ -223,8 +257,9 @@ fn hand_off(ctx: &XdpContext) -> Outcome {
     };
     // SAFETY: bounds-checked by ptr_at.
     let eth = unsafe { &mut *eth };
-    // Not sent to us (flooded), or from the peer, which does not know it
-    // either: never send it back.
+    // Not sent to us (broadcast or multicast: a unicast frame for another
+    // MAC never gets here), or from the peer, which does not know it either:
+    // never send it back.
     if eth.dst != peer.own_mac || eth.src == peer.peer_mac {
         return Outcome::pass(Counter::PassTcpNoFlow);
     }

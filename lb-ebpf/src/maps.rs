@@ -6,15 +6,24 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits::{DEFAULT_CONNTRACK_ENTRIES, MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_KEYS, SLOT_ARRAY_SIZE},
+    limits::{
+        DEFAULT_CONNTRACK_ENTRIES, MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, MAX_SERVICE_KEYS,
+        SLOT_ARRAY_SIZE,
+    },
     maps::{
-        BackendSlot, BackendStats, Flow, FlowKey, PeerHandoff, Service, ServiceKey, ServiceStats, Settings,
+        BackendSlot, BackendStats, Flow, FlowKey, InterfaceMac, PeerHandoff, Service, ServiceKey,
+        ServiceStats, Settings,
     },
     stats::COUNTER_COUNT,
 };
 
 #[map(name = "SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Each data-plane interface's index and own MAC, in slots from 0 (see
+/// InterfaceMac): unicast frames for any other MAC are not ours.
+#[map(name = "INTERFACE_MACS")]
+pub static INTERFACE_MACS: Array<InterfaceMac> = Array::with_max_entries(MAX_INTERFACES, 0);
 
 #[map(name = "SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICE_KEYS, 0);

@@ -20,6 +20,10 @@ use crate::{
     netdev, vrrp,
 };
 
+/// How often the interfaces' MAC addresses are read again, so that the data
+/// plane follows a change within this time.
+const INTERFACE_MAC_REFRESH: Duration = Duration::from_secs(1);
+
 pub struct RunOptions {
     /// Log the counters this often (for the testbed); `None` keeps quiet.
     pub stats_interval: Option<Duration>,
@@ -71,7 +75,9 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
             netdev::prepare_interface_sysctls(interface)?;
         }
     }
-    let dataplane = Dataplane::load(config.dataplane.conntrack_entries)?;
+    // Load writes the interfaces' MAC addresses; the controller marks the
+    // settings ready; then the program is attached.
+    let dataplane = Dataplane::load(&config.dataplane)?;
     let (check_events, mut check_results) = mpsc::channel(256);
     let mut controller = Controller::new(config_path.to_owned(), config.clone(), dataplane, check_events)?;
     for interface in &config.dataplane.interfaces {
@@ -106,6 +112,7 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     );
 
     let mut rates = tokio::time::interval(RATE_INTERVAL);
+    let mut interface_macs = tokio::time::interval(INTERFACE_MAC_REFRESH);
     let mut stats_ticker = options.stats_interval.map(tokio::time::interval);
     loop {
         tokio::select! {
@@ -118,6 +125,11 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
                 let _ = envelope.reply.send(answer);
             }
             _ = rates.tick() => controller.sample_rates(),
+            _ = interface_macs.tick() => {
+                if let Err(e) = controller.dataplane_mut().refresh_interface_macs() {
+                    warn!(error = %e, "cannot update the interfaces' MAC addresses in the data plane");
+                }
+            }
             () = async { stats_ticker.as_mut().expect("guarded").tick().await; }, if stats_ticker.is_some() => {
                 log_counters(&controller);
             }

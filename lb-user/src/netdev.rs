@@ -11,6 +11,11 @@ pub enum NetdevError {
     NoSuchInterface(String),
     #[error("netlink query of {interface}: {message}")]
     Netlink { interface: String, message: String },
+    #[error("cannot ask the kernel for the MAC address of {interface}: {source}")]
+    MacAddress {
+        interface: String,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
@@ -72,11 +77,49 @@ pub async fn xdp_program_id(name: &str) -> Result<Option<u32>, NetdevError> {
     }
 }
 
-/// The interface's Ethernet address.
+/// The interface's Ethernet address, asked of the kernel (SIOCGIFHWADDR)
+/// in the calling thread's network namespace. (`/sys/class/net` would show
+/// the namespace sysfs was mounted in, which a thread that entered another
+/// namespace with setns does not change.)
 pub fn mac_address(name: &str) -> Result<[u8; 6], NetdevError> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
-        .map_err(|_| NetdevError::NoSuchInterface(name.to_owned()))?;
-    parse_mac(text.trim()).ok_or_else(|| NetdevError::NoSuchInterface(name.to_owned()))
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let no_such = || NetdevError::NoSuchInterface(name.to_owned());
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(no_such());
+    }
+    let failed = |source| NetdevError::MacAddress {
+        interface: name.to_owned(),
+        source,
+    };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(failed(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh descriptor that nothing else owns; closed on drop.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data, for which all zeroes is valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *to = from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes ifru_hwaddr of the
+    // ifreq we own.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut request) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(if error.raw_os_error() == Some(libc::ENODEV) {
+            no_such()
+        } else {
+            failed(error)
+        });
+    }
+    // SAFETY: the ioctl succeeded, so the union holds the hardware address.
+    let address = unsafe { request.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0_u8; 6];
+    for (to, from) in mac.iter_mut().zip(address.sa_data) {
+        *to = from as u8;
+    }
+    Ok(mac)
 }
 
 /// "02:00:5e:ab:01:ff".
@@ -174,5 +217,21 @@ mod tests {
             ifindex("no-such-if0"),
             Err(NetdevError::NoSuchInterface(_))
         ));
+    }
+
+    #[test]
+    fn the_mac_address_comes_from_the_kernel_and_nonsense_has_none() {
+        assert_eq!(mac_address("lo").unwrap(), [0; 6], "loopback's all-zero address");
+        for name in [
+            "no-such-if0",
+            "",
+            "a-name-far-too-long-for-ifnamsiz",
+            "nul\0inside",
+        ] {
+            assert!(
+                matches!(mac_address(name), Err(NetdevError::NoSuchInterface(_))),
+                "{name:?}"
+            );
+        }
     }
 }

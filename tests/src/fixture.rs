@@ -19,6 +19,12 @@ use crate::{
 
 pub const PUBLIC_IF: &str = "pub0";
 pub const PRIVATE_IF: &str = "priv0";
+/// The public interface's MAC address: where [`Frame`](crate::packet::Frame)s
+/// are addressed unless told otherwise.
+pub const PUBLIC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// The private interface's MAC address: frames from the backends' side
+/// must be addressed to it.
+pub const PRIVATE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 pub const WEB_MACS: [[u8; 6]; 2] = [[0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0, 0x12]];
 /// A backend with a route but no neighbour entry.
@@ -200,11 +206,23 @@ pub fn with_fixture_settings<T: Send + 'static>(
     f: impl FnOnce(&Fixture) -> T + Send + 'static,
 ) -> anyhow::Result<T> {
     let ns = Netns::new(&crate::unique_tag("xfx"))?;
-    for (dev, peer, addr) in [
-        (PUBLIC_IF, "pub0p", LB_PUBLIC),
-        (PRIVATE_IF, "priv0p", LB_PRIVATE),
+    let mac_text = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    for (dev, mac, peer, addr) in [
+        (PUBLIC_IF, PUBLIC_MAC, "pub0p", LB_PUBLIC),
+        (PRIVATE_IF, PRIVATE_MAC, "priv0p", LB_PRIVATE),
     ] {
-        ns.ip(&["link", "add", dev, "type", "veth", "peer", "name", peer])?;
+        ns.ip(&[
+            "link",
+            "add",
+            dev,
+            "address",
+            &mac_text(mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+        ])?;
         ns.ip(&["link", "set", dev, "up"])?;
         ns.ip(&["link", "set", peer, "up"])?;
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
@@ -213,7 +231,6 @@ pub fn with_fixture_settings<T: Send + 'static>(
     for vip in [VIP, ANCHOR] {
         ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", PUBLIC_IF])?;
     }
-    let mac_text = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     for client in crate::testbed::CLIENT_ADDRS {
         ns.ip(&[
             "neigh",
@@ -269,7 +286,9 @@ pub fn with_fixture_settings<T: Send + 'static>(
     );
     let netns_name = ns.name().to_owned();
     let result = ns.run(move || -> anyhow::Result<T> {
-        let mut dataplane = Dataplane::load(config.dataplane.conntrack_entries)?;
+        // As the daemon does: load (which tells the program the interfaces'
+        // MAC addresses), then configure.
+        let mut dataplane = Dataplane::load(&config.dataplane)?;
         dataplane.configure(&config)?;
         let fixture = Fixture {
             netns: netns_name,

@@ -14,6 +14,8 @@ pub const RST: u8 = 0x04;
 #[derive(Clone, Debug)]
 pub struct Frame {
     pub src_mac: [u8; 6],
+    /// The fixture's public interface ([`crate::fixture::PUBLIC_MAC`])
+    /// unless set.
     pub dst_mac: [u8; 6],
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
@@ -31,8 +33,8 @@ impl Frame {
     #[must_use]
     pub fn tcp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags: u8) -> Self {
         Self {
-            src_mac: [0x02, 0, 0, 0, 0, 0x10],
-            dst_mac: [0x02, 0, 0, 0, 0, 0x02],
+            src_mac: crate::fixture::CLIENT_MAC,
+            dst_mac: crate::fixture::PUBLIC_MAC,
             src: src.0,
             dst: dst.0,
             proto: TCP,
@@ -58,6 +60,13 @@ impl Frame {
     #[must_use]
     pub fn with_payload(mut self, payload: &[u8]) -> Self {
         self.payload = payload.to_vec();
+        self
+    }
+
+    /// The frame addressed to `mac`.
+    #[must_use]
+    pub fn addressed_to(mut self, mac: [u8; 6]) -> Self {
+        self.dst_mac = mac;
         self
     }
 

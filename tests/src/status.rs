@@ -26,6 +26,15 @@ pub fn service_counter(status: &Value, service: &str, counter: &str) -> anyhow::
         .ok_or_else(|| anyhow::anyhow!("service {service:?} has no counter {counter:?}"))
 }
 
+/// A data-plane counter (e.g. `forward_new`): one of the `counters`, by name.
+pub fn dataplane_counter(status: &Value, name: &str) -> anyhow::Result<u64> {
+    status["counters"]
+        .as_array()
+        .and_then(|counters| counters.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["value"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("no data-plane counter {name:?} in status: {status}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +52,17 @@ mod tests {
         let err = backend(&status, "frontend", "web9").unwrap_err().to_string();
         assert!(err.contains("web9"), "{err}");
         assert!(service(&status, "api").unwrap_err().to_string().contains("api"));
+    }
+
+    #[test]
+    fn finds_a_dataplane_counter_and_names_a_missing_one() {
+        let status = serde_json::json!({"counters": [
+            {"name": "forward_new", "value": 3}, {"name": "pass_other_host", "value": 9},
+        ]});
+        assert_eq!(dataplane_counter(&status, "pass_other_host").unwrap(), 9);
+        let err = dataplane_counter(&status, "drop_fragment")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("drop_fragment"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use lb_tests::{
     probe::{outage, ConnectionProbe},
-    status::service_counter,
+    status::{dataplane_counter, service_counter},
     testbed::{base_services, Testbed, FRONTEND_PORT, NODE_PRIVATE, VIP},
     unique_tag, wait,
 };
@@ -74,6 +74,11 @@ fn transitions_total(bed: &Testbed, i: usize) -> u64 {
     status["vrrp"]["transitions_total"]
         .as_u64()
         .unwrap_or_else(|| panic!("node {i} has no transitions_total: {status}"))
+}
+
+/// Node `i`'s data-plane counter `name` (e.g. `forward_new`).
+fn counter(bed: &Testbed, i: usize, name: &str) -> u64 {
+    dataplane_counter(&bed.node_status(i).expect("status"), name).unwrap()
 }
 
 /// Connections node `i` has opened to the frontend service.
@@ -720,6 +725,49 @@ fn the_digitalocean_mover_assigns_retries_reconciles_and_never_shows_the_token()
         .all(|r| r.path.starts_with("/metadata") || r.auth == lb_tests::fake_digitalocean::Auth::Correct));
 }
 
+/// The README: frames not addressed to a node's interface (another
+/// unicast MAC) pass to its kernel untouched and are never translated. A
+/// switch that floods every frame to every port brings the backup each
+/// frame the client sends the master; were the backup to translate them,
+/// two nodes would forward the same SYN. Here the public bridge is made a
+/// hub: with an ageing time of 0 it keeps no learned address, so it floods
+/// every frame.
+#[test]
+fn a_backup_never_translates_the_masters_frames_that_a_switch_floods_to_it() {
+    const CONNECTIONS: usize = 20;
+    let mut bed = pair();
+    bed.switch
+        .ip(&["link", "set", "br1", "type", "bridge", "ageing_time", "0"])
+        .unwrap();
+    start_both(&mut bed, "", "");
+    let flooded_before = counter(&bed, SECONDARY, "pass_other_host");
+    let new_before = counter(&bed, PRIMARY, "forward_new");
+
+    let answers = bed
+        .tally((VIP, FRONTEND_PORT), CONNECTIONS)
+        .expect("every connection through the floating IP succeeds");
+    assert_eq!(answers.values().sum::<usize>(), CONNECTIONS, "{answers:?}");
+    // Each connection's SYN at least reached the backup too (the bridge
+    // floods), and was passed as another host's.
+    let flooded = wait::until_some("the backup saw every SYN, flooded to it", WAIT, || {
+        let flooded = counter(&bed, SECONDARY, "pass_other_host") - flooded_before;
+        (flooded >= CONNECTIONS as u64).then_some(flooded)
+    })
+    .unwrap();
+    println!("{CONNECTIONS} connections: the backup passed {flooded} flooded frames as another host's");
+    assert_eq!(
+        counter(&bed, SECONDARY, "forward_new"),
+        0,
+        "the backup translated none of them"
+    );
+    assert_eq!(
+        counter(&bed, PRIMARY, "forward_new") - new_before,
+        CONNECTIONS as u64,
+        "the master translated each once"
+    );
+    assert_eq!(bed.vrrp_state(SECONDARY).as_deref(), Some("BACKUP"));
+}
+
 #[test]
 fn preemption_back_keeps_the_established_connections() {
     let mut bed = pair();
@@ -756,14 +804,8 @@ fn preemption_back_keeps_the_established_connections() {
     // They reached the primary and were handed to the secondary, which
     // tracks them; the primary opened none of them.
     assert_eq!(frontend_connections(&bed, PRIMARY), before);
-    let counters = bed.node_status(PRIMARY).unwrap()["counters"].clone();
-    let handed = counters
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "handoff_to_peer")
-        .and_then(|c| c["value"].as_u64());
-    assert!(handed >= Some(10), "{counters}");
+    let handed = counter(&bed, PRIMARY, "handoff_to_peer");
+    assert!(handed >= 10, "{handed} segments handed to the secondary");
     // New connections go through the primary.
     assert!(request(&bed));
     assert_eq!(frontend_connections(&bed, PRIMARY), before + 1);

@@ -263,3 +263,30 @@ fn traffic_not_for_a_service_reaches_the_lb_itself() {
     let mut own = own;
     assert_eq!(http::get(&mut own).unwrap(), "web1 frontend");
 }
+
+/// The program passes unicast frames for any MAC but its interface's, so it
+/// must follow a change of that address: the daemon reads the addresses
+/// again every second and says when one changed. After the public
+/// interface's address changes and the client has learnt the new one (a
+/// flush makes it ask ARP again), connections through the VIP are balanced
+/// as before.
+#[test]
+fn a_changed_interface_mac_is_followed() {
+    const NEW_MAC: &str = "02:00:00:00:aa:01";
+    let mut bed = testbed();
+    bed.start_lb(&base_services(), &[]).expect("daemon");
+    bed.lb.ip(&["link", "set", "eth0", "address", NEW_MAC]).unwrap();
+    let changed = bed
+        .daemon
+        .as_mut()
+        .unwrap()
+        .wait_for_line("the interface's MAC address changed", Duration::from_secs(15))
+        .unwrap();
+    assert!(
+        changed.contains("interface=eth0") && changed.contains(NEW_MAC),
+        "{changed}"
+    );
+    bed.client.ip(&["neigh", "flush", "dev", "eth0"]).unwrap();
+    let frontend = bed.tally((VIP, FRONTEND_PORT), 10).unwrap();
+    assert_even_split(&frontend, ["web1 frontend", "web2 frontend"], 10);
+}

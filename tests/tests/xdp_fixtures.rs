@@ -12,8 +12,8 @@ use lb_common::{
 use lb_tests::{
     fixture::{
         coarse_now_ns, flow_key, services, with_fixture, with_fixture_settings, Fixture, Verdict, CLIENT_MAC,
-        HAIRPIN_PORT, PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, UNRESOLVED_BACKEND, UNRESOLVED_PORT, WEB_MACS,
-        XDP_DROP, XDP_PASS, XDP_REDIRECT,
+        HAIRPIN_PORT, PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, PUBLIC_IF, UNRESOLVED_BACKEND, UNRESOLVED_PORT,
+        WEB_MACS, XDP_DROP, XDP_PASS, XDP_REDIRECT,
     },
     packet::{
         internet_checksum, parse_and_verify, udp_payload_summing_to_zero, Frame, Parsed, ACK, FIN, RST, SYN,
@@ -21,6 +21,7 @@ use lb_tests::{
     },
     testbed::{CLIENT_ADDRS, FRONTEND_PORT, LB_PRIVATE, LB_PUBLIC, UDP_PORT, VIP, WEB_ADDRS},
 };
+use lb_user::netdev::format_mac;
 
 const CLIENT: (Ipv4Addr, u16) = (CLIENT_ADDRS[0], 40_000);
 const FRONTEND: (Ipv4Addr, u16) = (VIP, FRONTEND_PORT);
@@ -29,8 +30,19 @@ fn fixture<T: Send + 'static>(f: impl FnOnce(&Fixture) -> T + Send + 'static) ->
     with_fixture(&services(), f).expect("fixture namespace and program")
 }
 
+/// `frame` arriving from the clients' side (addressed to the public
+/// interface, as [`Frame`]s are unless told otherwise).
 fn from_client(fx: &Fixture, frame: &Frame) -> Verdict {
     fx.run(&frame.build(), fx.public_ifindex)
+}
+
+/// `frame` arriving from the backends' side, addressed to the private
+/// interface.
+fn from_backend(fx: &Fixture, frame: &Frame) -> Verdict {
+    fx.run(
+        &frame.clone().addressed_to(fx.private_mac).build(),
+        fx.private_ifindex,
+    )
 }
 
 fn forwarded(verdict: &Verdict) -> Parsed {
@@ -221,7 +233,7 @@ fn reply_is_reverse_translated_to_the_client() {
         let out = open(fx, CLIENT);
         let reply = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), SYN | ACK)
             .with_payload(b"odd-length");
-        let back = forwarded(&fx.run(&reply.build(), fx.private_ifindex));
+        let back = forwarded(&from_backend(fx, &reply));
         assert_eq!((back.src, back.src_port), FRONTEND);
         assert_eq!((back.dst, back.dst_port), CLIENT);
         assert_eq!(back.dst_mac, CLIENT_MAC);
@@ -242,7 +254,7 @@ fn same_client_port_from_two_clients_gets_distinct_translations() {
         assert_ne!(a.src_port, c.src_port);
         for (out, client) in [(a, CLIENT_ADDRS[0]), (b, CLIENT_ADDRS[1])] {
             let reply = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), ACK);
-            let back = forwarded(&fx.run(&reply.build(), fx.private_ifindex));
+            let back = forwarded(&from_backend(fx, &reply));
             assert_eq!((back.dst, back.dst_port), (client, 41_000));
         }
     });
@@ -254,7 +266,8 @@ fn unknown_reply_and_non_service_traffic_pass_untouched() {
         let frames = [
             // A backend packet to a SNAT port nobody holds.
             (
-                Frame::tcp((WEB_ADDRS[0], FRONTEND_PORT), (LB_PRIVATE, 20_000), ACK),
+                Frame::tcp((WEB_ADDRS[0], FRONTEND_PORT), (LB_PRIVATE, 20_000), ACK)
+                    .addressed_to(fx.private_mac),
                 fx.private_ifindex,
             ),
             // SSH to the LB's own address, and to another port of the VIP.
@@ -290,6 +303,127 @@ fn unknown_reply_and_non_service_traffic_pass_untouched() {
     });
 }
 
+/// A unicast MAC address that is not the fixture's: another host's.
+const OTHER_HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+
+fn tracked_entries(fx: &Fixture) -> u64 {
+    fx.dataplane.lock().unwrap().scan_connections().unwrap().entries
+}
+
+/// The README: frames not addressed to the interface (destination MAC
+/// neither its own, nor broadcast or multicast) pass to the kernel
+/// untouched and are never translated. A switch floods the master's frames
+/// to the backup, which must not forward them too. The same SYN sent to the
+/// interface's own MAC afterwards opens the connection, on the first
+/// backend of the rotation: the flooded one left nothing behind. Broadcast
+/// and multicast frames are translated as always.
+#[test]
+fn a_flooded_frame_for_another_mac_passes_untouched_and_is_never_translated() {
+    fixture(|fx| {
+        let syn = Frame::tcp(CLIENT, FRONTEND, SYN);
+        let udp = Frame::udp(CLIENT, (VIP, UDP_PORT), b"query");
+        let reply = Frame::tcp((WEB_ADDRS[0], FRONTEND_PORT), (LB_PRIVATE, 20_000), SYN | ACK);
+        let cases = [
+            (
+                "a SYN to the VIP for another MAC",
+                syn.clone().addressed_to(OTHER_HOST_MAC),
+                fx.public_ifindex,
+            ),
+            (
+                "a SYN for the private interface's MAC on the public one",
+                syn.clone().addressed_to(fx.private_mac),
+                fx.public_ifindex,
+            ),
+            (
+                "UDP to the VIP for another MAC",
+                udp.addressed_to(OTHER_HOST_MAC),
+                fx.public_ifindex,
+            ),
+            (
+                "a backend's segment for another MAC",
+                reply.addressed_to(OTHER_HOST_MAC),
+                fx.private_ifindex,
+            ),
+        ];
+        for (label, frame, ifindex) in cases {
+            assert_outcome(
+                fx,
+                label,
+                &frame.build(),
+                ifindex,
+                XDP_PASS,
+                Counter::PassOtherHost,
+            );
+        }
+        assert_eq!(tracked_entries(fx), 0, "nothing tracked");
+
+        let to_us = forwarded(&from_client(fx, &syn.clone().addressed_to(fx.public_mac)));
+        assert_eq!(to_us.dst, WEB_ADDRS[0], "the rotation did not move");
+        let group = [
+            ("broadcast", [0xff; 6]),
+            ("multicast", [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]),
+        ];
+        for (port, (label, dst)) in (40_001..).zip(group) {
+            let out = forwarded(&from_client(
+                fx,
+                &Frame::tcp((CLIENT.0, port), FRONTEND, SYN).addressed_to(dst),
+            ));
+            assert_eq!((out.dst_port, out.src), (FRONTEND_PORT, LB_PRIVATE), "{label}");
+        }
+        assert_eq!(counter(fx, Counter::ForwardNew), 3);
+        assert_eq!(tracked_entries(fx), 6, "three connections, two entries each");
+    });
+}
+
+/// Userspace writes every interface's MAC before it marks the program
+/// ready; a unicast frame on an interface it has not written (here the
+/// namespace's loopback) is passed as not ready, untouched.
+#[test]
+fn a_unicast_frame_on_an_interface_without_a_known_mac_passes_as_not_ready() {
+    fixture(|fx| {
+        let loopback = 1;
+        let syn = Frame::tcp(CLIENT, FRONTEND, SYN).build();
+        assert_outcome(fx, "on loopback", &syn, loopback, XDP_PASS, Counter::PassNotReady);
+        assert_eq!(tracked_entries(fx), 0);
+    });
+}
+
+/// An operator changes the public interface's MAC address. Until the data
+/// plane reads it again (the daemon does every second), frames sent to the
+/// new address pass as another host's; afterwards they are translated, and
+/// the old address is another host's.
+#[test]
+fn a_changed_interface_mac_is_followed_once_read_again() {
+    fixture(|fx| {
+        const NEW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x42];
+        let new_mac = format_mac(&NEW_MAC);
+        lb_tests::run(
+            "ip",
+            &["-n", &fx.netns, "link", "set", PUBLIC_IF, "address", &new_mac],
+        )
+        .unwrap();
+        let syn = |port| Frame::tcp((CLIENT.0, port), FRONTEND, SYN);
+        assert_outcome(
+            fx,
+            "to the new MAC, not read yet",
+            &syn(40_000).addressed_to(NEW_MAC).build(),
+            fx.public_ifindex,
+            XDP_PASS,
+            Counter::PassOtherHost,
+        );
+        fx.dataplane.lock().unwrap().refresh_interface_macs().unwrap();
+        forwarded(&from_client(fx, &syn(40_000).addressed_to(NEW_MAC)));
+        assert_outcome(
+            fx,
+            "to the old MAC",
+            &syn(40_001).addressed_to(fx.public_mac).build(),
+            fx.public_ifindex,
+            XDP_PASS,
+            Counter::PassOtherHost,
+        );
+    });
+}
+
 #[test]
 fn udp_flows_are_translated_and_a_missing_checksum_stays_missing() {
     fixture(|fx| {
@@ -308,7 +442,7 @@ fn udp_flows_are_translated_and_a_missing_checksum_stays_missing() {
         let out = forwarded(&verdict);
         assert_eq!(&verdict.frame[40..42], &[0, 0], "UDP checksum must stay absent");
         let reply = Frame::udp((out.dst, out.dst_port), (out.src, out.src_port), b"answer");
-        let back = forwarded(&fx.run(&reply.build(), fx.private_ifindex));
+        let back = forwarded(&from_backend(fx, &reply));
         assert_eq!(
             ((back.src, back.src_port), (back.dst, back.dst_port)),
             (to, (CLIENT.0, 40_002))
@@ -338,7 +472,9 @@ fn udp_checksum_that_translates_to_zero_leaves_as_all_ones() {
         assert_eq!(verdict.frame[40..42], [0xff, 0xff], "forward: 0 sent as 0xffff");
 
         let answer = udp_payload_summing_to_zero(to, CLIENT, b"answer");
-        let reply = Frame::udp(backend, snat, &answer).build();
+        let reply = Frame::udp(backend, snat, &answer)
+            .addressed_to(fx.private_mac)
+            .build();
         assert_ne!(reply[40..42], [0, 0]);
         let verdict = fx.run(&reply, fx.private_ifindex);
         let back = forwarded(&verdict);
@@ -382,7 +518,7 @@ fn idle_udp_flow_times_out_and_the_next_datagram_is_balanced_anew() {
         assert_outcome(
             fx,
             "reply of the expired flow",
-            &stale.build(),
+            &stale.addressed_to(fx.private_mac).build(),
             fx.private_ifindex,
             XDP_PASS,
             Counter::PassNotService,
@@ -428,7 +564,7 @@ fn closed_connection_port_reuse_picks_a_new_backend() {
         assert_ne!(again.dst, first.dst, "a new connection takes the next backend");
         // An RST from the backend also ends the connection.
         let reply = Frame::tcp((again.dst, again.dst_port), (again.src, again.src_port), RST);
-        forwarded(&fx.run(&reply.build(), fx.private_ifindex));
+        forwarded(&from_backend(fx, &reply));
         assert_eq!(open(fx, CLIENT).dst, first.dst);
     });
 }
@@ -707,11 +843,10 @@ fn an_unknown_segment_is_handed_to_the_vrrp_peer_and_never_back() {
             "no peer: the kernel resets it"
         );
         let mut handoff = fx.dataplane.lock().unwrap().take_peer_handoff().unwrap();
-        let own_mac = input[..6].try_into().unwrap();
         handoff
             .set(Some(lb_common::maps::PeerHandoff {
                 peer_mac: PEER_MAC,
-                own_mac,
+                own_mac: fx.public_mac,
                 ifindex: fx.public_ifindex,
                 enabled: 1,
             }))
@@ -729,23 +864,33 @@ fn an_unknown_segment_is_handed_to_the_vrrp_peer_and_never_back() {
 
         let mut from_peer = input.clone();
         from_peer[6..12].copy_from_slice(&PEER_MAC);
-        let verdict = fx.run(&from_peer, fx.public_ifindex);
-        assert_eq!(
-            (verdict.action, &verdict.frame),
-            (XDP_PASS, &from_peer),
-            "never back to the peer"
-        );
-        assert_eq!(
-            fx.run(&input, fx.private_ifindex).action,
+        assert_outcome(
+            fx,
+            "never back to the peer",
+            &from_peer,
+            fx.public_ifindex,
             XDP_PASS,
-            "only on the peer's link"
+            Counter::PassTcpNoFlow,
+        );
+        let mut on_private = input.clone();
+        on_private[..6].copy_from_slice(&fx.private_mac);
+        assert_outcome(
+            fx,
+            "only on the peer's link",
+            &on_private,
+            fx.private_ifindex,
+            XDP_PASS,
+            Counter::PassTcpNoFlow,
         );
         let mut flooded = input.clone();
-        flooded[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
-        assert_eq!(
-            fx.run(&flooded, fx.public_ifindex).action,
+        flooded[..6].copy_from_slice(&OTHER_HOST_MAC);
+        assert_outcome(
+            fx,
+            "only frames sent to us",
+            &flooded,
+            fx.public_ifindex,
             XDP_PASS,
-            "only frames sent to us"
+            Counter::PassOtherHost,
         );
         assert_eq!(
             open(fx, (CLIENT.0, 40_001)).dst,

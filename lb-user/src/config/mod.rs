@@ -10,7 +10,9 @@ use std::{
     time::Duration,
 };
 
-use lb_common::limits::{MAX_BACKENDS, MAX_SERVICES, MAX_SERVICE_KEYS, MAX_SLOTS_PER_SERVICE};
+use lb_common::limits::{
+    MAX_BACKENDS, MAX_INTERFACES, MAX_SERVICES, MAX_SERVICE_KEYS, MAX_SLOTS_PER_SERVICE,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -489,6 +491,9 @@ impl Validator<'_> {
                 d.interfaces.span(),
                 "interfaces: at least one interface is needed",
             );
+        }
+        if let Some(extra) = d.interfaces.get_ref().get(MAX_INTERFACES as usize) {
+            return self.error(extra.span(), format!("more than {MAX_INTERFACES} interfaces"));
         }
         let mut seen = HashSet::new();
         for name in d.interfaces.get_ref() {
@@ -1073,6 +1078,23 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
     fn same_port_other_protocol_is_fine() {
         let text = GOOD.replace("port = 53", "port = 3000");
         assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn more_interfaces_than_the_data_plane_holds_are_rejected() {
+        let with = |n: u32| {
+            let names: Vec<String> = (0..n).map(|i| format!("\"eth{i}\"")).collect();
+            GOOD.replace(
+                "interfaces = [\"eth0\", \"eth1\"]",
+                &format!("interfaces = [{}]", names.join(", ")),
+            )
+        };
+        assert!(parse(&with(MAX_INTERFACES)).is_ok());
+        let err = error_of(&with(MAX_INTERFACES + 1));
+        assert!(
+            err.contains(&format!("more than {MAX_INTERFACES} interfaces")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,14 +13,17 @@ use aya::{
 use lb_common::{
     limits::slot_index,
     maps::{
-        BackendSlot, BackendStats, Flow, FlowKey, Service, ServiceKey, ServiceStats, Settings,
+        BackendSlot, BackendStats, Flow, FlowKey, InterfaceMac, Service, ServiceKey, ServiceStats, Settings,
         DIRECTION_FORWARD, FLOW_CLOSING,
     },
     stats::Counter,
 };
 use tracing::{info, warn};
 
-use crate::config::{self, Config};
+use crate::{
+    config::{self, Config},
+    netdev::{self, NetdevError},
+};
 
 /// The load balancer's XDP object, built by build.rs.
 pub static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb.bpf.o"));
@@ -45,6 +48,10 @@ pub enum DataplaneError {
     Program(ProgramError),
     #[error("cannot count the CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error(transparent)]
+    Interface(#[from] NetdevError),
+    #[error("{0} is not a data-plane interface: the program was not told its MAC address")]
+    NotDataplaneInterface(String),
     #[error("failed to attach XDP to {interface} in {mode} mode: {source}")]
     Attach {
         interface: String,
@@ -78,9 +85,19 @@ impl PeerHandoffMap {
     }
 }
 
+/// A data-plane interface: its slot in INTERFACE_MACS, its index, and the
+/// MAC address the program knows it by.
+struct Served {
+    slot: u32,
+    name: String,
+    ifindex: u32,
+    mac: [u8; 6],
+}
+
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    interfaces: Vec<Served>,
     attached: Vec<(String, &'static str)>,
     /// The live slot-table generation of each service id.
     generations: std::collections::HashMap<u32, u32>,
@@ -89,13 +106,17 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Loads the program into the kernel (verifier included), with a
-    /// connection table of `conntrack_entries`. Nothing is attached yet.
-    pub fn load(conntrack_entries: u32) -> Result<Self, DataplaneError> {
+    /// connection table of `conntrack_entries`, and tells it the index and
+    /// MAC address of each of the `interfaces` (looked up in the calling
+    /// thread's network namespace; INTERFACE_MACS, one slot each in order),
+    /// before anything can mark its settings ready: it passes unicast
+    /// frames for any other MAC untouched. Nothing is attached yet.
+    pub fn load(config: &config::DataplaneConfig) -> Result<Self, DataplaneError> {
         let mut ebpf = EbpfLoader::new()
             // The program needs no CO-RE relocations. (aya has parsed the
             // kernel's BTF already, in new(): a transient ~16 MB at start-up.)
             .btf(None)
-            .map_max_entries("FLOWS", conntrack_entries)
+            .map_max_entries("FLOWS", config.conntrack_entries)
             .load(PROGRAM_OBJECT)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
@@ -103,12 +124,72 @@ impl Dataplane {
             .try_into()
             .map_err(DataplaneError::Program)?;
         program.load().map_err(DataplaneError::Program)?;
-        Ok(Self {
+        let mut dataplane = Self {
             ebpf,
+            interfaces: Vec::new(),
             attached: Vec::new(),
             generations: std::collections::HashMap::new(),
-            conntrack_capacity: conntrack_entries,
-        })
+            conntrack_capacity: config.conntrack_entries,
+        };
+        for (slot, name) in (0_u32..).zip(&config.interfaces) {
+            let served = Served {
+                slot,
+                name: name.clone(),
+                ifindex: netdev::ifindex(name)?,
+                mac: netdev::mac_address(name)?,
+            };
+            dataplane.write_interface_mac(&served)?;
+            dataplane.interfaces.push(served);
+        }
+        Ok(dataplane)
+    }
+
+    fn write_interface_mac(&mut self, served: &Served) -> Result<(), DataplaneError> {
+        let mut macs: Array<&mut MapData, InterfaceMac> = self.map_mut("INTERFACE_MACS")?;
+        let value = InterfaceMac {
+            ifindex: served.ifindex,
+            mac: served.mac,
+            _pad: [0; 2],
+        };
+        macs.set(served.slot, value, 0).map_err(map_err("INTERFACE_MACS"))
+    }
+
+    /// Follows an operator's change of an interface's MAC address (`ip
+    /// link set eth0 address ...`): reads each interface's address again and
+    /// rewrites the entries that changed. Until this runs, frames sent to
+    /// the new address pass to the kernel as for another host. An interface
+    /// that is gone or has a new index is left alone: the program is no
+    /// longer attached to it (the `dataplane` track says so). The VRRP
+    /// peer handoff does not follow: this node's address in it, and the one
+    /// the peer learned in the peer link's greeting, are read once at
+    /// start, so no segment is handed off to or from the changed interface
+    /// until the daemons restart.
+    pub fn refresh_interface_macs(&mut self) -> Result<(), DataplaneError> {
+        for i in 0..self.interfaces.len() {
+            let known = &self.interfaces[i];
+            let (Ok(ifindex), Ok(mac)) = (netdev::ifindex(&known.name), netdev::mac_address(&known.name))
+            else {
+                continue;
+            };
+            if ifindex != known.ifindex || mac == known.mac {
+                continue;
+            }
+            info!(
+                interface = %known.name,
+                from = %netdev::format_mac(&known.mac),
+                to = %netdev::format_mac(&mac),
+                "the interface's MAC address changed; the data plane follows"
+            );
+            let changed = Served {
+                slot: known.slot,
+                name: known.name.clone(),
+                ifindex,
+                mac,
+            };
+            self.write_interface_mac(&changed)?;
+            self.interfaces[i] = changed;
+        }
+        Ok(())
     }
 
     /// The program itself, e.g. for BPF_PROG_TEST_RUN.
@@ -292,9 +373,13 @@ impl Dataplane {
         array.get(&index, 0).map_err(map_err(name))
     }
 
-    /// Attaches to `interface`. `Auto` tries native mode and falls back to
-    /// generic mode with a warning.
+    /// Attaches to `interface`, one of those the program was loaded for.
+    /// `Auto` tries native mode and falls back to generic mode with a
+    /// warning.
     pub fn attach(&mut self, interface: &str, mode: config::XdpMode) -> Result<&'static str, DataplaneError> {
+        if !self.interfaces.iter().any(|served| served.name == interface) {
+            return Err(DataplaneError::NotDataplaneInterface(interface.to_owned()));
+        }
         let attempts: &[(XdpMode, &'static str)] = match mode {
             config::XdpMode::Auto => &[(XdpMode::Driver, "native"), (XdpMode::Skb, "generic")],
             config::XdpMode::Native => &[(XdpMode::Driver, "native")],
