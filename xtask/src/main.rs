@@ -143,7 +143,32 @@ fn step(what: &str) {
 fn cargo_command() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
+    // `cargo run` gave us xtask's package variables. Build scripts watch
+    // some of them (ring: CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...) and cargo
+    // compares its own environment, so passing them on would rebuild ring,
+    // rustls and the daemon whenever a plain `cargo build` came between.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if is_set_by_cargo_run(&key) {
+            cmd.env_remove(&*key);
+        }
+    }
     cmd
+}
+
+/// The variables `cargo run` sets for the program it runs, other than
+/// `CARGO` itself.
+fn is_set_by_cargo_run(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "OUT_DIR"
+        )
 }
 
 /// Runs cargo with its own progress output on the terminal.
