@@ -108,15 +108,19 @@ impl Daemon {
     }
 
     /// Sends `signal` to the daemon.
-    pub fn signal(&self, signal: i32) {
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
         // `ip netns exec` execs the daemon, so the child is the daemon itself.
         // SAFETY: plain kill(2) on our child.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        if unsafe { libc::kill(self.child.id() as i32, signal) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 
     /// Sends `signal` and waits for the process to exit; returns its status.
     pub fn stop_with(mut self, signal: i32, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        self.signal(signal);
+        self.signal(signal)?;
         self.wait_exit(timeout)
             .with_context(|| format!("after signal {signal}"))
     }

@@ -474,61 +474,15 @@ pub fn connect_from_within(
     to: (Ipv4Addr, u16),
     timeout: Duration,
 ) -> anyhow::Result<std::net::TcpStream> {
-    use std::os::fd::FromRawFd;
-    // std has no bind-before-connect; do it with libc.
-    // SAFETY: plain socket calls on a descriptor we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let stream = std::net::TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const one).cast(),
-            4,
-        );
-        let timeout = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&raw const timeout).cast(),
-            size_of::<libc::timeval>() as u32,
-        );
-        let sockaddr = |(addr, port): (Ipv4Addr, u16)| libc::sockaddr_in {
-            sin_family: libc::AF_INET as u16,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(addr.octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = size_of::<libc::sockaddr_in>() as u32;
-        let local = sockaddr(source);
-        if libc::bind(fd, (&raw const local).cast(), len) != 0 {
-            return Err(anyhow::anyhow!(
-                "bind {}:{}: {}",
-                source.0,
-                source.1,
-                std::io::Error::last_os_error()
-            ));
-        }
-        let remote = sockaddr(to);
-        if libc::connect(fd, (&raw const remote).cast(), len) != 0 {
-            return Err(anyhow::anyhow!(
-                "connect {}:{}: {}",
-                to.0,
-                to.1,
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(stream)
-    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    // std has no bind-before-connect.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket
+        .bind(&std::net::SocketAddr::from(source).into())
+        .map_err(|e| anyhow::anyhow!("bind {}:{}: {e}", source.0, source.1))?;
+    socket
+        .connect_timeout(&std::net::SocketAddr::from(to).into(), timeout)
+        .map_err(|e| anyhow::anyhow!("connect {}:{}: {e}", to.0, to.1))?;
+    Ok(socket.into())
 }

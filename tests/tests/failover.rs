@@ -839,7 +839,7 @@ fn a_stopping_master_keeps_serving_its_connections_while_they_drain() {
         })
         .collect();
     let mut daemon = bed.take_node_daemon(PRIMARY).unwrap();
-    daemon.signal(libc::SIGTERM);
+    daemon.signal(libc::SIGTERM).expect("SIGTERM the primary");
     bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT).unwrap();
     let draining = daemon.wait_for_line(DRAIN_BEGINS, WAIT).unwrap();
     assert!(draining.contains("connections=5"), "{draining}");

@@ -48,18 +48,16 @@ fn wait_for(bed: &mut Testbed, event: &str, service: &str, backend: &str) -> Str
 /// line containing `outcome` ("config reloaded" or "reload refused").
 fn reload_with(bed: &mut Testbed, text: &str, outcome: &str) -> String {
     std::fs::write(bed.dir.join("xlb.toml"), text).unwrap();
-    send_signal(bed, libc::SIGHUP);
+    bed.daemon
+        .as_ref()
+        .expect("daemon")
+        .signal(libc::SIGHUP)
+        .expect("SIGHUP the daemon");
     bed.daemon
         .as_mut()
         .expect("daemon")
         .wait_for_line(outcome, WAIT)
         .unwrap()
-}
-
-fn send_signal(bed: &Testbed, signal: i32) {
-    let pid = bed.daemon.as_ref().expect("daemon").pid();
-    // SAFETY: plain kill(2) on our child.
-    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
 }
 
 #[test]
