@@ -20,9 +20,10 @@ use crate::{
     netdev, vrrp,
 };
 
-/// How often the interfaces' MAC addresses are read again, so that the data
-/// plane follows a change within this time.
-const INTERFACE_MAC_REFRESH: Duration = Duration::from_secs(1);
+/// How often the interfaces' MAC addresses are read again besides on the
+/// kernel's link notifications (which say at once when one changes): a
+/// fallback, for a missed notification or a daemon without them.
+const INTERFACE_MAC_REFRESH: Duration = Duration::from_secs(10);
 
 pub struct RunOptions {
     /// Log the counters this often (for the testbed); `None` keeps quiet.
@@ -93,11 +94,25 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     let servers = spawn_servers(&config, &control, &shutdown_rx).await?;
     // The data plane and the servers are up before this node can win an
     // election (a failed start must not leave it holding the IP).
+    // One monitor of the kernel's link changes wakes the interface tracks and
+    // the data plane's interface MACs.
+    let links = match netdev::spawn_link_monitor() {
+        Ok((links, _task)) => Some(links),
+        Err(e) => {
+            warn!(error = %e, "no link notifications: interface tracks and MACs poll");
+            None
+        }
+    };
     let vrrp = match &config.vrrp {
         Some(vrrp_config) => {
             let handoff = controller.dataplane_mut().take_peer_handoff()?;
-            let handle =
-                vrrp::driver::start(vrrp_config.clone(), controller.node_health(), Some(handoff)).await?;
+            let handle = vrrp::driver::start(
+                vrrp_config.clone(),
+                controller.node_health(),
+                Some(handoff),
+                links.clone(),
+            )
+            .await?;
             controller.set_vrrp_status(handle.status.clone());
             Some(handle)
         }
@@ -113,6 +128,7 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
 
     let mut rates = tokio::time::interval(RATE_INTERVAL);
     let mut interface_macs = tokio::time::interval(INTERFACE_MAC_REFRESH);
+    let mut links = links;
     let mut stats_ticker = options.stats_interval.map(tokio::time::interval);
     loop {
         tokio::select! {
@@ -125,11 +141,8 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
                 let _ = envelope.reply.send(answer);
             }
             _ = rates.tick() => controller.sample_rates(),
-            _ = interface_macs.tick() => {
-                if let Err(e) = controller.dataplane_mut().refresh_interface_macs() {
-                    warn!(error = %e, "cannot update the interfaces' MAC addresses in the data plane");
-                }
-            }
+            () = link_changed(&mut links) => refresh_interface_macs(&mut controller),
+            _ = interface_macs.tick() => refresh_interface_macs(&mut controller),
             () = async { stats_ticker.as_mut().expect("guarded").tick().await; }, if stats_ticker.is_some() => {
                 log_counters(&controller);
             }
@@ -184,6 +197,24 @@ async fn drain_connections(controller: &Controller, limit: Duration) {
 type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
 
 /// Starts the admin API and the metrics endpoint.
+/// Returns when the kernel announces a link change; never without the
+/// notifications (or once they have stopped).
+async fn link_changed(links: &mut Option<watch::Receiver<u64>>) {
+    if let Some(receiver) = links {
+        if receiver.changed().await.is_ok() {
+            return;
+        }
+    }
+    *links = None;
+    std::future::pending().await
+}
+
+fn refresh_interface_macs(controller: &mut Controller) {
+    if let Err(e) = controller.dataplane_mut().refresh_interface_macs() {
+        warn!(error = %e, "cannot update the interfaces' MAC addresses in the data plane");
+    }
+}
+
 async fn spawn_servers(
     config: &Config,
     control: &ControlHandle,

@@ -77,6 +77,35 @@ pub async fn xdp_program_id(name: &str) -> Result<Option<u32>, NetdevError> {
     }
 }
 
+/// Counts the link changes the kernel announces (RTNLGRP_LINK): state,
+/// addresses, MAC. One monitor per daemon wakes whatever follows the links
+/// (the interface tracks, the data plane's interface MACs) at once instead
+/// of polling fast.
+pub fn spawn_link_monitor(
+) -> std::io::Result<(tokio::sync::watch::Receiver<u64>, tokio::task::JoinHandle<()>)> {
+    use futures_util::StreamExt;
+    use rtnetlink::sys::AsyncSocket;
+    let (mut connection, _handle, mut messages) = rtnetlink::new_connection()?;
+    connection
+        .socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(0, libc::RTMGRP_LINK as u32))?;
+    let (changes, watcher) = tokio::sync::watch::channel(0_u64);
+    let task = tokio::spawn(async move {
+        let mut connection = std::pin::pin!(connection);
+        loop {
+            tokio::select! {
+                () = &mut connection => return,
+                message = messages.next() => match message {
+                    Some(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
+                    None => return,
+                },
+            }
+        }
+    });
+    Ok((watcher, task))
+}
+
 /// The interface's Ethernet address, asked of the kernel (SIOCGIFHWADDR)
 /// in the calling thread's network namespace. (`/sys/class/net` would show
 /// the namespace sysfs was mounted in, which a thread that entered another

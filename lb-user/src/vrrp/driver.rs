@@ -90,10 +90,13 @@ const fn notify_name(state: State) -> &'static str {
 /// `handoff` lets the data plane send segments of connections it does not
 /// know to the peer (used with the local mover, where both nodes share the
 /// floating IP's link).
+/// `links`: the daemon's link-change notifications, which wake the interface
+/// tracks (without them, the tracks poll).
 pub async fn start(
     config: VrrpConfig,
     node: watch::Receiver<NodeHealth>,
     handoff: Option<PeerHandoffMap>,
+    links: Option<watch::Receiver<u64>>,
 ) -> anyhow::Result<VrrpHandle> {
     let peers = if config.unicast_peers.is_empty() {
         Peers::Multicast
@@ -151,18 +154,13 @@ pub async fn start(
     };
     // Unbounded: the driver both sends (inline mover steps) and receives.
     let (tracks_tx, tracks_rx) = mpsc::channel(64);
-    // Without link notifications, interface tracks fall back to polling.
-    let link_monitor = track::spawn_link_monitor()
-        .map_err(|e| warn!(error = %e, "no link notifications; interface tracks poll"))
-        .ok();
-    let mut track_tasks = track::spawn_all(
+    let track_tasks = track::spawn_all(
         &config.tracks,
         &node,
         &tracks_tx,
-        link_monitor.as_ref().map(|(links, _)| links),
+        links.as_ref(),
         &config.secret_env,
     );
-    track_tasks.extend(link_monitor.map(|(_, task)| task));
     let machine = Machine::new(Params {
         version: config.version,
         priority: config.priority,

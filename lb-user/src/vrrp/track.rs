@@ -109,32 +109,6 @@ async fn run_command(argv: &[String], limit: Duration, secret_env: &[String]) ->
     }
 }
 
-/// Counts the link changes the kernel announces (RTNLGRP_LINK), so that
-/// interface tracks wake at once on a change instead of polling fast.
-pub fn spawn_link_monitor() -> std::io::Result<(watch::Receiver<u64>, JoinHandle<()>)> {
-    use futures_util::StreamExt;
-    use rtnetlink::sys::AsyncSocket;
-    let (mut connection, _handle, mut messages) = rtnetlink::new_connection()?;
-    connection
-        .socket_mut()
-        .socket_mut()
-        .bind(&rtnetlink::sys::SocketAddr::new(0, libc::RTMGRP_LINK as u32))?;
-    let (changes, watcher) = watch::channel(0_u64);
-    let task = tokio::spawn(async move {
-        let mut connection = std::pin::pin!(connection);
-        loop {
-            tokio::select! {
-                () = &mut connection => return,
-                message = messages.next() => match message {
-                    Some(_) => changes.send_modify(|n| *n = n.wrapping_add(1)),
-                    None => return,
-                },
-            }
-        }
-    });
-    Ok((watcher, task))
-}
-
 /// Starts one task per track. `links`: link-change notifications for the
 /// interface tracks (their interval is then only a fallback).
 /// `secret_env`: variables a command must not inherit.
