@@ -97,6 +97,32 @@ impl Ipv4Hdr {
         Ok(())
     }
 
+    /// Whether the header checksum is right (a 20-byte header: options are
+    /// never translated).
+    #[inline(always)]
+    #[must_use]
+    pub fn checksum_ok(&self) -> bool {
+        let words = [
+            u16::from_ne_bytes([self.version_ihl, self.tos]),
+            self.tot_len,
+            self.id,
+            self.frag_off,
+            u16::from_ne_bytes([self.ttl, self.protocol]),
+            self.check,
+            self.saddr[0],
+            self.saddr[1],
+            self.daddr[0],
+            self.daddr[1],
+        ];
+        let mut sum: u32 = 0;
+        for word in words {
+            sum += u32::from(word);
+        }
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum == 0xffff
+    }
+
     /// Total length from the header, in host order.
     #[inline(always)]
     #[must_use]
@@ -125,6 +151,13 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+/// Whether TCP `flags` open a connection: SYN alone among SYN, ACK, RST, FIN.
+#[inline(always)]
+#[must_use]
+pub const fn opens_connection(flags: u8) -> bool {
+    flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+}
+
 impl TcpHdr {
     pub const LEN: usize = 20;
 
@@ -134,18 +167,26 @@ impl TcpHdr {
         self.doff_flags[1]
     }
 
-    /// A connection opening: SYN without ACK.
+    /// A connection opening: SYN without ACK, RST or FIN (a SYN with either
+    /// is invalid, RFC 9293 §3.10.7.1; conntrack too refuses it).
     #[inline(always)]
     #[must_use]
     pub fn is_syn(&self) -> bool {
-        self.flags() & (TCP_SYN | TCP_ACK) == TCP_SYN
+        opens_connection(self.flags())
+    }
+
+    /// The header's length with options, from the data offset.
+    #[inline(always)]
+    #[must_use]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.doff_flags[0] >> 4) * 4
     }
 
     /// Whether the data offset is sane for a segment of `l4_len` bytes.
     #[inline(always)]
     #[must_use]
     pub fn is_well_formed(&self, l4_len: usize) -> bool {
-        let header_len = usize::from(self.doff_flags[0] >> 4) * 4;
+        let header_len = self.header_len();
         header_len >= Self::LEN && header_len <= l4_len
     }
 
@@ -212,6 +253,49 @@ mod tests {
             check: 0,
             saddr: [0; 2],
             daddr: [0; 2],
+        }
+    }
+
+    #[test]
+    fn the_header_checksum_is_verified() {
+        // A real header (RFC 1071's example is for bytes; this is a SYN's).
+        let bytes = [
+            0x45, 0, 0, 0x28, 0x12, 0x34, 0x40, 0, 0x40, 6, 0xd3, 0xc6, 198, 51, 100, 10, 198, 51, 100, 100,
+        ];
+        let word = |i: usize| u16::from_ne_bytes([bytes[i], bytes[i + 1]]);
+        let ip = Ipv4Hdr {
+            version_ihl: bytes[0],
+            tos: bytes[1],
+            tot_len: word(2),
+            id: word(4),
+            frag_off: word(6),
+            ttl: bytes[8],
+            protocol: bytes[9],
+            check: word(10),
+            saddr: [word(12), word(14)],
+            daddr: [word(16), word(18)],
+        };
+        assert!(ip.checksum_ok());
+        assert!(!Ipv4Hdr {
+            check: ip.check ^ 1,
+            ..ip
+        }
+        .checksum_ok());
+        assert!(!Ipv4Hdr { ttl: 63, ..ip }.checksum_ok());
+    }
+
+    #[test]
+    fn only_a_plain_syn_opens_a_connection() {
+        assert!(opens_connection(TCP_SYN));
+        assert!(opens_connection(TCP_SYN | 0x08 | 0x80)); // PSH, CWR: harmless
+        for invalid in [
+            TCP_SYN | TCP_ACK,
+            TCP_SYN | TCP_RST,
+            TCP_SYN | TCP_FIN,
+            TCP_ACK,
+            0,
+        ] {
+            assert!(!opens_connection(invalid), "{invalid:#x}");
         }
     }
 

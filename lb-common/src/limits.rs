@@ -19,8 +19,10 @@ pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 pub const MAX_INTERFACES: u32 = 16;
 /// Local addresses that may own SNAT ports (the LB's private addresses).
 pub const MAX_LOCAL_ADDRS: u32 = 16;
-/// Attempts to find a free SNAT port before the new connection is dropped.
-pub const SNAT_PORT_RETRIES: u32 = 32;
+/// Pool ports probed for a new connection (after the client's own port at
+/// each SNAT address) before the oldest evictable tuple is taken or the
+/// connection dropped.
+pub const SNAT_PORT_RETRIES: u32 = 12;
 
 /// Index of a slot in the slot array.
 #[inline(always)]

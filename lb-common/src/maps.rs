@@ -124,8 +124,26 @@ pub const DIRECTION_FORWARD: u8 = 0;
 /// `Flow::direction` of backend-to-client packets.
 pub const DIRECTION_REPLY: u8 = 1;
 
-/// `Flow::state` bit: a FIN or RST was seen in this entry's direction.
+/// `Flow::state` bit, on both entries: a valid FIN or RST was seen in
+/// either direction; a SYN on the tuple now starts a new connection.
 pub const FLOW_CLOSING: u8 = 0x01;
+/// `Flow::state` bit, on both entries: the client acknowledged the backend's
+/// SYN-ACK, so the connection is no longer half-open.
+pub const FLOW_ESTABLISHED: u8 = 0x02;
+/// `Flow::state` bit, on one entry: `seq_next`, `max_window` and
+/// `window_scale` hold this direction's values (set by its first segment:
+/// the SYN, or the SYN-ACK).
+pub const FLOW_SEQ_KNOWN: u8 = 0x04;
+/// `Flow::state` bit, on both entries: the client sent a valid FIN.
+pub const FLOW_FIN_FROM_CLIENT: u8 = 0x08;
+/// `Flow::state` bit, on both entries: a valid RST ended the connection;
+/// neither end keeps a TIME_WAIT for it.
+pub const FLOW_RESET: u8 = 0x10;
+/// `Flow::state` bit, on both entries: the backend sent its FIN before the
+/// client did, so the backend holds the tuple in TIME_WAIT after close.
+pub const FLOW_BACKEND_TIME_WAIT: u8 = 0x20;
+/// `Flow::state` bit, on both entries: the backend sent a valid FIN.
+pub const FLOW_FIN_FROM_BACKEND: u8 = 0x40;
 
 /// Where a translated packet leaves: the result of a FIB lookup, cached in
 /// the connection's entry so that most packets skip the lookup.
@@ -152,28 +170,81 @@ pub struct Flow {
     /// refresh looks it up again, so a changed neighbour is followed within
     /// a second.
     pub next_hop: NextHop,
-    pub _pad: u32,
+    /// Bumped atomically by a CPU that takes this entry's tuple for a new
+    /// connection: of two CPUs that saw the same value, only the one whose
+    /// fetch-and-add returns it wins (the BPF target has no compare-and-swap
+    /// in Rust, but it has fetch-and-add).
+    pub claim: u32,
     /// `bpf_ktime_get_coarse_ns` at the last refresh (at most once a second).
     pub last_seen_ns: u64,
+    /// TCP, host order: the sequence number after the last one this entry's
+    /// direction has sent (SYN and FIN count one).
+    pub seq_next: u32,
+    /// TCP: the largest receive window this entry's direction has offered
+    /// (scaled), which bounds how far the other direction's sequence
+    /// numbers may move.
+    pub max_window: u32,
+    /// TCP: the window scale this direction announced in its SYN (0 without).
+    pub window_scale: u8,
+    pub _pad: [u8; 3],
+    /// TCP: the other direction's `max_window`, copied here when it grows,
+    /// so that this direction's segments are judged without a second lookup.
+    /// 0 until the other direction has spoken.
+    pub peer_window: u32,
 }
+
+/// SNAT addresses the settings can hold.
+pub const MAX_SNAT_ADDRS: usize = 8;
 
 /// Data-plane settings (one entry, index 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// Address the LB uses as source towards backends (network order).
-    pub snat_addr: u32,
-    /// SNAT source port range, host order, inclusive.
+    /// Addresses the LB uses as source towards backends (network order);
+    /// the first `snat_addr_count` are in use.
+    pub snat_addrs: [u32; MAX_SNAT_ADDRS],
+    pub snat_addr_count: u32,
+    /// SNAT source port pool, host order, inclusive: where a connection's
+    /// port comes from when the client's own cannot be kept.
     pub snat_port_first: u16,
     pub snat_port_last: u16,
-    /// A UDP flow idle this long is forgotten; the next datagram picks a new backend.
+    /// The kernel's own ephemeral range on this host (ip_local_port_range),
+    /// host order: a client port inside it is never kept, so a tuple the
+    /// program creates cannot be one the host's own connections (health
+    /// checks) pick later.
+    pub local_port_first: u16,
+    pub local_port_last: u16,
+    /// Seeds the hash that spreads clients over SNAT addresses and pool
+    /// ports (random per daemon start, so the spread cannot be aimed at).
+    pub hash_seed: u32,
+    /// A UDP flow idle this long (both directions) is forgotten; the next datagram picks a new backend.
     pub udp_timeout_ns: u64,
     /// A TCP entry idle this long may be replaced by a new SYN with the same tuple.
     pub tcp_idle_timeout_ns: u64,
-    /// A SNAT port whose connection closed this long ago may be reused.
-    pub tcp_closed_reuse_ns: u64,
+    /// A half-open connection (SYN seen, handshake not completed) idle this
+    /// long is forgotten and its tuple freed.
+    pub tcp_handshake_timeout_ns: u64,
+    /// How long the tuple of a connection the backend closed first is held
+    /// against other clients: the backend's TIME_WAIT.
+    pub tcp_time_wait_ns: u64,
+    /// How long the tuple of a connection closed by the client first or by
+    /// a reset is held: stray segments of the old connection drain.
+    pub tcp_close_linger_ns: u64,
     pub flags: u32,
     pub _pad: u32,
+}
+
+impl Settings {
+    /// The SNAT addresses in use.
+    #[inline(always)]
+    #[must_use]
+    pub fn snat_addr_count(&self) -> u32 {
+        if self.snat_addr_count as usize > MAX_SNAT_ADDRS {
+            MAX_SNAT_ADDRS as u32
+        } else {
+            self.snat_addr_count
+        }
+    }
 }
 
 /// `Settings::flags`: the program has been configured (set last by userspace).
@@ -251,8 +322,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Endpoints>(), 12);
         assert_eq!(size_of::<NextHop>(), 16);
-        assert_eq!(size_of::<Flow>(), 48);
-        assert_eq!(size_of::<Settings>(), 40);
+        assert_eq!(size_of::<Flow>(), 64);
+        assert_eq!(size_of::<Settings>(), 96);
         assert_eq!(size_of::<InterfaceMac>(), 12);
     }
 

@@ -22,6 +22,11 @@ macro_rules! counters {
 counters! {
     /// Forwarded: first packet of a new connection.
     ForwardNew = "forward_new",
+    /// Forwarded: first packet of a new connection, which took over the
+    /// SNAT tuple of a closed connection still within its hold, or of a
+    /// half-open one, because no free tuple was found (see README: SNAT
+    /// capacity). The oldest such tuple goes first.
+    ForwardNewEvicting = "forward_new_evicting",
     /// Forwarded: later client-to-backend packet.
     ForwardEstablished = "forward_established",
     /// Forwarded: backend-to-client packet, reverse-translated.
@@ -44,9 +49,11 @@ counters! {
     /// Such a segment sent on to the VRRP peer, which tracks the connection
     /// (it was master when the connection opened).
     HandoffToPeer = "handoff_to_peer",
-    /// Fragment, options or bad header not addressed to a VIP.
+    /// Fragment, options, cut L4 header or broken IPv4 header not addressed
+    /// to a VIP (or a frame cut inside its IPv4 header): the kernel's to judge.
     PassUntranslatable = "pass_untranslatable",
-    /// Malformed IPv4 header (bad version, length) or truncated frame.
+    /// Malformed IPv4 header (bad version, length) of a packet for a VIP, or
+    /// a frame too short for its Ethernet header.
     DropMalformed = "drop_malformed",
     /// L4 header of a VIP packet cut short.
     DropTruncatedL4 = "drop_truncated_l4",
@@ -60,6 +67,14 @@ counters! {
     DropNoBackend = "drop_no_backend",
     /// New TCP connection answered with a reset: the service's pool is empty.
     ResetNoBackend = "reset_no_backend",
+    /// A RST or FIN of a tracked connection whose sequence number is outside
+    /// the window tracked for its direction (a blind reset): dropped, and
+    /// the connection left as it was (RFC 5961).
+    DropTcpOutOfWindow = "drop_tcp_out_of_window",
+    /// A SYN for a service whose IPv4 header checksum (or, when it would be
+    /// answered with a reset, TCP checksum) is wrong: it neither opens a
+    /// connection nor gets an answer.
+    DropBadChecksum = "drop_bad_checksum",
     /// No free SNAT port after bounded retries.
     DropNatPortsExhausted = "drop_nat_ports_exhausted",
     /// The connection table refused an insert.

@@ -21,8 +21,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    conntrack::{superseded, REFRESH_INTERVAL_NS},
-    headers::{EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP},
+    conntrack::{superseded, window_scale, Segment, REFRESH_INTERVAL_NS},
+    headers::{
+        join_words, opens_connection, EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP,
+        IPPROTO_UDP, TCP_SYN,
+    },
     limits::MAX_INTERFACES,
     maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
     nat::{self, L4},
@@ -30,6 +33,7 @@ use lb_common::{
 };
 
 use crate::{
+    conntrack::Opening,
     forward::NextHopCache,
     maps::{INTERFACE_MACS, PEER, SERVICES, SETTINGS, VIP_ADDRS},
 };
@@ -85,7 +89,9 @@ fn process(ctx: &XdpContext) -> Outcome {
         return Outcome::pass(Counter::PassNotIpv4);
     }
     let Some(ip) = parse::ptr_at::<Ipv4Hdr>(ctx, IP_OFFSET) else {
-        return Outcome::drop(Counter::DropMalformed);
+        // Cut inside the IPv4 header: no destination to judge it by; the
+        // kernel drops it.
+        return Outcome::pass(Counter::PassUntranslatable);
     };
     // SAFETY: bounds-checked by ptr_at; the frame is ours for the program's run.
     let ip = unsafe { &mut *ip };
@@ -99,7 +105,7 @@ fn process(ctx: &XdpContext) -> Outcome {
     let l4_len = usize::from(ip.total_len()) - Ipv4Hdr::LEN;
 
     // Both TCP and UDP start with the two ports, which is all the lookup needs.
-    let (l4, src_port, dst_port, opens_connection, closes) = if proto == IPPROTO_TCP {
+    let (l4, src_port, dst_port, segment) = if proto == IPPROTO_TCP {
         let Some(tcp) = parse::ptr_at::<TcpHdr>(ctx, L4_OFFSET) else {
             return truncated_l4(ip);
         };
@@ -108,8 +114,15 @@ fn process(ctx: &XdpContext) -> Outcome {
         if !tcp.is_well_formed(l4_len) {
             return truncated_l4(ip);
         }
-        let (s, d, syn, fin) = (tcp.source, tcp.dest, tcp.is_syn(), tcp.is_closing());
-        (L4::Tcp(tcp), s, d, syn, fin)
+        let segment = Segment {
+            flags: tcp.flags(),
+            seq: u32::from_be(join_words(tcp.seq)),
+            ack: u32::from_be(join_words(tcp.ack_seq)),
+            window: u16::from_be(tcp.window),
+            payload_len: (l4_len - tcp.header_len()) as u32,
+        };
+        let (s, d) = (tcp.source, tcp.dest);
+        (L4::Tcp(tcp), s, d, Some(segment))
     } else {
         let Some(udp) = parse::ptr_at::<UdpHdr>(ctx, L4_OFFSET) else {
             return truncated_l4(ip);
@@ -120,8 +133,9 @@ fn process(ctx: &XdpContext) -> Outcome {
             return truncated_l4(ip);
         }
         let (s, d) = (udp.source, udp.dest);
-        (L4::Udp(udp), s, d, false, false)
+        (L4::Udp(udp), s, d, None)
     };
+    let opens_connection = segment.is_some_and(|s| opens_connection(s.flags));
 
     let key = FlowKey {
         src_addr: ip.src(),
@@ -137,16 +151,23 @@ fn process(ctx: &XdpContext) -> Outcome {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     if let Some(flow) = maps::FLOWS.get_ptr_mut(&key) {
-        // SAFETY: a live map value; concurrent writers only touch
-        // last_seen_ns and state, whose torn values are harmless.
+        // SAFETY: a live map value; concurrent writers only touch fields
+        // whose torn values are harmless (see Flow).
         let current = unsafe { *flow };
         if !superseded(&current, proto, opens_connection, now, settings) {
             let stale = now.saturating_sub(current.last_seen_ns) > REFRESH_INTERVAL_NS;
-            if closes {
-                conntrack::mark_closing(flow, proto, now);
+            if stale {
+                if let Err(counter) = conntrack::heal(&key, &current) {
+                    return Outcome::drop(counter);
+                }
+            }
+            if let Some(segment) = &segment {
+                let scale = || syn_window_scale(ctx, segment);
+                if let Err(counter) = conntrack::track_tcp(&key, flow, &current, segment, scale, now) {
+                    return Outcome::drop(counter);
+                }
             } else if stale {
-                // SAFETY: as above.
-                unsafe { (*flow).last_seen_ns = now };
+                conntrack::refresh_udp(&key, flow, &current, now);
             }
             let counter = if current.direction == DIRECTION_FORWARD {
                 Counter::ForwardEstablished
@@ -191,6 +212,11 @@ fn process(ctx: &XdpContext) -> Outcome {
     if ip.ttl <= 1 {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
+    // Nothing opens a connection (a SNAT tuple) or is answered on the
+    // strength of a corrupted header.
+    if !ip.checksum_ok() {
+        return Outcome::drop(Counter::DropBadChecksum);
+    }
     if service.slot_count == 0 {
         stats::count_refused(service.id);
         return match l4 {
@@ -198,19 +224,58 @@ fn process(ctx: &XdpContext) -> Outcome {
             _ => Outcome::drop(Counter::DropNoBackend),
         };
     }
-    match conntrack::open(&key, service, settings, now) {
-        Ok((rewrite, backend_id)) => {
+    let opening = match &segment {
+        Some(segment) => Opening {
+            seq_next: segment.end(),
+            window: u32::from(segment.window),
+            window_scale: syn_window_scale(ctx, segment),
+        },
+        None => Opening {
+            seq_next: 0,
+            window: 0,
+            window_scale: 0,
+        },
+    };
+    match conntrack::open(ctx, &key, service, settings, now, &opening) {
+        Ok(opened) => {
             stats::count_traffic(
                 service.id,
-                backend_id,
+                opened.backend_id,
                 DIRECTION_FORWARD,
                 u64::from(ip.total_len()),
                 true,
             );
-            translate(ctx, ip, l4, &rewrite, Counter::ForwardNew, None)
+            let counter = if opened.evicted {
+                Counter::ForwardNewEvicting
+            } else {
+                Counter::ForwardNew
+            };
+            translate(ctx, ip, l4, &opened.rewrite, counter, None)
         }
         Err(counter) => Outcome::drop(counter),
     }
+}
+
+/// The window scale a SYN or SYN-ACK announces (0 without the option, or
+/// for any other segment).
+#[inline(always)]
+fn syn_window_scale(ctx: &XdpContext, segment: &Segment) -> u8 {
+    if segment.flags & TCP_SYN == 0 {
+        return 0;
+    }
+    let Some(tcp) = parse::ptr_at::<TcpHdr>(ctx, L4_OFFSET) else {
+        return 0;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let options_len = unsafe { (*tcp).header_len() } - TcpHdr::LEN;
+    let options = L4_OFFSET + TcpHdr::LEN;
+    window_scale(|at| {
+        if at >= options_len || at >= 40 {
+            return None;
+        }
+        // SAFETY: bounds-checked by ptr_at.
+        parse::ptr_at::<u8>(ctx, options + at).map(|byte| unsafe { *byte })
+    })
 }
 
 /// Why a frame is not this node's to handle, if it is not. A unicast frame
@@ -271,17 +336,31 @@ fn hand_off(ctx: &XdpContext) -> Outcome {
     Outcome::new(action, Counter::HandoffToPeer)
 }
 
-/// Answers a SYN with a RST+ACK from the VIP, sent back where it came from.
+/// Answers a SYN with a RST+ACK from the VIP, sent back where it came from
+/// with this interface's own MAC. Only a SYN whose TCP checksum is right
+/// and that carries no data is answered (RFC 1122 §4.2.2.7; a SYN with data
+/// to an empty pool is dropped).
 #[inline(always)]
 fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr, tcp: &mut TcpHdr) -> Outcome {
-    let header_len = usize::from(tcp.doff_flags[0] >> 4) * 4;
-    let payload_len = usize::from(ip.total_len()).saturating_sub(Ipv4Hdr::LEN + header_len);
-    nat::refuse_syn(ip, tcp, payload_len as u16);
+    let segment_len = usize::from(ip.total_len()).saturating_sub(Ipv4Hdr::LEN);
+    if segment_len > tcp.header_len() || segment_len > MAX_TCP_HEADER {
+        return Outcome::drop(Counter::DropNoBackend);
+    }
+    if !tcp_checksum_ok(ctx, ip, segment_len) {
+        return Outcome::drop(Counter::DropBadChecksum);
+    }
+    let Some(own_mac) = interface_mac(ctx) else {
+        return Outcome::drop(Counter::DropNoBackend);
+    };
+    nat::refuse_syn(ip, tcp, 0);
     let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
         return Outcome::drop(Counter::DropMalformed);
     };
     // SAFETY: bounds-checked by ptr_at.
-    unsafe { core::mem::swap(&mut (*eth).src, &mut (*eth).dst) };
+    unsafe {
+        (*eth).dst = (*eth).src;
+        (*eth).src = own_mac;
+    }
     let keep = EthHdr::LEN + Ipv4Hdr::LEN + TcpHdr::LEN;
     let frame_len = ctx.data_end() - ctx.data();
     if frame_len > keep {
@@ -294,6 +373,60 @@ fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr, tcp: &mut TcpHdr) -> Outcome {
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) } as u32;
     Outcome::new(action, Counter::ResetNoBackend)
+}
+
+/// The longest TCP header (with options).
+const MAX_TCP_HEADER: usize = 60;
+
+/// Whether the TCP checksum of a segment of `segment_len` bytes (at most
+/// MAX_TCP_HEADER) is right: the pseudo-header plus the segment, summed
+/// from scratch.
+#[inline(always)]
+fn tcp_checksum_ok(ctx: &XdpContext, ip: &Ipv4Hdr, segment_len: usize) -> bool {
+    let mut sum: u32 = u32::from(ip.saddr[0])
+        + u32::from(ip.saddr[1])
+        + u32::from(ip.daddr[0])
+        + u32::from(ip.daddr[1])
+        + u32::from(u16::from_ne_bytes([0, IPPROTO_TCP]))
+        + u32::from((segment_len as u16).to_be());
+    for word in 0..MAX_TCP_HEADER / 2 {
+        let at = word * 2;
+        if at >= segment_len {
+            break;
+        }
+        if at + 1 == segment_len {
+            let Some(byte) = parse::ptr_at::<u8>(ctx, L4_OFFSET + at) else {
+                return false;
+            };
+            // SAFETY: bounds-checked by ptr_at.
+            sum += u32::from(u16::from_ne_bytes([unsafe { *byte }, 0]));
+            break;
+        }
+        let Some(pair) = parse::ptr_at::<[u8; 2]>(ctx, L4_OFFSET + at) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        sum += u32::from(u16::from_ne_bytes(unsafe { *pair }));
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum == 0xffff
+}
+
+/// The ingress interface's own MAC, from INTERFACE_MACS.
+#[inline(always)]
+fn interface_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    for slot in 0..MAX_INTERFACES {
+        let entry = INTERFACE_MACS.get(slot)?;
+        if entry.ifindex == 0 {
+            return None;
+        }
+        if entry.ifindex == ifindex {
+            return Some(entry.mac);
+        }
+    }
+    None
 }
 
 #[inline(always)]
@@ -322,8 +455,9 @@ fn is_vip(ip: &Ipv4Hdr) -> bool {
 #[inline(always)]
 fn untranslatable(ip: &Ipv4Hdr, defect: Ipv4Defect) -> Outcome {
     match defect {
-        Ipv4Defect::Malformed => Outcome::drop(Counter::DropMalformed),
+        // Not ours to judge: the kernel drops what is broken.
         _ if !is_vip(ip) => Outcome::pass(Counter::PassUntranslatable),
+        Ipv4Defect::Malformed => Outcome::drop(Counter::DropMalformed),
         Ipv4Defect::Options => Outcome::drop(Counter::DropIpOptions),
         Ipv4Defect::Fragment => Outcome::drop(Counter::DropFragment),
     }

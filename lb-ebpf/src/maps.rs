@@ -45,6 +45,17 @@ pub static CURSORS: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
 #[map(name = "FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
+/// Per-CPU scratch space for the two entries of a new connection.
+#[map(name = "NEW_ENTRIES")]
+pub static NEW_ENTRIES: PerCpuArray<NewEntries> = PerCpuArray::with_max_entries(1, 0);
+
+/// A new connection's entries while they are built.
+#[repr(C)]
+pub struct NewEntries {
+    pub forward: Flow,
+    pub reply: Flow,
+}
+
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 

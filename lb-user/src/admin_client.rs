@@ -710,6 +710,7 @@ mod tests {
             last_check: Some("ok".into()),
             last_change_unix: 1_000,
             active_connections: 5,
+            snat_tuples: 0,
             connections_total: 6000,
             bytes_to_total: 1_258_291,
             bytes_from_total: 31_457_280,

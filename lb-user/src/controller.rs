@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use lb_common::stats::Counter;
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -18,6 +19,7 @@ use crate::{
     config::{CheckConfig, CheckKind, Config, OnDown},
     control::{Request, Response},
     dataplane::{
+        pressure::{Pressure, PressureWatch},
         tables::{self, BackendKey, Ids},
         ConnectionCensus, Dataplane, DataplaneError,
     },
@@ -89,6 +91,7 @@ pub struct Controller {
     started_at: SystemTime,
     last_reload: Option<ReloadOutcome>,
     rates: Rates,
+    snat_pressure: PressureWatch,
     census: std::cell::RefCell<Option<(Instant, ConnectionCensus)>>,
     /// What VRRP's tracks need to know of the data plane and the pools.
     node_health: watch::Sender<NodeHealth>,
@@ -126,6 +129,7 @@ impl Controller {
             started_at: SystemTime::now(),
             last_reload: None,
             rates: Rates::default(),
+            snat_pressure: PressureWatch::default(),
             census: std::cell::RefCell::new(None),
             node_health: watch::channel(NodeHealth::default()).0,
             vrrp_status: None,
@@ -445,6 +449,7 @@ impl Controller {
     /// Samples the connection counters for the rates in the status.
     pub fn sample_rates(&mut self) {
         let now = Instant::now();
+        self.watch_snat_pressure(now);
         for service in &self.config.services {
             let Some(id) = self.ids.service(&service.name) else {
                 continue;
@@ -464,6 +469,29 @@ impl Controller {
                     );
                 }
             }
+        }
+    }
+
+    /// Warns (at most every 10 s) when new connections found no free SNAT
+    /// tuple: the README's capacity section says what to do.
+    fn watch_snat_pressure(&mut self, now: Instant) {
+        let Ok(counters) = self.dataplane.counters() else {
+            return;
+        };
+        let total = |which: Counter| counters.iter().find(|(c, _)| *c == which).map_or(0, |(_, n)| *n);
+        let totals = Pressure {
+            dropped: total(Counter::DropNatPortsExhausted),
+            evicted: total(Counter::ForwardNewEvicting),
+        };
+        if let Some(grown) = self.snat_pressure.observe(totals, now) {
+            warn!(
+                dropped = grown.dropped,
+                took_over_held_tuples = grown.evicted,
+                snat_addresses = self.config.dataplane.snat_addresses.len(),
+                snat_ports = ?self.config.dataplane.snat_ports,
+                "SNAT tuples exhausted: new connections were dropped or took over tuples still held \
+                 (add snat_addresses or widen snat_ports; see the README's SNAT capacity)"
+            );
         }
     }
 
@@ -515,6 +543,9 @@ impl Controller {
                             last_change_unix: unix(runtime.last_change),
                             downs_total: runtime.downs_total,
                             active_connections: id.and_then(|id| active.get(&id).copied()).unwrap_or(0),
+                            snat_tuples: id
+                                .and_then(|id| census.snat_tuples_by_backend.get(&id).copied())
+                                .unwrap_or(0),
                             connections_total: b.connections,
                             packets_to_total: b.packets_to,
                             bytes_to_total: b.bytes_to,

@@ -420,6 +420,13 @@ fn families(status: &Status, process: Option<&ProcessStats>) -> Families {
             .iter()
             .map(|(s, b)| (server_labels(s, b), gauge_u64(b.active_connections))),
     );
+    f.gauge(
+        "xlb_server_snat_tuples",
+        "SNAT tuples (source address and port) towards the backend server that a new client could not take at once: live connections, and closed ones within their hold (see README: SNAT capacity).",
+        servers
+            .iter()
+            .map(|(s, b)| (server_labels(s, b), gauge_u64(b.snat_tuples))),
+    );
     f.counter(
         "xlb_server_sessions_total",
         "Connections sent to the backend server.",
@@ -813,6 +820,7 @@ mod tests {
             last_change_unix: 1_700_000_000,
             downs_total: 2,
             active_connections: 7,
+            snat_tuples: 9,
             connections_total: connections,
             packets_to_total: 5000,
             bytes_to_total: 600_000,
@@ -992,6 +1000,7 @@ mod tests {
         assert_eq!(value(&scrape, "xlb_server_packets_in_total", &web1), 5000.0);
         assert_eq!(value(&scrape, "xlb_server_packets_out_total", &web1), 4000.0);
         assert_eq!(value(&scrape, "xlb_server_current_sessions", &web1), 7.0);
+        assert_eq!(value(&scrape, "xlb_server_snat_tuples", &web1), 9.0);
         assert_eq!(value(&scrape, "xlb_server_current_session_rate", &web1), 2.5);
         assert_eq!(value(&scrape, "xlb_server_weight", &web1), 1.0);
         assert_eq!(value(&scrape, "xlb_server_checks_total", &web1), 40.0);

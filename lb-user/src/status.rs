@@ -98,6 +98,10 @@ pub struct BackendStatus {
     pub downs_total: u64,
     /// Tracked connections (client side) currently using this backend.
     pub active_connections: u64,
+    /// SNAT tuples towards this backend that a new client could not take at
+    /// once: live connections, and closed ones within their hold.
+    #[serde(default)]
+    pub snat_tuples: u64,
     pub connections_total: u64,
     pub packets_to_total: u64,
     pub bytes_to_total: u64,

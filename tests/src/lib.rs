@@ -7,6 +7,7 @@ pub mod arp;
 pub mod daemon;
 pub mod fake_digitalocean;
 pub mod fixture;
+pub mod fuzz;
 pub mod http;
 pub mod keepalived;
 pub mod netns;

@@ -27,6 +27,11 @@ pub struct Frame {
     pub payload: Vec<u8>,
     /// UDP only: send without a checksum (zero).
     pub udp_no_checksum: bool,
+    /// TCP sequence number, and acknowledgement number (sent only with ACK).
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP options (padded to a multiple of four bytes with EOL).
+    pub tcp_options: Vec<u8>,
 }
 
 impl Frame {
@@ -44,7 +49,28 @@ impl Frame {
             ttl: 64,
             payload: Vec::new(),
             udp_no_checksum: false,
+            seq: 0x0102_0304,
+            ack: 0x0a0b_0c0d,
+            tcp_options: Vec::new(),
         }
+    }
+
+    /// The segment with these sequence and acknowledgement numbers.
+    #[must_use]
+    pub fn with_seq(mut self, seq: u32, ack: u32) -> Self {
+        self.seq = seq;
+        self.ack = ack;
+        self
+    }
+
+    /// The segment with these TCP options.
+    #[must_use]
+    pub fn with_tcp_options(mut self, options: &[u8]) -> Self {
+        self.tcp_options = options.to_vec();
+        while !self.tcp_options.len().is_multiple_of(4) {
+            self.tcp_options.push(0);
+        }
+        self
     }
 
     #[must_use]
@@ -73,7 +99,11 @@ impl Frame {
     /// The frame's bytes, every checksum correct.
     #[must_use]
     pub fn build(&self) -> Vec<u8> {
-        let l4_len = if self.proto == TCP { 20 } else { 8 } + self.payload.len();
+        let l4_len = if self.proto == TCP {
+            20 + self.tcp_options.len()
+        } else {
+            8
+        } + self.payload.len();
         let mut f = Vec::with_capacity(34 + l4_len);
         f.extend_from_slice(&self.dst_mac);
         f.extend_from_slice(&self.src_mac);
@@ -90,16 +120,11 @@ impl Frame {
         f.extend_from_slice(&self.src_port.to_be_bytes());
         f.extend_from_slice(&self.dst_port.to_be_bytes());
         if self.proto == TCP {
-            f.extend_from_slice(&0x0102_0304_u32.to_be_bytes());
-            f.extend_from_slice(
-                &(if self.tcp_flags & ACK != 0 {
-                    0x0a0b_0c0d_u32
-                } else {
-                    0
-                })
-                .to_be_bytes(),
-            );
-            f.extend_from_slice(&[0x50, self.tcp_flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+            f.extend_from_slice(&self.seq.to_be_bytes());
+            f.extend_from_slice(&(if self.tcp_flags & ACK != 0 { self.ack } else { 0 }).to_be_bytes());
+            let data_offset = ((20 + self.tcp_options.len()) / 4) as u8;
+            f.extend_from_slice(&[data_offset << 4, self.tcp_flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+            f.extend_from_slice(&self.tcp_options);
         } else {
             f.extend_from_slice(&(l4_len as u16).to_be_bytes());
             f.extend_from_slice(&[0, 0]);

@@ -97,6 +97,9 @@ fn set_last_seen(flows: &mut HashMap<MapData, FlowKey, Flow>, key: &FlowKey, las
 
 const SEC: u64 = 1_000_000_000;
 
+/// The sequence number [`Frame`]s carry unless told otherwise.
+const CLIENT_ISN: u32 = 0x0102_0304;
+
 /// The coarse clock `age` ago: a last-seen time that makes an entry that old.
 fn ago(age: u64) -> u64 {
     coarse_now_ns()
@@ -562,28 +565,279 @@ fn closed_connection_port_reuse_picks_a_new_backend() {
         // The client reuses its port for a new connection: a fresh decision.
         let again = open(fx, CLIENT);
         assert_ne!(again.dst, first.dst, "a new connection takes the next backend");
-        // An RST from the backend also ends the connection.
-        let reply = Frame::tcp((again.dst, again.dst_port), (again.src, again.src_port), RST);
-        forwarded(&from_backend(fx, &reply));
+        // The backend refusing it (RST+ACK of the SYN) also ends it.
+        let refusal = Frame::tcp(
+            (again.dst, again.dst_port),
+            (again.src, again.src_port),
+            RST | ACK,
+        )
+        .with_seq(0, CLIENT_ISN + 1);
+        forwarded(&from_backend(fx, &refusal));
         assert_eq!(open(fx, CLIENT).dst, first.dst);
     });
 }
 
+/// The sequence number the fixtures' backends start with.
+const BACKEND_ISN: u32 = 0x7000_0000;
+
+/// The key of the reply entry of the connection whose first packet left as `out`.
+fn reply_key(out: &Parsed) -> FlowKey {
+    flow_key((out.dst, out.dst_port), (out.src, out.src_port), TCP)
+}
+
+/// Completes the handshake of the connection from `client` whose SYN left
+/// as `out`: the backend's SYN-ACK (window scale 7), the client's ACK.
+fn handshake(fx: &Fixture, client: (Ipv4Addr, u16), to: (Ipv4Addr, u16), out: &Parsed) {
+    let syn_ack = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), SYN | ACK)
+        .with_seq(BACKEND_ISN, CLIENT_ISN + 1)
+        .with_tcp_options(&[3, 3, 7]);
+    forwarded(&from_backend(fx, &syn_ack));
+    let ack = Frame::tcp(client, to, ACK).with_seq(CLIENT_ISN + 1, BACKEND_ISN + 1);
+    forwarded(&from_client(fx, &ack));
+}
+
+/// Closes the connection the way an HTTP server with `Connection: close`
+/// does: the backend's FIN first (so it keeps the tuple in TIME_WAIT),
+/// then the client's.
+fn backend_closes(fx: &Fixture, client: (Ipv4Addr, u16), to: (Ipv4Addr, u16), out: &Parsed) {
+    let fin = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), FIN | ACK)
+        .with_seq(BACKEND_ISN + 1, CLIENT_ISN + 1);
+    forwarded(&from_backend(fx, &fin));
+    let fin = Frame::tcp(client, to, FIN | ACK).with_seq(CLIENT_ISN + 1, BACKEND_ISN + 2);
+    forwarded(&from_client(fx, &fin));
+}
+
+/// A client address of the fixtures' own besides the testbed's two.
+const THIRD_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+
+/// One SNAT pool port and one backend: the only pool tuple towards it.
+const ONE_PORT: &str = "snat_ports = \"20000-20000\"";
+
 #[test]
-fn a_closed_connections_snat_port_is_held_through_the_backends_time_wait() {
-    // One SNAT port, one backend: the only 4-tuple towards the backend.
-    with_fixture_settings("snat_ports = \"20000-20000\"", &services(), |fx| {
+fn a_client_keeps_its_own_port_unless_it_is_privileged_or_the_hosts_own() {
+    fixture(|fx| {
+        let kept = open(fx, (CLIENT_ADDRS[0], 12_345));
+        assert_eq!(kept.src_port, 12_345, "a free client port is kept");
+        let other_client = open(fx, (CLIENT_ADDRS[1], 12_345));
+        assert_eq!(
+            other_client.src_port, 12_345,
+            "the other backend (round robin): the tuple is free there too"
+        );
+        let third = open(fx, (THIRD_CLIENT, 12_345));
+        assert_eq!(third.dst, kept.dst, "back to the first backend");
+        assert_ne!(third.src_port, 12_345, "the tuple towards it is taken");
+        // Inside the kernel's ip_local_port_range (32768-60999 in the
+        // fixture's namespace), or privileged: a pool port.
+        for port in [40_000, 80] {
+            let pooled = open(fx, (CLIENT_ADDRS[0], port));
+            assert!(
+                (20_000..=29_999).contains(&pooled.src_port),
+                "{port} -> {}",
+                pooled.src_port
+            );
+        }
+    });
+}
+
+#[test]
+fn a_closed_tuple_is_reused_at_once_by_its_client_and_taken_from_others_only_as_the_oldest() {
+    with_fixture_settings(ONE_PORT, &services(), |fx| {
         let to = (VIP, HAIRPIN_PORT);
-        let first = fx.run(&Frame::tcp(CLIENT, to, SYN).build(), fx.public_ifindex);
-        assert_eq!(first.action, XDP_REDIRECT);
-        fx.run(&Frame::tcp(CLIENT, to, FIN | ACK).build(), fx.public_ifindex);
-        // The client reuses its port at once: the backend may still hold the
-        // old connection in TIME_WAIT, so the port must not be reused yet.
-        let again = fx.run(&Frame::tcp(CLIENT, to, SYN).build(), fx.public_ifindex);
-        assert_eq!(again.action, XDP_DROP, "{again:?}");
+        let client = (CLIENT_ADDRS[0], 40_000);
+        let first = forwarded(&fx.run(&Frame::tcp(client, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(first.src_port, 20_000);
+        // While the connection lives, nobody else gets its tuple.
+        let other = (CLIENT_ADDRS[1], 40_000);
+        let refused = fx.run(&Frame::tcp(other, to, SYN).build(), fx.public_ifindex);
+        assert_eq!(refused.action, XDP_DROP, "{refused:?}");
         assert_eq!(counter(fx, Counter::DropNatPortsExhausted), 1);
+
+        handshake(fx, client, to, &first);
+        backend_closes(fx, client, to, &first);
+        // The same client, from its next port, at once: its timestamps and
+        // ISNs to this VIP only grow, so the backend's TIME_WAIT accepts it.
+        let next = (CLIENT_ADDRS[0], 40_001);
+        let again = forwarded(&fx.run(&Frame::tcp(next, to, SYN).build(), fx.public_ifindex));
+        assert_eq!((again.src_port, again.dst), (20_000, first.dst));
+        assert_eq!(counter(fx, Counter::ForwardNew), 2);
+        // The old connection's client-side entry is gone with its tuple.
+        assert!(fx.flows().get(&flow_key(client, to, TCP), 0).is_err());
+
+        handshake(fx, next, to, &again);
+        backend_closes(fx, next, to, &again);
+        // Another client while the backend may hold TIME_WAIT: only as the
+        // oldest closed tuple under pressure, and counted.
+        let taken = forwarded(&fx.run(&Frame::tcp(other, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(taken.src_port, 20_000);
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 1);
     })
     .expect("fixture");
+}
+
+#[test]
+fn only_a_connection_the_backend_closed_first_holds_its_tuple_for_time_wait() {
+    with_fixture_settings(ONE_PORT, &services(), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        let client = (CLIENT_ADDRS[0], 40_000);
+        let first = forwarded(&fx.run(&Frame::tcp(client, to, SYN).build(), fx.public_ifindex));
+        handshake(fx, client, to, &first);
+        // The client closes first: the backend closes passively, no TIME_WAIT.
+        let fin = Frame::tcp(client, to, FIN | ACK).with_seq(CLIENT_ISN + 1, BACKEND_ISN + 1);
+        forwarded(&from_client(fx, &fin));
+        let fin = Frame::tcp(
+            (first.dst, first.dst_port),
+            (first.src, first.src_port),
+            FIN | ACK,
+        )
+        .with_seq(BACKEND_ISN + 1, CLIENT_ISN + 2);
+        forwarded(&from_backend(fx, &fin));
+        // Stray segments have two seconds to drain; then the tuple is free
+        // for anyone, without eviction.
+        let mut flows = fx.flows();
+        set_last_seen(&mut flows, &reply_key(&first), ago(3 * SEC));
+        let other = (CLIENT_ADDRS[1], 40_000);
+        forwarded(&fx.run(&Frame::tcp(other, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 0);
+        assert_eq!(counter(fx, Counter::ForwardNew), 2);
+    })
+    .expect("fixture");
+}
+
+#[test]
+fn a_half_open_connection_yields_its_tuple_after_a_second_and_expires_after_the_handshake_timeout() {
+    with_fixture_settings(ONE_PORT, &services(), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        let spoofed = (CLIENT_ADDRS[0], 40_000);
+        let first = forwarded(&fx.run(&Frame::tcp(spoofed, to, SYN).build(), fx.public_ifindex));
+        let mut flows = fx.flows();
+        let owner = reply_key(&first);
+        // Its SYN-ACK may still be on its way: held.
+        let real = (CLIENT_ADDRS[1], 40_000);
+        assert_eq!(
+            fx.run(&Frame::tcp(real, to, SYN).build(), fx.public_ifindex)
+                .action,
+            XDP_DROP
+        );
+        // Unanswered for two seconds: a real client under pressure takes it.
+        set_last_seen(&mut flows, &owner, ago(2 * SEC));
+        let taken = forwarded(&fx.run(&Frame::tcp(real, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(taken.src_port, 20_000);
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 1);
+        // Past the handshake timeout (10 s) a half-open tuple is simply free.
+        set_last_seen(&mut flows, &owner, ago(11 * SEC));
+        let third = (THIRD_CLIENT, 40_000);
+        forwarded(&fx.run(&Frame::tcp(third, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 1);
+        // And the half-open client's own entry is superseded by its next SYN,
+        // which may take the same tuple: the backend never had a connection.
+        let key = flow_key(third, to, TCP);
+        set_last_seen(&mut flows, &key, ago(11 * SEC));
+        set_last_seen(&mut flows, &owner, ago(11 * SEC));
+        let again = forwarded(&fx.run(&Frame::tcp(third, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(again.src_port, 20_000);
+        assert_eq!(counter(fx, Counter::ForwardNew), 3);
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 1);
+    })
+    .expect("fixture");
+}
+
+#[test]
+fn a_reset_or_fin_outside_the_window_changes_nothing_and_one_inside_closes() {
+    fixture(|fx| {
+        let first = open(fx, CLIENT);
+        handshake(fx, CLIENT, FRONTEND, &first);
+        let far = CLIENT_ISN.wrapping_add(1).wrapping_add(0x8000_0000);
+        for flags in [RST, FIN | ACK, RST | ACK] {
+            let blind = Frame::tcp(CLIENT, FRONTEND, flags).with_seq(far, BACKEND_ISN + 1);
+            assert_outcome(
+                fx,
+                "blind",
+                &blind.build(),
+                fx.public_ifindex,
+                XDP_DROP,
+                Counter::DropTcpOutOfWindow,
+            );
+        }
+        // A blind RST from the backend's side too.
+        let blind = Frame::tcp((first.dst, first.dst_port), (first.src, first.src_port), RST)
+            .with_seq(BACKEND_ISN.wrapping_add(0x4000_0000), 0);
+        let blind = blind.addressed_to(fx.private_mac).build();
+        assert_outcome(
+            fx,
+            "blind reply",
+            &blind,
+            fx.private_ifindex,
+            XDP_DROP,
+            Counter::DropTcpOutOfWindow,
+        );
+        // The spoofed SYN that follows is a retransmission of a live
+        // connection: same backend, same tuple, nothing rebalanced.
+        let syn = Frame::tcp(CLIENT, FRONTEND, SYN).with_seq(0x5555_0000, 0);
+        let stuck = forwarded(&from_client(fx, &syn));
+        assert_eq!((stuck.dst, stuck.src_port), (first.dst, first.src_port));
+        assert_eq!(counter(fx, Counter::ForwardNew), 1);
+        // A reset within the window (RFC 5961: the endpoints check it exactly) closes it.
+        let rst = Frame::tcp(CLIENT, FRONTEND, RST).with_seq(CLIENT_ISN + 1 + 1000, 0);
+        forwarded(&from_client(fx, &rst));
+        let new = forwarded(&from_client(fx, &syn));
+        assert_ne!(new.dst, first.dst, "a new connection, balanced anew");
+        assert_eq!(counter(fx, Counter::ForwardNew), 2);
+    });
+}
+
+#[test]
+fn a_connection_whose_reply_entry_was_evicted_is_rebuilt_not_left_half() {
+    fixture(|fx| {
+        let out = open(fx, CLIENT);
+        handshake(fx, CLIENT, FRONTEND, &out);
+        let mut flows = fx.flows();
+        flows.remove(&reply_key(&out)).expect("reply entry");
+        // At its next refresh (a second on), the client's packet rebuilds it.
+        set_last_seen(&mut flows, &flow_key(CLIENT, FRONTEND, TCP), ago(2 * SEC));
+        let data = Frame::tcp(CLIENT, FRONTEND, ACK)
+            .with_seq(CLIENT_ISN + 1, BACKEND_ISN + 1)
+            .with_payload(b"GET / HTTP/1.1\r\n\r\n");
+        forwarded(&from_client(fx, &data));
+        assert!(flows.get(&reply_key(&out), 0).is_ok(), "the reply entry is back");
+        let reply = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), ACK)
+            .with_seq(BACKEND_ISN + 1, CLIENT_ISN + 19)
+            .with_payload(b"HTTP/1.1 200 OK\r\n");
+        let back = forwarded(&from_backend(fx, &reply));
+        assert_eq!(
+            (back.src, back.src_port, back.dst, back.dst_port),
+            (VIP, FRONTEND_PORT, CLIENT.0, CLIENT.1)
+        );
+        // And the rebuilt direction can still close the connection.
+        let fin = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), FIN | ACK)
+            .with_seq(BACKEND_ISN + 18, CLIENT_ISN + 19);
+        forwarded(&from_backend(fx, &fin));
+        assert_eq!(counter(fx, Counter::DropTcpOutOfWindow), 0);
+    });
+}
+
+#[test]
+fn a_one_way_udp_flow_is_kept_alive_by_replies() {
+    fixture(|fx| {
+        let client = (CLIENT_ADDRS[0], 5353);
+        let to = (VIP, UDP_PORT);
+        let out = forwarded(&from_client(fx, &Frame::udp(client, to, b"subscribe")));
+        let forward_key = flow_key(client, to, UDP);
+        let reply_key = flow_key((out.dst, out.dst_port), (out.src, out.src_port), UDP);
+        let mut flows = fx.flows();
+        set_last_seen(&mut flows, &forward_key, ago(25 * SEC));
+        set_last_seen(&mut flows, &reply_key, ago(25 * SEC));
+        // The server streams; the client never sends again.
+        let stream = Frame::udp((out.dst, out.dst_port), (out.src, out.src_port), b"tick");
+        forwarded(&from_backend(fx, &stream));
+        let refreshed = flows
+            .get(&forward_key, 0)
+            .expect("client-side entry")
+            .last_seen_ns;
+        assert!(
+            refreshed >= ago(2 * SEC),
+            "the client-side entry was refreshed by a reply"
+        );
+    });
 }
 
 /// `frame` after `edit`, with the IPv4 header checksum recomputed over the
@@ -613,8 +867,9 @@ fn add_ip_options(frame: &mut Vec<u8>) {
 /// A labelled edit of a sound frame, and the counter of its outcome.
 type EditCase = (&'static str, Box<dyn Fn(&mut Vec<u8>)>, Counter);
 
-/// Edits that break the IPv4 header itself. The README: such a frame is
-/// dropped as `drop_malformed` wherever it goes, VIP or not.
+/// Edits that break the IPv4 header itself. The README: such a frame
+/// addressed to a VIP is dropped as `drop_malformed` (anything else passes
+/// to the kernel untouched).
 fn broken_ipv4_headers() -> Vec<EditCase> {
     vec![
         (
@@ -653,10 +908,11 @@ fn l4_cut_short(label: &str, frame: &[u8], l4_header: usize) -> Vec<(String, Vec
 
 /// Every way a packet for a VIP can be broken, and what happens to it: the
 /// README says fragments, packets with IP options and truncated TCP or UDP
-/// headers addressed to a VIP are dropped, never forwarded half-rewritten; a
-/// frame whose IPv4 header itself is broken (cut short, wrong version or
-/// header length, total length outside the frame) is dropped as
-/// `drop_malformed` wherever it goes; and every packet is counted once, by
+/// headers addressed to a VIP are dropped, never forwarded half-rewritten, and
+/// so is a VIP packet whose IPv4 header itself is broken (wrong version or
+/// header length, total length outside the frame: `drop_malformed`); a frame
+/// cut inside its IPv4 header has no destination to go by and passes to the
+/// kernel untouched; and every packet is counted once, by
 /// outcome. Each case is checked on its own: its action and the one counter
 /// that goes up by exactly one.
 #[test]
@@ -667,17 +923,20 @@ fn malformed_packets_are_never_forwarded() {
             .build();
         let udp = Frame::udp(CLIENT, (VIP, UDP_PORT), b"0123456789").build();
         let mut cases: Vec<(String, Vec<u8>, Counter)> = Vec::new();
+        let mut headless: Vec<(String, Vec<u8>)> = Vec::new();
         // Cut at every byte from the end of the Ethernet header on: either
         // the IPv4 header is incomplete (so is the destination, up to 33
-        // bytes), or its total length runs past the frame. A malformed IPv4
-        // packet, whatever its transport.
+        // bytes: nothing says it is for a VIP, so the kernel gets it), or its
+        // total length runs past the frame (a malformed IPv4 packet for a
+        // VIP, whatever its transport).
         for (name, frame) in [("TCP SYN", &syn), ("UDP", &udp)] {
             for len in 14..frame.len() {
-                cases.push((
-                    format!("{name} truncated to {len} of {} bytes", frame.len()),
-                    frame[..len].to_vec(),
-                    Counter::DropMalformed,
-                ));
+                let label = format!("{name} truncated to {len} of {} bytes", frame.len());
+                if len < 34 {
+                    headless.push((label, frame[..len].to_vec()));
+                } else {
+                    cases.push((label, frame[..len].to_vec(), Counter::DropMalformed));
+                }
             }
         }
         // Sound IPv4 headers, transport header cut short.
@@ -752,6 +1011,16 @@ fn malformed_packets_are_never_forwarded() {
         for (label, input, counter) in &cases {
             assert_outcome(fx, label, input, fx.public_ifindex, XDP_DROP, *counter);
         }
+        for (label, input) in &headless {
+            assert_outcome(
+                fx,
+                label,
+                input,
+                fx.public_ifindex,
+                XDP_PASS,
+                Counter::PassUntranslatable,
+            );
+        }
         // Nothing was forwarded, so nothing was tracked.
         assert_eq!(
             fx.dataplane.lock().unwrap().scan_connections().unwrap().entries,
@@ -761,14 +1030,13 @@ fn malformed_packets_are_never_forwarded() {
 }
 
 /// The same defects in packets not addressed to a VIP (here: SSH and DNS to
-/// the LB's own address). The README says fragments, IP options and
-/// truncated TCP or UDP headers pass to the kernel untouched, counted as
-/// untranslatable; but a frame whose IPv4 header itself is broken (cut
-/// short, wrong version or header length, total length outside the frame)
-/// is dropped as `drop_malformed` wherever it goes: its destination cannot be
-/// trusted.
+/// the LB's own address). The README says they all pass to the kernel
+/// untouched, counted as untranslatable: fragments, IP options, truncated
+/// TCP or UDP headers, and a broken IPv4 header itself (wrong version or
+/// header length, total length outside the frame, cut short), which is the
+/// kernel's to drop. Only for a VIP is a broken header dropped.
 #[test]
-fn not_for_a_vip_l4_defects_pass_untouched_and_a_broken_ipv4_header_is_dropped() {
+fn not_for_a_vip_every_defect_passes_untouched() {
     fixture(|fx| {
         let ssh = Frame::tcp(CLIENT, (LB_PUBLIC, 22), ACK)
             .with_payload(b"SSH-2.0-x\r\n")
@@ -776,8 +1044,6 @@ fn not_for_a_vip_l4_defects_pass_untouched_and_a_broken_ipv4_header_is_dropped()
         let dns = Frame::udp(CLIENT, (LB_PUBLIC, 53), b"query").build();
         let passes =
             |label: &str, frame: Vec<u8>| (label.to_owned(), frame, XDP_PASS, Counter::PassUntranslatable);
-        let dropped =
-            |label: &str, frame: Vec<u8>| (label.to_owned(), frame, XDP_DROP, Counter::DropMalformed);
         let mut cases: Vec<(String, Vec<u8>, u32, Counter)> = vec![
             passes("more-fragments flag", edited(&ssh, |f| f[20] |= 0x20)),
             passes("non-zero fragment offset", edited(&ssh, |f| f[21] = 1)),
@@ -800,9 +1066,8 @@ fn not_for_a_vip_l4_defects_pass_untouched_and_a_broken_ipv4_header_is_dropped()
             cases.push(passes(&label, frame));
         }
         for (name, frame) in [("SSH", &ssh), ("DNS", &dns)] {
-            for (label, edit, counter) in broken_ipv4_headers() {
-                let label = format!("{name}: {label}");
-                cases.push((label, edited(frame, edit), XDP_DROP, counter));
+            for (label, edit, _) in broken_ipv4_headers() {
+                cases.push(passes(&format!("{name}: {label}"), edited(frame, edit)));
             }
             // Cut at every byte from the end of the Ethernet header on: inside
             // the IPv4 header (up to 33 bytes), or after it with the total
@@ -813,7 +1078,7 @@ fn not_for_a_vip_l4_defects_pass_untouched_and_a_broken_ipv4_header_is_dropped()
                 } else {
                     "after the IPv4 header"
                 };
-                cases.push(dropped(
+                cases.push(passes(
                     &format!("{name}: frame cut {place}, at {len} of {} bytes", frame.len()),
                     frame[..len].to_vec(),
                 ));

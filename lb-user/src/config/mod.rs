@@ -125,11 +125,13 @@ struct RawDataplane {
     interfaces: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     xdp_mode: XdpMode,
-    snat_address: Spanned<String>,
+    snat_address: Option<Spanned<String>>,
+    snat_addresses: Option<Spanned<Vec<Spanned<String>>>>,
     snat_ports: Spanned<String>,
     conntrack_entries: Option<Spanned<u32>>,
     udp_timeout_secs: Option<Spanned<u64>>,
     tcp_idle_timeout_secs: Option<Spanned<u64>>,
+    tcp_handshake_timeout_secs: Option<Spanned<u64>>,
     #[serde(default = "default_true")]
     manage_sysctls: bool,
 }
@@ -294,11 +296,16 @@ pub const MAX_WEIGHT: u32 = 256;
 pub struct DataplaneConfig {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
-    pub snat_address: Ipv4Addr,
+    /// Source addresses of connections to backends (one or more of this
+    /// machine's addresses on the backends' network); each adds a port space.
+    pub snat_addresses: Vec<Ipv4Addr>,
     pub snat_ports: RangeInclusive<u16>,
     pub conntrack_entries: u32,
     pub udp_timeout: Duration,
     pub tcp_idle_timeout: Duration,
+    /// A connection whose handshake has not completed is forgotten after
+    /// this long without a packet, and its SNAT tuple freed.
+    pub tcp_handshake_timeout: Duration,
     pub manage_sysctls: bool,
 }
 
@@ -324,6 +331,13 @@ pub struct BackendConfig {
 
 pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
+/// Clients retransmit a SYN after 1, 3, 7, 15 s and each retransmission
+/// renews the entry, so a short timeout costs a real client nothing, while
+/// a flood of spoofed SYNs holds its tuples only this long (conntrack keeps
+/// SYN_SENT 120 s, Cilium 60 s; neither frees tuples under pressure).
+pub const DEFAULT_TCP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// SNAT addresses the data plane can use.
+pub const MAX_SNAT_ADDRS: usize = lb_common::maps::MAX_SNAT_ADDRS;
 /// Connection-table entries at most (each connection takes two).
 pub const MAX_CONNTRACK_ENTRIES: u32 = 1 << 24;
 /// The lowest SNAT port: below it are well-known ports of local services.
@@ -502,7 +516,7 @@ impl Validator<'_> {
                 return self.error(name.span(), format!("interface {n:?} is listed twice"));
             }
         }
-        let snat_address = self.ipv4(&d.snat_address, "snat_address")?;
+        let snat_addresses = self.snat_addresses(raw)?;
         let snat_ports = self.port_range(&d.snat_ports)?;
         let conntrack_entries = match &d.conntrack_entries {
             None => lb_common::limits::DEFAULT_CONNTRACK_ENTRIES,
@@ -527,7 +541,7 @@ impl Validator<'_> {
                 .map(|s| s.get_ref().clone())
                 .collect(),
             xdp_mode: d.xdp_mode,
-            snat_address,
+            snat_addresses,
             snat_ports,
             conntrack_entries,
             udp_timeout: seconds(&d.udp_timeout_secs, DEFAULT_UDP_TIMEOUT, "udp_timeout_secs")?,
@@ -536,8 +550,50 @@ impl Validator<'_> {
                 DEFAULT_TCP_IDLE_TIMEOUT,
                 "tcp_idle_timeout_secs",
             )?,
+            tcp_handshake_timeout: seconds(
+                &d.tcp_handshake_timeout_secs,
+                DEFAULT_TCP_HANDSHAKE_TIMEOUT,
+                "tcp_handshake_timeout_secs",
+            )?,
             manage_sysctls: d.manage_sysctls,
         })
+    }
+
+    /// `snat_address` or `snat_addresses`: exactly one of them, with 1 to
+    /// MAX_SNAT_ADDRS distinct unicast addresses.
+    fn snat_addresses(&self, raw: &Spanned<RawDataplane>) -> Result<Vec<Ipv4Addr>, ConfigError> {
+        let d = raw.get_ref();
+        let listed: Vec<&Spanned<String>> = match (&d.snat_address, &d.snat_addresses) {
+            (Some(one), None) => vec![one],
+            (None, Some(many)) if many.get_ref().is_empty() => {
+                return self.error(many.span(), "snat_addresses: at least one address is needed");
+            }
+            (None, Some(many)) if many.get_ref().len() > MAX_SNAT_ADDRS => {
+                return self.error(
+                    many.span(),
+                    format!("snat_addresses: at most {MAX_SNAT_ADDRS} addresses"),
+                );
+            }
+            (None, Some(many)) => many.get_ref().iter().collect(),
+            (Some(one), Some(_)) => {
+                return self.error(one.span(), "set snat_address or snat_addresses, not both");
+            }
+            (None, None) => {
+                return self.error(
+                    raw.span(),
+                    "[dataplane] needs snat_address (or snat_addresses): this machine's address on the backends' network",
+                );
+            }
+        };
+        let mut addresses = Vec::new();
+        for value in listed {
+            let addr = self.ipv4(value, "snat_address")?;
+            if addresses.contains(&addr) {
+                return self.error(value.span(), format!("snat address {addr} is listed twice"));
+            }
+            addresses.push(addr);
+        }
+        Ok(addresses)
     }
 
     fn interface_name(&self, raw: &Spanned<String>) -> Result<String, ConfigError> {
@@ -1095,6 +1151,50 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
             err.contains(&format!("more than {MAX_INTERFACES} interfaces")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn several_snat_addresses_and_the_handshake_timeout_are_read() {
+        let text = GOOD.replace(
+            "snat_address = \"10.108.0.5\"",
+            "snat_addresses = [\"10.108.0.5\", \"10.108.0.6\"]\ntcp_handshake_timeout_secs = 5",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.dataplane.snat_addresses,
+            [Ipv4Addr::new(10, 108, 0, 5), Ipv4Addr::new(10, 108, 0, 6)]
+        );
+        assert_eq!(config.dataplane.tcp_handshake_timeout, Duration::from_secs(5));
+        assert_eq!(
+            parse(GOOD).unwrap().dataplane.tcp_handshake_timeout,
+            DEFAULT_TCP_HANDSHAKE_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn snat_addresses_are_checked() {
+        let with = |line: &str| GOOD.replace("snat_address = \"10.108.0.5\"", line);
+        let nine: Vec<String> = (1..=9).map(|i| format!("\"10.108.0.{i}\"")).collect();
+        for (line, needle) in [
+            ("", "needs snat_address"),
+            ("snat_addresses = []", "at least one"),
+            (
+                "snat_addresses = [\"10.108.0.5\", \"10.108.0.5\"]",
+                "listed twice",
+            ),
+            (
+                "snat_addresses = [\"10.108.0.5\", \"224.0.0.1\"]",
+                "not a unicast",
+            ),
+            (
+                "snat_address = \"10.108.0.5\"\nsnat_addresses = [\"10.108.0.6\"]",
+                "not both",
+            ),
+            (&format!("snat_addresses = [{}]", nine.join(", ")), "at most 8"),
+        ] {
+            let err = error_of(&with(line));
+            assert!(err.contains(needle), "{line:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The XDP program and its maps: loading the embedded object, programming
 //! the maps, attaching to interfaces, reading the counters.
 
+pub mod pressure;
 pub mod tables;
 
-use std::collections::HashSet;
+use std::{collections::HashSet, ops::RangeInclusive};
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues},
@@ -11,10 +12,11 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
+    conntrack::{tuple_owner, TupleOwner},
     limits::slot_index,
     maps::{
         BackendSlot, BackendStats, Flow, FlowKey, InterfaceMac, Service, ServiceKey, ServiceStats, Settings,
-        DIRECTION_FORWARD, FLOW_CLOSING,
+        DIRECTION_FORWARD, DIRECTION_REPLY, FLOW_CLOSING,
     },
     stats::Counter,
 };
@@ -60,6 +62,26 @@ pub enum DataplaneError {
     },
 }
 
+/// The program's clock: `bpf_ktime_get_coarse_ns` reads CLOCK_MONOTONIC_COARSE.
+fn coarse_clock_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// A random u32 from the standard library's per-process hash keys (no
+/// extra crate for one number).
+fn random_seed() -> u32 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) as u32
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
     move |source| DataplaneError::Map { map, source }
 }
@@ -69,6 +91,10 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
 pub struct ConnectionCensus {
     pub entries: u64,
     pub active_by_backend: std::collections::HashMap<u32, u64>,
+    /// SNAT tuples (source address and port towards the backend) held per
+    /// backend id: by live connections, and by closed or half-open ones that
+    /// another client could not take at once.
+    pub snat_tuples_by_backend: std::collections::HashMap<u32, u64>,
 }
 
 /// Where the program sends TCP segments of connections it does not know:
@@ -102,6 +128,14 @@ pub struct Dataplane {
     /// The live slot-table generation of each service id.
     generations: std::collections::HashMap<u32, u32>,
     conntrack_capacity: u32,
+    /// The kernel's own ephemeral range when last read: client ports inside
+    /// it are never kept as SNAT ports.
+    host_ports: RangeInclusive<u16>,
+    /// Seeds the program's spread of clients over SNAT tuples; random per
+    /// load so that nobody outside can aim at one tuple.
+    hash_seed: u32,
+    /// The settings last written, to judge entries as the program does.
+    settings: Option<Settings>,
 }
 
 impl Dataplane {
@@ -130,6 +164,9 @@ impl Dataplane {
             attached: Vec::new(),
             generations: std::collections::HashMap::new(),
             conntrack_capacity: config.conntrack_entries,
+            host_ports: netdev::local_port_range()?,
+            hash_seed: random_seed(),
+            settings: None,
         };
         for (slot, name) in (0_u32..).zip(&config.interfaces) {
             let served = Served {
@@ -265,8 +302,20 @@ impl Dataplane {
                 vips.remove(&addr).map_err(map_err("VIP_ADDRS"))?;
             }
         }
+        // Read again at every apply, so a reload follows an operator's
+        // change of the range; the last known one if it cannot be read.
+        if let Ok(range) = netdev::local_port_range() {
+            self.host_ports = range;
+        }
+        let value = Settings {
+            local_port_first: *self.host_ports.start(),
+            local_port_last: *self.host_ports.end(),
+            hash_seed: self.hash_seed,
+            ..tables.settings
+        };
         let mut settings: Array<&mut MapData, Settings> = self.map_mut("SETTINGS")?;
-        settings.set(0, tables.settings, 0).map_err(map_err("SETTINGS"))?;
+        settings.set(0, value, 0).map_err(map_err("SETTINGS"))?;
+        self.settings = Some(value);
         Ok(())
     }
 
@@ -302,10 +351,18 @@ impl Dataplane {
             .ok_or(DataplaneError::Missing("map FLOWS"))?;
         let flows: HashMap<&MapData, FlowKey, Flow> = HashMap::try_from(map).map_err(map_err("FLOWS"))?;
         let mut census = ConnectionCensus::default();
-        for (_, flow) in flows.iter().filter_map(Result::ok) {
+        let now = coarse_clock_ns();
+        for (key, flow) in flows.iter().filter_map(Result::ok) {
             census.entries += 1;
             if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
                 *census.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
+            }
+            let held = self.settings.is_some_and(|settings| {
+                // Judged for an unknown client (address 0): never the owner's.
+                tuple_owner(&flow, key.proto, 0, 0, now, &settings) != TupleOwner::Free
+            });
+            if flow.direction == DIRECTION_REPLY && held {
+                *census.snat_tuples_by_backend.entry(flow.backend_id).or_insert(0) += 1;
             }
         }
         Ok(census)

@@ -10,7 +10,9 @@ use std::{
 
 use lb_common::{
     limits::{MAX_BACKENDS, MAX_SERVICES, MAX_SLOTS_PER_SERVICE},
-    maps::{BackendSlot, Service, ServiceKey, Settings, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
+    maps::{
+        BackendSlot, Service, ServiceKey, Settings, MAX_SNAT_ADDRS, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY,
+    },
 };
 
 use crate::config::{Config, OnEmpty};
@@ -148,23 +150,39 @@ pub struct Tables {
     pub vip_addrs: Vec<u32>,
 }
 
-/// Time a closed connection's SNAT port is held back, so that the backend's
-/// TIME_WAIT (60 s on Linux, whose timer may fire a few seconds late) has
-/// ended before the port is used again.
-const CLOSED_PORT_REUSE_NS: u64 = 65_000_000_000;
+/// How long the tuple of a connection the backend closed first is held
+/// against other clients: the backend's TIME_WAIT (60 s on Linux, whose
+/// timer may fire a few seconds late).
+const TIME_WAIT_HOLD_NS: u64 = 65_000_000_000;
+/// How long the tuple of a connection the client closed first, or a reset
+/// ended, is held: the backend keeps no TIME_WAIT, only stray segments
+/// (a retransmitted FIN, the last ACK) have to drain.
+const CLOSE_LINGER_NS: u64 = 2_000_000_000;
 
 /// The map contents for `config`. `weight(service, backend)` is a backend's
 /// effective weight: its configured weight, or 0 while it is down or drained.
+/// The host's own port range and the hash seed are the data plane's to
+/// fill in (see `Dataplane::apply`).
 #[must_use]
 pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> Tables {
     let d = &config.dataplane;
+    let mut snat_addrs = [0; MAX_SNAT_ADDRS];
+    for (slot, addr) in snat_addrs.iter_mut().zip(&d.snat_addresses) {
+        *slot = u32::from_ne_bytes(addr.octets());
+    }
     let settings = Settings {
-        snat_addr: u32::from_ne_bytes(d.snat_address.octets()),
+        snat_addrs,
+        snat_addr_count: d.snat_addresses.len().min(MAX_SNAT_ADDRS) as u32,
         snat_port_first: *d.snat_ports.start(),
         snat_port_last: *d.snat_ports.end(),
+        local_port_first: 0,
+        local_port_last: 0,
+        hash_seed: 0,
         udp_timeout_ns: duration_ns(d.udp_timeout),
         tcp_idle_timeout_ns: duration_ns(d.tcp_idle_timeout),
-        tcp_closed_reuse_ns: CLOSED_PORT_REUSE_NS,
+        tcp_handshake_timeout_ns: duration_ns(d.tcp_handshake_timeout),
+        tcp_time_wait_ns: TIME_WAIT_HOLD_NS,
+        tcp_close_linger_ns: CLOSE_LINGER_NS,
         flags: SETTINGS_READY,
         _pad: 0,
     };
