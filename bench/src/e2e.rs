@@ -32,7 +32,7 @@ pub const DURATION: Duration = Duration::from_secs(10);
 /// measured warm (connections, caches, conntrack entries).
 pub const WARM_UP: Duration = Duration::from_secs(2);
 /// The client's address on the private network, for the no-LB runs.
-const DIRECT_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
+pub(super) const DIRECT_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
 const NFT_TABLE: &str = "xlb_bench";
 
 /// Rounds: each runs every configuration once, the order rotating from
@@ -164,7 +164,7 @@ pub fn measure() -> anyhow::Result<Results> {
     })
 }
 
-fn vip_url() -> String {
+pub(super) fn vip_url() -> String {
     format!("http://{VIP}:{FRONTEND_PORT}/")
 }
 
@@ -200,7 +200,7 @@ fn through_xlb(bed: &mut Testbed) -> anyhow::Result<(Load, String, Memory, Memor
 }
 
 /// The modes named by the daemon's "XDP attached ... mode=..." lines.
-fn attach_modes(log: &str) -> String {
+pub(super) fn attach_modes(log: &str) -> String {
     let modes: BTreeSet<&str> = log
         .lines()
         .filter(|line| line.contains("XDP attached"))
@@ -216,7 +216,7 @@ fn attach_modes(log: &str) -> String {
 
 /// Fresh connections to the VIP, until both backends have answered (each
 /// configuration balances new connections round robin).
-fn answers_from_both_backends(bed: &Testbed, timeout: Duration) -> anyhow::Result<()> {
+pub(super) fn answers_from_both_backends(bed: &Testbed, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut seen = BTreeSet::new();
     let mut last_error = None;
@@ -255,8 +255,8 @@ fn through_haproxy(bed: &Testbed) -> anyhow::Result<(Load, Memory)> {
 }
 
 /// The kernel's NAT doing what xlb does: DNAT to the backends in turn, SNAT
-/// to the LB's private address.
-fn nft_ruleset() -> String {
+/// to the LB's private address (from any free port, or from `snat_ports`).
+fn nft_ruleset(snat_ports: Option<(u16, u16)>) -> String {
     let map = WEB_ADDRS
         .iter()
         .enumerate()
@@ -268,6 +268,7 @@ fn nft_ruleset() -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
+    let ports = snat_ports.map_or_else(String::new, |(first, last)| format!(":{first}-{last}"));
     format!(
         "table ip {NFT_TABLE} {{\n\
          \x20 chain prerouting {{\n\
@@ -276,7 +277,7 @@ fn nft_ruleset() -> String {
          \x20 }}\n\
          \x20 chain postrouting {{\n\
          \x20   type nat hook postrouting priority srcnat; policy accept;\n\
-         \x20   ip daddr {{ {backends} }} tcp dport {FRONTEND_PORT} snat to {LB_PRIVATE}\n\
+         \x20   ip daddr {{ {backends} }} tcp dport {FRONTEND_PORT} snat to {LB_PRIVATE}{ports}\n\
          \x20 }}\n\
          }}\n",
         WEB_ADDRS.len()
@@ -284,14 +285,23 @@ fn nft_ruleset() -> String {
 }
 
 /// The nftables table, deleted on drop.
-struct NftTable<'a> {
+pub(super) struct NftTable<'a> {
     ns: &'a Netns,
 }
 
 impl<'a> NftTable<'a> {
-    fn install(ns: &'a Netns, dir: &Path) -> anyhow::Result<Self> {
+    pub(super) fn install(ns: &'a Netns, dir: &Path) -> anyhow::Result<Self> {
+        Self::install_with(ns, dir, None)
+    }
+
+    /// As [`NftTable::install`], SNAT from `snat_ports` (first, last) only.
+    pub(super) fn install_with(
+        ns: &'a Netns,
+        dir: &Path,
+        snat_ports: Option<(u16, u16)>,
+    ) -> anyhow::Result<Self> {
         let path = dir.join("nat.nft");
-        std::fs::write(&path, nft_ruleset()).context("write nat.nft")?;
+        std::fs::write(&path, nft_ruleset(snat_ports)).context("write nat.nft")?;
         let path = path.to_str().context("non-UTF-8 temp path")?;
         ns.exec("nft", &["-f", path]).context("load the NAT ruleset")?;
         Ok(Self { ns })
@@ -317,16 +327,16 @@ fn through_nftables(bed: &Testbed) -> anyhow::Result<Load> {
 
 /// A link from the client namespace into the private network's bridge,
 /// removed on drop.
-struct DirectLink<'a> {
+pub(super) struct DirectLink<'a> {
     client: &'a Netns,
 }
 
-const DIRECT_DEV: &str = "eth1";
+pub(super) const DIRECT_DEV: &str = "eth1";
 
 impl<'a> DirectLink<'a> {
     /// Wires it like the testbed's own links (tx checksum offload off, GRO
     /// on), in the switch namespace `switch`.
-    fn add(client: &'a Netns, switch: &str) -> anyhow::Result<Self> {
+    pub(super) fn add(client: &'a Netns, switch: &str) -> anyhow::Result<Self> {
         let peer = "client";
         client.ip(&[
             "link", "add", DIRECT_DEV, "type", "veth", "peer", "name", peer, "netns", switch,

@@ -867,18 +867,18 @@ fn watch_idle(bed: &Testbed, pid: u32, checks: IdleChecks, duration: Duration) -
 }
 
 /// A TcpExt counter of namespace `ns` (/proc/net/netstat).
-fn tcp_ext(ns: &Netns, name: &str) -> anyhow::Result<u64> {
+pub(super) fn tcp_ext(ns: &Netns, name: &str) -> anyhow::Result<u64> {
     let text = ns.exec("cat", &["/proc/net/netstat"])?;
     netstat_value(&text, "TcpExt", name).with_context(|| format!("no TcpExt {name} in {}", ns.name()))
 }
 
-fn backends_paws_timewait(bed: &Testbed) -> anyhow::Result<u64> {
+pub(super) fn backends_paws_timewait(bed: &Testbed) -> anyhow::Result<u64> {
     bed.webs.iter().map(|ns| tcp_ext(ns, "PAWSTimewait")).sum()
 }
 
 /// A value of /proc/net/netstat: each group is a line of names and a line
 /// of values, both starting with "GROUP:".
-fn netstat_value(text: &str, group: &str, name: &str) -> Option<u64> {
+pub(super) fn netstat_value(text: &str, group: &str, name: &str) -> Option<u64> {
     let prefix = format!("{group}:");
     let mut lines = text.lines().filter(|line| line.starts_with(&prefix));
     let names = lines.next()?.split_whitespace().skip(1);
@@ -890,7 +890,7 @@ fn netstat_value(text: &str, group: &str, name: &str) -> Option<u64> {
 }
 
 /// The daemon's metrics endpoint (in the LB namespace).
-fn scrape(lb: &Netns) -> anyhow::Result<String> {
+pub(super) fn scrape(lb: &Netns) -> anyhow::Result<String> {
     lb.run(|| -> std::io::Result<String> {
         let mut stream =
             TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], 8404)), Duration::from_secs(2))?;
@@ -913,7 +913,7 @@ fn scrape_checks(lb: &Netns) -> anyhow::Result<(u64, u64)> {
 }
 
 /// `xlb_dataplane_packets_total{outcome="NAME"} N` samples.
-fn dataplane_counters(text: &str) -> Vec<(String, u64)> {
+pub(super) fn dataplane_counters(text: &str) -> Vec<(String, u64)> {
     text.lines()
         .filter_map(|line| {
             let rest = line.strip_prefix("xlb_dataplane_packets_total{outcome=\"")?;

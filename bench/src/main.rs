@@ -1,18 +1,24 @@
 //! `xlb-bench`, run by `cargo xtask bench` once the toolchain is in place:
-//! what the data plane costs per packet, what a client
-//! sees end to end through xlb, HAProxy, nftables and no load balancer, how
-//! much memory the daemon holds, how fast its health checks take a dead
-//! backend out and a returning one back, at what CPU cost, and how long a
-//! failover of the floating IP interrupts clients, against keepalived. A
-//! measurement, not a test: nothing here passes or fails on the numbers.
+//! what the data plane costs per packet, whether it survives random frames,
+//! what a client sees end to end through xlb, HAProxy, nftables and no load
+//! balancer (keep-alive, then one request per connection for minutes), how
+//! each holds up under a SYN flood, how much memory the daemon holds, how
+//! fast its health checks take a dead backend out and a returning one back,
+//! at what CPU cost, and how long a failover of the floating IP interrupts
+//! clients, against keepalived. A measurement, not a test: nothing here
+//! passes or fails on the numbers.
 
+mod document;
 mod e2e;
 mod failover;
+mod fuzz;
 mod haproxy;
 mod health;
 mod micro;
+mod newconn;
 mod process;
 mod report;
+mod synflood;
 mod wrk;
 
 use std::{
@@ -33,20 +39,59 @@ struct Cli {
     /// The daemon binary to measure.
     #[arg(long)]
     xlb: std::path::PathBuf,
-    /// Write the results into BENCHMARKS.md.
-    #[arg(long, conflicts_with = "only")]
+    /// Write the results into BENCHMARKS.md: every section of a full run
+    /// (sections it does not measure, such as the soak's, stay as recorded),
+    /// or with --only, that part's sections alone, in place, the rest of the
+    /// file unchanged.
+    #[arg(long)]
     write: bool,
-    /// Run only this part (printed, not written). `soak` runs only this way.
+    /// Run only this part. `soak` runs only this way.
     #[arg(long, value_enum)]
     only: Option<Part>,
     /// How long `--only soak` watches the pair, in seconds.
     #[arg(long, default_value_t = 600)]
     soak_secs: u64,
+    /// How long `newconn` runs wrk through each configuration, in seconds:
+    /// past every hold time (the backends' TIME_WAIT is 60 s) at the default.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    newconn_secs: u64,
+    /// How long `synflood` floods each configuration, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    synflood_secs: u64,
+    /// How long `synflood` keeps probing after the flood, in seconds: past
+    /// the half-open timeouts at the default.
+    #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u64).range(0..=600))]
+    synflood_after_secs: u64,
+    /// How many frames `fuzz` runs through the data plane.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    fuzz_frames: u64,
+    /// The seed of `fuzz`'s frames.
+    #[arg(long, default_value_t = fuzz::SEED)]
+    fuzz_seed: u64,
+}
+
+/// The settings of the parts that have them.
+pub struct Settings {
+    pub soak: Duration,
+    pub newconn: Duration,
+    pub synflood: synflood::Timing,
+    pub fuzz_frames: u64,
+    pub fuzz_seed: u64,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    run(&cli.xlb, cli.write, cli.only, Duration::from_secs(cli.soak_secs))
+    let settings = Settings {
+        soak: Duration::from_secs(cli.soak_secs),
+        newconn: Duration::from_secs(cli.newconn_secs),
+        synflood: synflood::Timing {
+            flood: Duration::from_secs(cli.synflood_secs),
+            after: Duration::from_secs(cli.synflood_after_secs),
+        },
+        fuzz_frames: cli.fuzz_frames,
+        fuzz_seed: cli.fuzz_seed,
+    };
+    run(&cli.xlb, cli.write, cli.only, &settings)
 }
 
 /// Workspace root: BENCHMARKS.md and the git revision live there.
@@ -107,8 +152,16 @@ impl Spread {
 pub enum Part {
     /// Per-packet cost (BPF_PROG_TEST_RUN).
     Micro,
+    /// Random frames through the data plane (lb_tests::fuzz), outputs checked.
+    Fuzz,
     /// End to end through each load balancer, and memory.
     E2e,
+    /// One request per connection for minutes (past every hold time), through
+    /// each load balancer.
+    Newconn,
+    /// A SYN flood of spoofed sources while a prober opens real connections,
+    /// through each load balancer.
+    Synflood,
     /// Health checks: detection times, CPU and memory while checking.
     Health,
     /// Failover of the floating IP: xlb pairs against keepalived + HAProxy.
@@ -118,17 +171,20 @@ pub enum Part {
     Soak,
 }
 
-/// Runs the benchmark (`only`: one part, printed, never written); the soak
-/// runs for `soak` when asked for.
-fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow::Result<()> {
+impl Part {
+    fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+}
+
+/// Runs the benchmark (`only`: one part); writes BENCHMARKS.md when asked.
+fn run(binary: &Path, write: bool, only: Option<Part>, settings: &Settings) -> anyhow::Result<()> {
     anyhow::ensure!(
         // SAFETY: plain geteuid(2).
         unsafe { libc::geteuid() } == 0,
         "the benchmark needs root (network namespaces, XDP)"
-    );
-    anyhow::ensure!(
-        !(write && only.is_some()),
-        "--write needs every part: BENCHMARKS.md holds them all"
     );
     // The testbed starts the daemon from XLB_BIN.
     std::env::set_var("XLB_BIN", binary);
@@ -155,6 +211,18 @@ fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow
         sections.push(section);
     }
 
+    if wanted(Part::Fuzz) {
+        eprintln!(
+            "xtask bench: fuzz, {} frames (seed {:#x})",
+            report::grouped(settings.fuzz_frames),
+            settings.fuzz_seed
+        );
+        let results = fuzz::measure(settings.fuzz_frames, settings.fuzz_seed).context("fuzz")?;
+        let section = fuzz::section(&results);
+        println!("{section}");
+        sections.push(section);
+    }
+
     if wanted(Part::E2e) {
         let e2e = e2e::measure().context("end to end")?;
         for section in [
@@ -164,6 +232,20 @@ fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow
             println!("{section}");
             sections.push(section);
         }
+    }
+
+    if wanted(Part::Newconn) {
+        let results = newconn::measure(settings.newconn).context("new connections")?;
+        let section = newconn::section(&results);
+        println!("{section}");
+        sections.push(section);
+    }
+
+    if wanted(Part::Synflood) {
+        let results = synflood::measure(settings.synflood).context("SYN flood")?;
+        let section = synflood::section(&results);
+        println!("{section}");
+        sections.push(section);
     }
 
     if wanted(Part::Health) {
@@ -185,14 +267,36 @@ fn run(binary: &Path, write: bool, only: Option<Part>, soak: Duration) -> anyhow
     }
 
     if wanted(Part::Soak) {
-        let soak = failover::soak(soak).context("soak")?;
-        println!("{}", failover::soak_section(&soak));
+        let soak = failover::soak(settings.soak).context("soak")?;
+        let section = failover::soak_section(&soak);
+        println!("{section}");
+        sections.push(section);
     }
 
     if write {
         let path = crate::root().join("BENCHMARKS.md");
-        std::fs::write(&path, report::document(&machine, &sections))
-            .with_context(|| format!("write {}", path.display()))?;
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let old = document::Document::parse(&old);
+        let new = match only {
+            // A full run: the document anew, with what it did not measure
+            // kept as recorded.
+            None => {
+                let mut new = document::Document::parse(&report::document(&machine, &sections));
+                new.keep_missing_from(&old);
+                new
+            }
+            // One part: its sections in place, each saying when it was
+            // measured; every other byte of the file as it was.
+            Some(part) => {
+                let mut new = old;
+                let preface = report::alone_preface(&machine, &part.name(), binary);
+                for section in &sections {
+                    new.put(&format!("{preface}\n\n{section}"))?;
+                }
+                new
+            }
+        };
+        std::fs::write(&path, new.render()).with_context(|| format!("write {}", path.display()))?;
         eprintln!("xtask bench: wrote {}", path.display());
     }
     Ok(())

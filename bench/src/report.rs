@@ -101,16 +101,16 @@ fn version(tool: &str, flag: &str) -> String {
 
 /// A Markdown table with aligned columns.
 pub(super) struct Table {
-    head: Vec<&'static str>,
+    head: Vec<String>,
     /// Right-aligned (numeric) columns.
     right: Vec<bool>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub(super) fn new(columns: &[(&'static str, bool)]) -> Self {
+    pub(super) fn new(columns: &[(&str, bool)]) -> Self {
         Self {
-            head: columns.iter().map(|(name, _)| *name).collect(),
+            head: columns.iter().map(|(name, _)| (*name).to_owned()).collect(),
             right: columns.iter().map(|(_, right)| *right).collect(),
             rows: Vec::new(),
         }
@@ -143,7 +143,7 @@ impl Table {
             text.push('\n');
             text
         };
-        let mut out = line(&mut self.head.iter().map(|h| (*h).to_owned()));
+        let mut out = line(&mut self.head.iter().cloned());
         out.push('|');
         for (w, right) in widths.iter().zip(&self.right) {
             let rule = if *right {
@@ -162,7 +162,7 @@ impl Table {
 }
 
 /// 1234567 -> "1,234,567".
-fn grouped(n: u64) -> String {
+pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -174,7 +174,7 @@ fn grouped(n: u64) -> String {
     out
 }
 
-fn latency(us: f64) -> String {
+pub(super) fn latency(us: f64) -> String {
     if us < 1000.0 {
         format!("{us:.0} µs")
     } else {
@@ -186,7 +186,7 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn ratio(a: f64, b: f64) -> String {
+pub(super) fn ratio(a: f64, b: f64) -> String {
     format!("{:.2}x", a / b)
 }
 
@@ -674,6 +674,25 @@ pub fn health_section(h: &health::Results) -> String {
         settle = health::IDLE_SETTLE.as_secs(),
         detection = detection.render(),
         idle = idle.render(),
+    )
+}
+
+/// The line before a section written by `--write --only PART`: the file's
+/// head describes the last full run, not this one.
+/// `binary`: the daemon measured, named by when it was built (it need not
+/// be built from the tree the revision names).
+pub fn alone_preface(machine: &Machine, part: &str, binary: &std::path::Path) -> String {
+    let built = binary
+        .to_str()
+        .and_then(|path| lb_tests::run("date", &["-u", "-r", path, "+%Y-%m-%d %H:%M UTC"]).ok())
+        .map_or_else(|| "unknown".to_owned(), |d| d.trim().to_owned());
+    format!(
+        "_Measured on its own (`cargo xtask bench --only {part} --write`) on {date}, at {revision} \
+         (the xlb binary built {built}), on {cpus} CPUs, kernel {kernel}:_",
+        date = machine.date,
+        revision = machine.revision,
+        cpus = machine.cpus,
+        kernel = machine.kernel,
     )
 }
 

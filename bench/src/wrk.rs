@@ -47,14 +47,30 @@ pub fn start(
     connections: u32,
     duration: Duration,
 ) -> anyhow::Result<Running> {
+    start_with_headers(ns, url, threads, connections, duration, &[])
+}
+
+/// As [`start`], each request with `headers` (`-H`), such as
+/// `Connection: close` for one request per connection.
+pub fn start_with_headers(
+    ns: &Netns,
+    url: &str,
+    threads: u32,
+    connections: u32,
+    duration: Duration,
+    headers: &[&str],
+) -> anyhow::Result<Running> {
     let mut cmd = ns.command("wrk");
     cmd.args([
         format!("-t{threads}"),
         format!("-c{connections}"),
         format!("-d{}s", duration.as_secs()),
         "--latency".to_owned(),
-        url.to_owned(),
     ]);
+    for header in headers {
+        cmd.args(["-H", header]);
+    }
+    cmd.arg(url);
     Ok(Running {
         process: Process::spawn(cmd, "wrk")?,
         duration,
@@ -67,6 +83,55 @@ impl Running {
         // wrk stops on its own after `duration`; allow for slow teardown.
         let text = self.process.finish(self.duration + Duration::from_secs(30))?;
         parse(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+    }
+
+    /// Whether wrk still runs.
+    pub fn running(&mut self) -> bool {
+        self.process.running()
+    }
+}
+
+/// wrk's socket errors and non-2xx answers, summed over its error lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketErrors {
+    pub connect: u64,
+    pub read: u64,
+    pub write: u64,
+    /// Requests that took longer than wrk's time-out (2 s).
+    pub timeout: u64,
+    pub non_2xx: u64,
+}
+
+impl SocketErrors {
+    /// From a [`Load`]'s error lines ("Socket errors: connect 0, read 3,
+    /// write 0, timeout 0", "Non-2xx or 3xx responses: 5"); several runs'
+    /// lines add up.
+    #[must_use]
+    pub fn of(load: &Load) -> Self {
+        let mut sum = Self::default();
+        for line in &load.errors {
+            if let Some(rest) = line.strip_prefix("Socket errors:") {
+                for part in rest.split(',') {
+                    let mut words = part.split_whitespace();
+                    let (Some(name), Some(Ok(n))) = (words.next(), words.next().map(str::parse::<u64>))
+                    else {
+                        continue;
+                    };
+                    match name {
+                        "connect" => sum.connect += n,
+                        "read" => sum.read += n,
+                        "write" => sum.write += n,
+                        "timeout" => sum.timeout += n,
+                        _ => {}
+                    }
+                }
+            } else if line.starts_with("Non-2xx") {
+                if let Some(Ok(n)) = line.rsplit(':').next().map(|n| n.trim().parse::<u64>()) {
+                    sum.non_2xx += n;
+                }
+            }
+        }
+        sum
     }
 }
 
@@ -165,6 +230,30 @@ Transfer/sec:     19.34MB
             load.errors,
             ["Socket errors: connect 0, read 3, write 0, timeout 0"]
         );
+    }
+
+    #[test]
+    fn socket_errors_add_up_over_runs() {
+        let load = Load {
+            errors: vec![
+                "Socket errors: connect 2, read 3, write 0, timeout 7".to_owned(),
+                "Non-2xx or 3xx responses: 5".to_owned(),
+                "Socket errors: connect 1, read 0, write 4, timeout 0".to_owned(),
+            ],
+            ..parse(REPORT).unwrap()
+        };
+        let errors = SocketErrors::of(&load);
+        assert_eq!(
+            errors,
+            SocketErrors {
+                connect: 3,
+                read: 3,
+                write: 4,
+                timeout: 7,
+                non_2xx: 5
+            }
+        );
+        assert_eq!(SocketErrors::of(&parse(REPORT).unwrap()).read, 3);
     }
 
     #[test]

@@ -220,6 +220,48 @@ impl UdpHdr {
     }
 }
 
+/// ICMP header (RFC 792): type, code, checksum, and the type's four bytes
+/// (for "fragmentation needed", the next hop's MTU in the second word).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: u16,
+    pub rest: [u16; 2],
+}
+
+impl IcmpHdr {
+    pub const LEN: usize = 8;
+
+    /// An error that quotes the packet it is about: destination unreachable
+    /// (fragmentation needed among them) or time exceeded.
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_error(&self) -> bool {
+        self.kind == ICMP_DEST_UNREACH || self.kind == ICMP_TIME_EXCEEDED
+    }
+}
+
+pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+/// Destination unreachable's code for "fragmentation needed and DF set".
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+
+/// The first eight bytes of the transport header an ICMP error quotes: the
+/// ports, then UDP's length and checksum or TCP's sequence number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotedPorts {
+    pub source: u16,
+    pub dest: u16,
+    pub rest: [u16; 2],
+}
+
+impl QuotedPorts {
+    pub const LEN: usize = 8;
+}
+
 /// The u32 whose memory holds the two words in order (network order value).
 #[inline(always)]
 #[must_use]

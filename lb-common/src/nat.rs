@@ -4,7 +4,7 @@
 
 use crate::{
     csum::ChecksumDelta,
-    headers::{split_words, Ipv4Hdr, TcpHdr, UdpHdr},
+    headers::{split_words, IcmpHdr, Ipv4Hdr, QuotedPorts, TcpHdr, UdpHdr, IPPROTO_UDP},
     maps::Endpoints,
 };
 
@@ -66,6 +66,69 @@ pub fn rewrite(ip: &mut Ipv4Hdr, l4: L4<'_>, to: &Endpoints) -> Result<(), Rewri
             udp.dest = to.dst_port;
         }
     }
+    Ok(())
+}
+
+/// Translates an ICMP error about a tracked connection, like the packets of
+/// the direction it travels in: `to` is the rewrite of the connection entry
+/// whose key is the quoted packet reversed (the error travels against the
+/// quoted packet). The outer header leaves from `to.src_addr` to
+/// `to.dst_addr` with TTL − 1; the quoted packet becomes the one its sender
+/// sent before translation (from `to.dst`, to `to.src`). The outer IPv4,
+/// quoted IPv4, quoted UDP (when present) and ICMP checksums are updated
+/// incrementally; the quoted TCP checksum is not among the quoted bytes.
+/// Nothing is written on error.
+#[inline(always)]
+pub fn rewrite_icmp_error(
+    ip: &mut Ipv4Hdr,
+    icmp: &mut IcmpHdr,
+    quoted_ip: &mut Ipv4Hdr,
+    quoted: &mut QuotedPorts,
+    to: &Endpoints,
+) -> Result<(), RewriteError> {
+    if ip.ttl <= 1 {
+        return Err(RewriteError::TtlExceeded);
+    }
+    // The outer header: no transport pseudo-header covers ICMP.
+    let new_saddr = split_words(to.src_addr);
+    let new_daddr = split_words(to.dst_addr);
+    let old_ttl_word = u16::from_ne_bytes([ip.ttl, ip.protocol]);
+    let new_ttl_word = u16::from_ne_bytes([ip.ttl - 1, ip.protocol]);
+    ip.check = ChecksumDelta::new()
+        .replace32(ip.saddr, new_saddr)
+        .replace32(ip.daddr, new_daddr)
+        .replace16(old_ttl_word, new_ttl_word)
+        .apply(ip.check);
+    ip.ttl -= 1;
+    ip.saddr = new_saddr;
+    ip.daddr = new_daddr;
+
+    // The quoted packet, and every word of it the ICMP checksum covers.
+    let quoted_saddr = split_words(to.dst_addr);
+    let quoted_daddr = split_words(to.src_addr);
+    let addresses = ChecksumDelta::new()
+        .replace32(quoted_ip.saddr, quoted_saddr)
+        .replace32(quoted_ip.daddr, quoted_daddr);
+    let quoted_check = addresses.apply(quoted_ip.check);
+    let mut icmp_delta = addresses
+        .replace16(quoted_ip.check, quoted_check)
+        .replace16(quoted.source, to.dst_port)
+        .replace16(quoted.dest, to.src_port);
+    if quoted_ip.protocol == IPPROTO_UDP && quoted.rest[1] != 0 {
+        let udp_check = addresses
+            .replace16(quoted.source, to.dst_port)
+            .replace16(quoted.dest, to.src_port)
+            .apply(quoted.rest[1]);
+        let udp_check = if udp_check == 0 { 0xffff } else { udp_check };
+        icmp_delta = icmp_delta.replace16(quoted.rest[1], udp_check);
+        quoted.rest[1] = udp_check;
+    }
+    quoted_ip.check = quoted_check;
+    quoted_ip.saddr = quoted_saddr;
+    quoted_ip.daddr = quoted_daddr;
+    quoted.source = to.dst_port;
+    quoted.dest = to.src_port;
+    icmp.check = icmp_delta.apply(icmp.check);
     Ok(())
 }
 
@@ -209,6 +272,99 @@ mod tests {
         src_port: 20_001_u16.to_be(),
         dst_port: 3000_u16.to_be(),
     };
+
+    /// An ICMP error from `from` about the UDP datagram `quoted` carried
+    /// (its header and the first 8 bytes of its datagram), every checksum
+    /// computed from scratch.
+    fn icmp_error(from: [u8; 4], quoted_ip: Ipv4Hdr, quoted: QuotedPorts) -> (Ipv4Hdr, IcmpHdr) {
+        let ip = ipv4(1, 36, from, [0; 4]);
+        let ip = Ipv4Hdr {
+            daddr: quoted_ip.saddr,
+            check: 0,
+            ..ip
+        };
+        let ip = Ipv4Hdr {
+            check: checksum(0, as_bytes(&ip)),
+            ..ip
+        };
+        let mut icmp = IcmpHdr {
+            kind: 3,
+            code: 4,
+            check: 0,
+            rest: [0, 1400_u16.to_be()],
+        };
+        icmp.check = icmp_checksum(&icmp, &quoted_ip, &quoted);
+        (ip, icmp)
+    }
+
+    fn icmp_checksum(icmp: &IcmpHdr, quoted_ip: &Ipv4Hdr, quoted: &QuotedPorts) -> u16 {
+        let mut message = as_bytes(&IcmpHdr { check: 0, ..*icmp }).to_vec();
+        message.extend_from_slice(as_bytes(quoted_ip));
+        message.extend_from_slice(as_bytes(quoted));
+        checksum(0, &message)
+    }
+
+    #[test]
+    fn an_icmp_error_is_translated_with_every_checksum_valid() {
+        // The LB sent a UDP datagram from its SNAT tuple to a backend; a
+        // router answers "fragmentation needed". The error goes to the
+        // client as if about the datagram the client sent to the VIP.
+        let snat = [10, 0, 0, 2];
+        let backend = [10, 0, 0, 11];
+        let mut quoted_ip = ipv4(IPPROTO_UDP, 1472, snat, backend);
+        let udp = UdpHdr {
+            source: 20_001_u16.to_be(),
+            dest: 53_u16.to_be(),
+            len: 1472_u16.to_be(),
+            check: 0,
+        };
+        // A checksum over a datagram we only see the head of: any value.
+        let mut quoted = QuotedPorts {
+            source: udp.source,
+            dest: udp.dest,
+            rest: [udp.len, 0x1234],
+        };
+        let (mut ip, mut icmp) = icmp_error([10, 0, 0, 1], quoted_ip, quoted);
+        let vip = u32::from_ne_bytes([198, 51, 100, 100]);
+        let client = u32::from_ne_bytes([198, 51, 100, 10]);
+        let to = Endpoints {
+            src_addr: vip,
+            dst_addr: client,
+            src_port: 53_u16.to_be(),
+            dst_port: 40_000_u16.to_be(),
+        };
+        let old_udp_sum = {
+            let datagram_head = as_bytes(&quoted).to_vec();
+            sum_bytes(pseudo_sum(&quoted_ip, 1472), &datagram_head)
+        };
+        rewrite_icmp_error(&mut ip, &mut icmp, &mut quoted_ip, &mut quoted, &to).unwrap();
+
+        assert_eq!((ip.src(), ip.dst(), ip.ttl), (vip, client, 63));
+        assert_eq!(checksum(0, as_bytes(&ip)), 0, "outer IPv4 checksum");
+        assert_eq!((quoted_ip.src(), quoted_ip.dst()), (client, vip));
+        assert_eq!((quoted.source, quoted.dest), (to.dst_port, to.src_port));
+        assert_eq!(checksum(0, as_bytes(&quoted_ip)), 0, "quoted IPv4 checksum");
+        assert_eq!(
+            icmp.check,
+            icmp_checksum(&icmp, &quoted_ip, &quoted),
+            "ICMP checksum"
+        );
+        // The quoted UDP checksum moved exactly as the header changes demand.
+        let new_udp_sum = sum_bytes(pseudo_sum(&quoted_ip, 1472), as_bytes(&quoted));
+        assert_eq!(
+            crate::csum::ChecksumDelta::new().apply(!(old_udp_sum as u16)),
+            crate::csum::ChecksumDelta::new().apply(!(new_udp_sum as u16)),
+            "the sum over what the quoted checksum covers is unchanged"
+        );
+        assert_eq!(icmp.rest, [0, 1400_u16.to_be()], "the MTU is kept");
+
+        // TTL 1: untouched.
+        let (mut ip, mut icmp) = icmp_error([10, 0, 0, 1], quoted_ip, quoted);
+        ip.ttl = 1;
+        let before = (ip, icmp, quoted_ip, quoted);
+        assert!(rewrite_icmp_error(&mut ip, &mut icmp, &mut quoted_ip, &mut quoted, &to).is_err());
+        assert_eq!((ip, icmp, quoted_ip, quoted), before);
+    }
 
     #[test]
     fn tcp_rewrite_keeps_checksums_valid() {

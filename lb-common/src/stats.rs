@@ -31,6 +31,10 @@ counters! {
     ForwardEstablished = "forward_established",
     /// Forwarded: backend-to-client packet, reverse-translated.
     ForwardReply = "forward_reply",
+    /// Forwarded: an ICMP error (destination unreachable, fragmentation
+    /// needed, time exceeded) about a tracked connection, translated like
+    /// the connection's packets in its direction (outer and quoted headers).
+    ForwardIcmpError = "forward_icmp_error",
     /// Translated, but the next hop's MAC is unknown: handed to the kernel to resolve and forward.
     PassNoNeighbour = "pass_no_neighbour",
     /// Translated, but no route (or forwarding disabled): handed to the kernel.

@@ -23,8 +23,8 @@ use aya_ebpf::{
 use lb_common::{
     conntrack::{superseded, window_scale, Segment, REFRESH_INTERVAL_NS},
     headers::{
-        join_words, opens_connection, EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP,
-        IPPROTO_UDP, TCP_SYN,
+        join_words, opens_connection, EthHdr, IcmpHdr, Ipv4Defect, Ipv4Hdr, QuotedPorts, TcpHdr, UdpHdr,
+        ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_SYN,
     },
     limits::MAX_INTERFACES,
     maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
@@ -61,7 +61,11 @@ impl Outcome {
 
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
-    let outcome = process(&ctx);
+    // ICMP goes its own way from the start (see `icmp_error`).
+    let outcome = match icmp_frame(&ctx) {
+        Some(ip) => icmp_error(&ctx, ip),
+        None => process(&ctx),
+    };
     stats::count(outcome.counter);
     outcome.action
 }
@@ -220,7 +224,7 @@ fn process(ctx: &XdpContext) -> Outcome {
     if service.slot_count == 0 {
         stats::count_refused(service.id);
         return match l4 {
-            L4::Tcp(tcp) if service.flags & SERVICE_RESET_WHEN_EMPTY != 0 => refuse(ctx, ip, tcp),
+            L4::Tcp(_) if service.flags & SERVICE_RESET_WHEN_EMPTY != 0 => refuse(ctx, ip),
             _ => Outcome::drop(Counter::DropNoBackend),
         };
     }
@@ -254,6 +258,85 @@ fn process(ctx: &XdpContext) -> Outcome {
         }
         Err(counter) => Outcome::drop(counter),
     }
+}
+
+/// The IPv4 header of an option-less, unfragmented, ready-to-handle ICMP
+/// packet addressed to this node's MAC, if the frame is one.
+#[inline(always)]
+fn icmp_frame(ctx: &XdpContext) -> Option<&mut Ipv4Hdr> {
+    let settings = SETTINGS.get(0)?;
+    if settings.flags & SETTINGS_READY == 0 {
+        return None;
+    }
+    let eth = parse::ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: bounds-checked by ptr_at.
+    let eth = unsafe { &*eth };
+    if eth.ether_type != ETH_P_IP || not_addressed_here(ctx, eth).is_some() {
+        return None;
+    }
+    let ip = parse::ptr_at::<Ipv4Hdr>(ctx, IP_OFFSET)?;
+    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
+    let ip = unsafe { &mut *ip };
+    (ip.protocol == IPPROTO_ICMP && ip.check_translatable(parse::bytes_from(ctx, IP_OFFSET)).is_ok())
+        .then_some(ip)
+}
+
+/// An ICMP error about a tracked connection (destination unreachable,
+/// fragmentation needed among them, or time exceeded, from a router or a
+/// backend on either side) is translated like the connection's packets in
+/// its direction and forwarded, so that path-MTU discovery and errors work
+/// through the LB, as with IPVS and Cilium. Anything else ICMP (echo, errors
+/// about other traffic) goes to the kernel untouched. It is dispatched at
+/// the very start (`lb`), apart from the TCP and UDP paths, whose code the
+/// verifier then sees as before.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, ip: &mut Ipv4Hdr) -> Outcome {
+    /// The headers of an ICMP error, checked against the frame in one go
+    /// (separate checks get merged by the compiler into one the verifier
+    /// cannot follow).
+    #[repr(C)]
+    struct ErrorHead {
+        icmp: IcmpHdr,
+        quoted_ip: Ipv4Hdr,
+        quoted: QuotedPorts,
+    }
+    if usize::from(ip.total_len()) < Ipv4Hdr::LEN + core::mem::size_of::<ErrorHead>() {
+        return Outcome::pass(Counter::PassNotService);
+    }
+    let Some(head) = parse::ptr_at::<ErrorHead>(ctx, L4_OFFSET) else {
+        return Outcome::pass(Counter::PassNotService);
+    };
+    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
+    let head = unsafe { &mut *head };
+    let (icmp, quoted_ip, quoted) = (&mut head.icmp, &mut head.quoted_ip, &mut head.quoted);
+    let quoted_proto = quoted_ip.protocol;
+    if !icmp.is_error()
+        || quoted_ip.version_ihl != 0x45
+        || (quoted_proto != IPPROTO_TCP && quoted_proto != IPPROTO_UDP)
+    {
+        return Outcome::pass(Counter::PassNotService);
+    }
+    // The error travels against the quoted packet: the connection's entry
+    // for its direction has the quoted packet's key reversed.
+    let key = FlowKey {
+        src_addr: quoted_ip.dst(),
+        dst_addr: quoted_ip.src(),
+        src_port: quoted.dest,
+        dst_port: quoted.source,
+        proto: quoted_proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: a copy of a live entry's rewrite, which never changes.
+    let Some(rewrite) = maps::FLOWS.get_ptr(&key).map(|flow| unsafe { (*flow).rewrite }) else {
+        return Outcome::pass(Counter::PassNotService);
+    };
+    if nat::rewrite_icmp_error(ip, icmp, quoted_ip, quoted, &rewrite).is_err() {
+        return Outcome::drop(Counter::DropTtlExceeded);
+    }
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    forward::forward(ctx, eth, ip, Counter::ForwardIcmpError, None)
 }
 
 /// The window scale a SYN or SYN-ACK announces (0 without the option, or
@@ -341,7 +424,13 @@ fn hand_off(ctx: &XdpContext) -> Outcome {
 /// and that carries no data is answered (RFC 1122 §4.2.2.7; a SYN with data
 /// to an empty pool is dropped).
 #[inline(always)]
-fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr, tcp: &mut TcpHdr) -> Outcome {
+fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr) -> Outcome {
+    // Checked again here, for the verifier (see translate).
+    let Some(tcp) = parse::ptr_at::<TcpHdr>(ctx, L4_OFFSET) else {
+        return Outcome::drop(Counter::DropTruncatedL4);
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let tcp = unsafe { &mut *tcp };
     let segment_len = usize::from(ip.total_len()).saturating_sub(Ipv4Hdr::LEN);
     if segment_len > tcp.header_len() || segment_len > MAX_TCP_HEADER {
         return Outcome::drop(Counter::DropNoBackend);
@@ -438,6 +527,21 @@ fn translate(
     counter: Counter,
     next_hop: Option<NextHopCache>,
 ) -> Outcome {
+    // The transport header is bounds-checked again right here: the compiler
+    // may merge the TCP and UDP paths' pointers (the same address), and the
+    // verifier must see the check that covers the header being written.
+    let l4 = match l4 {
+        L4::Tcp(_) => match parse::ptr_at::<TcpHdr>(ctx, L4_OFFSET) {
+            // SAFETY: bounds-checked by ptr_at.
+            Some(tcp) => L4::Tcp(unsafe { &mut *tcp }),
+            None => return Outcome::drop(Counter::DropTruncatedL4),
+        },
+        L4::Udp(_) => match parse::ptr_at::<UdpHdr>(ctx, L4_OFFSET) {
+            // SAFETY: bounds-checked by ptr_at.
+            Some(udp) => L4::Udp(unsafe { &mut *udp }),
+            None => return Outcome::drop(Counter::DropTruncatedL4),
+        },
+    };
     if nat::rewrite(ip, l4, to).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);
     }

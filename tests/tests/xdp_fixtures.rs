@@ -12,8 +12,8 @@ use lb_common::{
 use lb_tests::{
     fixture::{
         coarse_now_ns, flow_key, services, with_fixture, with_fixture_settings, Fixture, Verdict, CLIENT_MAC,
-        HAIRPIN_PORT, PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, PUBLIC_IF, UNRESOLVED_BACKEND, UNRESOLVED_PORT,
-        WEB_MACS, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+        HAIRPIN_PORT, PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, PUBLIC_IF, PUBLIC_MAC, UNRESOLVED_BACKEND,
+        UNRESOLVED_PORT, WEB_MACS, XDP_DROP, XDP_PASS, XDP_REDIRECT,
     },
     packet::{
         internet_checksum, parse_and_verify, udp_payload_summing_to_zero, Frame, Parsed, ACK, FIN, RST, SYN,
@@ -812,6 +812,98 @@ fn a_connection_whose_reply_entry_was_evicted_is_rebuilt_not_left_half() {
             .with_seq(BACKEND_ISN + 18, CLIENT_ISN + 19);
         forwarded(&from_backend(fx, &fin));
         assert_eq!(counter(fx, Counter::DropTcpOutOfWindow), 0);
+    });
+}
+
+/// An ICMP "fragmentation needed" (MTU 1280) from `from` to `to`, arriving
+/// addressed to `mac`, quoting `packet` (a frame as it left the LB): its
+/// IPv4 header and the first eight bytes of its transport header.
+fn frag_needed(mac: [u8; 6], from: Ipv4Addr, to: Ipv4Addr, packet: &[u8]) -> Vec<u8> {
+    let quoted = &packet[14..14 + 28];
+    let mut f = Vec::new();
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0]);
+    f.extend_from_slice(&from.octets());
+    f.extend_from_slice(&to.octets());
+    let check = internet_checksum(&f[14..34]);
+    f[24..26].copy_from_slice(&check.to_be_bytes());
+    f.extend_from_slice(&[3, 4, 0, 0, 0, 0, 0x05, 0x00]);
+    f.extend_from_slice(quoted);
+    let check = internet_checksum(&f[34..]);
+    f[36..38].copy_from_slice(&check.to_be_bytes());
+    f
+}
+
+/// The outer and quoted addresses and ports of a forwarded ICMP error,
+/// after checking every checksum from scratch and the MTU it carries.
+fn icmp_translation(verdict: &Verdict) -> ((Ipv4Addr, Ipv4Addr), (Ipv4Addr, u16, Ipv4Addr, u16)) {
+    assert_eq!(
+        verdict.action, XDP_REDIRECT,
+        "expected a redirect, got {verdict:?}"
+    );
+    let f = &verdict.frame;
+    assert_eq!(internet_checksum(&f[14..34]), 0, "outer IPv4 checksum");
+    assert_eq!(internet_checksum(&f[34..]), 0, "ICMP checksum");
+    assert_eq!(internet_checksum(&f[42..62]), 0, "quoted IPv4 checksum");
+    assert_eq!(&f[34..36], &[3, 4], "still fragmentation needed");
+    assert_eq!(&f[40..42], &[0x05, 0x00], "the MTU (1280) is kept");
+    let addr = |at: usize| Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
+    let port = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+    ((addr(26), addr(30)), (addr(54), port(62), addr(58), port(64)))
+}
+
+#[test]
+fn an_icmp_error_about_a_connection_is_translated_both_ways_and_others_pass() {
+    fixture(|fx| {
+        let syn = from_client(fx, &Frame::tcp(CLIENT, FRONTEND, SYN));
+        let out = forwarded(&syn);
+        // From the backends' side (a router or the backend itself): about
+        // the SYN as it left the LB; the client gets it about its own SYN.
+        let error = frag_needed(fx.private_mac, out.dst, out.src, &syn.frame);
+        let before = counter(fx, Counter::ForwardIcmpError);
+        let (outer, quoted) = icmp_translation(&fx.run(&error, fx.private_ifindex));
+        assert_eq!(outer, (VIP, CLIENT.0));
+        assert_eq!(quoted, (CLIENT.0, CLIENT.1, VIP, FRONTEND_PORT));
+        assert_eq!(counter(fx, Counter::ForwardIcmpError), before + 1);
+
+        // From the clients' side (a router on the way to the client): about
+        // a reply as it left the LB; the backend gets it about its own reply.
+        let reply = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), SYN | ACK)
+            .with_seq(BACKEND_ISN, CLIENT_ISN + 1);
+        let back = from_backend(fx, &reply);
+        forwarded(&back);
+        let router = Ipv4Addr::new(203, 0, 113, 1);
+        let error = frag_needed(PUBLIC_MAC, router, VIP, &back.frame);
+        let (outer, quoted) = icmp_translation(&fx.run(&error, fx.public_ifindex));
+        assert_eq!(outer, (LB_PRIVATE, out.dst));
+        assert_eq!(quoted, (out.dst, out.dst_port, LB_PRIVATE, out.src_port));
+
+        // About a connection the LB does not track, or not an error: untouched.
+        let stranger = Frame::tcp((CLIENT_ADDRS[1], 41_000), FRONTEND, SYN).build();
+        let untracked = frag_needed(PUBLIC_MAC, router, CLIENT_ADDRS[1], &stranger);
+        assert_outcome(
+            fx,
+            "untracked",
+            &untracked,
+            fx.public_ifindex,
+            XDP_PASS,
+            Counter::PassNotService,
+        );
+        let mut echo = frag_needed(PUBLIC_MAC, router, VIP, &back.frame);
+        echo[34] = 8; // echo request
+        echo[36..38].fill(0);
+        let check = internet_checksum(&echo[34..]);
+        echo[36..38].copy_from_slice(&check.to_be_bytes());
+        assert_outcome(
+            fx,
+            "echo",
+            &echo,
+            fx.public_ifindex,
+            XDP_PASS,
+            Counter::PassNotService,
+        );
     });
 }
 

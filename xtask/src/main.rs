@@ -44,15 +44,31 @@ enum Cmd {
     /// nftables and no LB, the health checks' detection times and cost, and
     /// failover against keepalived.
     Bench {
-        /// Write the results into BENCHMARKS.md.
-        #[arg(long, conflicts_with = "only")]
+        /// Write the results into BENCHMARKS.md: every section of a full run,
+        /// or with --only, that part's sections alone, the rest unchanged.
+        #[arg(long)]
         write: bool,
-        /// Run only this part (printed, not written). `soak` runs only this way.
+        /// Run only this part. `soak` runs only this way.
         #[arg(long, value_enum)]
         only: Option<BenchPart>,
         /// How long `--only soak` watches the pair, in seconds.
         #[arg(long, default_value_t = 600)]
         soak_secs: u64,
+        /// How long `newconn` runs wrk through each configuration, in seconds.
+        #[arg(long, default_value_t = 300)]
+        newconn_secs: u64,
+        /// How long `synflood` floods each configuration, in seconds.
+        #[arg(long, default_value_t = 10)]
+        synflood_secs: u64,
+        /// How long `synflood` keeps probing after the flood, in seconds.
+        #[arg(long, default_value_t = 70)]
+        synflood_after_secs: u64,
+        /// How many frames `fuzz` runs through the data plane.
+        #[arg(long, default_value_t = 10_000_000)]
+        fuzz_frames: u64,
+        /// The seed of `fuzz`'s frames (the bench's fixed one if not given).
+        #[arg(long)]
+        fuzz_seed: Option<u64>,
     },
 }
 
@@ -62,8 +78,14 @@ enum Cmd {
 enum BenchPart {
     /// Per-packet cost (BPF_PROG_TEST_RUN).
     Micro,
+    /// Random frames through the data plane (lb_tests::fuzz), outputs checked.
+    Fuzz,
     /// End to end through each load balancer, and memory.
     E2e,
+    /// One request per connection for minutes, through each load balancer.
+    Newconn,
+    /// A SYN flood of spoofed sources while a prober opens real connections.
+    Synflood,
     /// Health checks: detection times, CPU and memory while checking.
     Health,
     /// Failover of the floating IP: xlb pairs against keepalived + HAProxy.
@@ -108,7 +130,22 @@ fn xtask(cli: Cli) -> anyhow::Result<()> {
             write,
             only,
             soak_secs,
-        } => build().and_then(|xlb| bench(&xlb, write, only, soak_secs)),
+            newconn_secs,
+            synflood_secs,
+            synflood_after_secs,
+            fuzz_frames,
+            fuzz_seed,
+        } => build().and_then(|xlb| {
+            let mut extra = vec![
+                format!("--soak-secs={soak_secs}"),
+                format!("--newconn-secs={newconn_secs}"),
+                format!("--synflood-secs={synflood_secs}"),
+                format!("--synflood-after-secs={synflood_after_secs}"),
+                format!("--fuzz-frames={fuzz_frames}"),
+            ];
+            extra.extend(fuzz_seed.map(|seed| format!("--fuzz-seed={seed}")));
+            bench(&xlb, write, only, &extra)
+        }),
     };
     if result.is_ok() && !matches!(cli.command, Cmd::Run) {
         step(&format!("done in {}", setup::elapsed(started)));
@@ -216,12 +253,13 @@ fn run_testbed(xlb: &Path) -> anyhow::Result<()> {
         .arg(xlb))
 }
 
-fn bench(xlb: &Path, write: bool, only: Option<BenchPart>, soak_secs: u64) -> anyhow::Result<()> {
+/// `extra`: the parts' settings, as `xlb-bench` flags.
+fn bench(xlb: &Path, write: bool, only: Option<BenchPart>, extra: &[String]) -> anyhow::Result<()> {
     step("building and starting the benchmark (cargo run -p lb-bench)");
     let mut cmd = cargo_command();
     cmd.args(["run", "--release", "-p", "lb-bench", "--", "--xlb"])
         .arg(xlb)
-        .args(["--soak-secs", &soak_secs.to_string()]);
+        .args(extra);
     if write {
         cmd.arg("--write");
     }
