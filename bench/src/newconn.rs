@@ -603,8 +603,9 @@ pub fn section(r: &Results) -> String {
          closes after its answer, so that the backend holds each connection's 4-tuple (through a load \
          balancer: its private address and a source port it chose) in TIME_WAIT for 60 s. \
          Each configuration runs {secs} s, past every hold time, on a fresh testbed (no backend \
-         holds another configuration's connections), one after the other: xlb with the testbed's \
-         SNAT ports ({XLB_SNAT_PORTS}, 10,000), nftables (DNAT to the backends in turn, SNAT to the \
+         holds another configuration's connections), one after the other: xlb with its defaults \
+         (the client's ports, 32768-60999, kept: the daemon moves the LB's own range to \
+         `local_ports`, 10000-19999; pool `snat_ports` {XLB_SNAT_PORTS} for the rest), nftables (DNAT to the backends in turn, SNAT to the \
          LB's private address from any free port), HAProxy with the reference configuration, and no \
          LB (two `wrk -t{half_threads} -c{half_conns}` at once, one per backend, over a link from the \
          client into the private network; their requests add up, their p99 is the worse). \

@@ -6,8 +6,8 @@
 use crate::{
     headers::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{
-        Flow, Settings, FLOW_BACKEND_TIME_WAIT, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_FIN_FROM_BACKEND,
-        FLOW_FIN_FROM_CLIENT, FLOW_RESET, FLOW_SEQ_KNOWN,
+        Flow, FlowKey, Settings, FLOW_BACKEND_TIME_WAIT, FLOW_CHALLENGED, FLOW_CLOSING, FLOW_ESTABLISHED,
+        FLOW_FIN_FROM_BACKEND, FLOW_FIN_FROM_CLIENT, FLOW_RESET, FLOW_SEQ_KNOWN,
     },
 };
 
@@ -70,29 +70,25 @@ pub enum TupleOwner {
     Evictable { age_ns: u64 },
 }
 
-/// Judges reply entry `owner` for a new connection from `client_addr` to
-/// `vip` (network order).
+/// Judges reply entry `owner` for a new connection whose client-side key is
+/// `client` (network order).
 ///
-/// A closed connection's tuple is free at once for the same client and
-/// VIP: the client's TCP timestamps (Linux offsets them per address pair)
-/// and ISNs to that peer only grow, so the backend's TIME_WAIT accepts the
-/// new SYN (RFC 6191). Against other clients it is held while the backend
-/// may keep it in TIME_WAIT: `tcp_time_wait_ns` when the backend closed
-/// first, only `tcp_close_linger_ns` when the client closed first (the
-/// backend then closes passively and keeps no TIME_WAIT) or a reset ended
-/// it.
+/// A closed connection's tuple is free at once for the same client
+/// connection again: the same client address and port to the same VIP and
+/// port. Its TCP timestamps and ISN only grow (Linux offsets both per
+/// 4-tuple; since the offsets are random per 4-tuple, another port of the
+/// same client is as foreign as another client), so the backend's
+/// TIME_WAIT accepts the new SYN (RFC 6191), as nf_nat relies on when a
+/// SYN reopens a closed conntrack entry. Against every other connection
+/// the tuple is held while the backend may keep it in TIME_WAIT:
+/// `tcp_time_wait_ns` when the backend closed first, only
+/// `tcp_close_linger_ns` when the client closed first (the backend then
+/// closes passively and keeps no TIME_WAIT) or a reset ended it.
 #[inline(always)]
 #[must_use]
-pub fn tuple_owner(
-    owner: &Flow,
-    proto: u8,
-    client_addr: u32,
-    vip: u32,
-    now_ns: u64,
-    settings: &Settings,
-) -> TupleOwner {
+pub fn tuple_owner(owner: &Flow, client: &FlowKey, now_ns: u64, settings: &Settings) -> TupleOwner {
     let idle = now_ns.saturating_sub(owner.last_seen_ns);
-    if proto != IPPROTO_TCP {
+    if client.proto != IPPROTO_TCP {
         return if idle > settings.udp_timeout_ns {
             TupleOwner::Free
         } else {
@@ -101,7 +97,10 @@ pub fn tuple_owner(
     }
     let state = owner.state;
     if fully_closed(state) {
-        let same_client = owner.rewrite.dst_addr == client_addr && owner.rewrite.src_addr == vip;
+        let same_client = owner.rewrite.dst_addr == client.src_addr
+            && owner.rewrite.dst_port == client.src_port
+            && owner.rewrite.src_addr == client.dst_addr
+            && owner.rewrite.src_port == client.dst_port;
         let hold = if state & FLOW_RESET == 0 && state & FLOW_BACKEND_TIME_WAIT != 0 {
             settings.tcp_time_wait_ns
         } else {
@@ -217,7 +216,9 @@ impl Segment {
 ///
 /// A direction that has not spoken yet has no sequence space: only a RST
 /// that acknowledges the other direction's SYN is acceptable from it (a
-/// backend refusing the connection).
+/// backend refusing the connection). Towards a backend that answered the
+/// SYN with a plain ACK (`FLOW_CHALLENGED`), the RST answering exactly that
+/// ACK is acceptable too.
 #[inline(always)]
 #[must_use]
 pub fn may_close(segment: &Segment, sender: &Flow, receiver: Option<&Flow>) -> bool {
@@ -225,7 +226,22 @@ pub fn may_close(segment: &Segment, sender: &Flow, receiver: Option<&Flow>) -> b
         return segment.flags & (TCP_RST | TCP_ACK) == (TCP_RST | TCP_ACK)
             && receiver.is_some_and(|r| r.state & FLOW_SEQ_KNOWN != 0 && segment.ack == r.seq_next);
     }
+    if segment.flags & TCP_RST != 0
+        && receiver.is_some_and(|r| {
+            r.state & (FLOW_SEQ_KNOWN | FLOW_CHALLENGED) == FLOW_CHALLENGED && segment.seq == r.seq_next
+        })
+    {
+        return true;
+    }
     in_window(segment.seq, sender.seq_next, receive_window(receiver))
+}
+
+/// Whether a segment from a backend that has not sent its SYN-ACK is a
+/// plain ACK answering the client's SYN (see `FLOW_CHALLENGED`).
+#[inline(always)]
+#[must_use]
+pub const fn challenges_syn(segment: &Segment) -> bool {
+    segment.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
 }
 
 /// The state bits, set on both entries, that a valid closing segment from
@@ -348,8 +364,21 @@ mod tests {
             seq_next: 0,
             max_window: 0,
             window_scale: 0,
-            _pad: [0; 3],
+            _pad: 0,
+            next_hop_mtu: 0,
             peer_window: 0,
+        }
+    }
+
+    /// The client-side key of a new connection from `client`:`port` to `vip`:80.
+    fn conn(client: u32, port: u16, vip: u32) -> FlowKey {
+        FlowKey {
+            src_addr: client,
+            dst_addr: vip,
+            src_port: port,
+            dst_port: 80,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
         }
     }
 
@@ -420,24 +449,29 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_tuple_is_free_at_once_for_its_own_client_only() {
+    fn a_closed_tuple_is_free_at_once_for_its_own_client_connection_only() {
         let s = settings();
         let closed = flow(SERVER_CLOSED, 10 * SEC);
         assert_eq!(
-            tuple_owner(&closed, IPPROTO_TCP, CLIENT, VIP, 10 * SEC, &s),
+            tuple_owner(&closed, &conn(CLIENT, 40_000, VIP), 10 * SEC, &s),
             TupleOwner::Free
         );
-        // The same client through another VIP has other timestamps.
+        // Another port of the same client, or the same port through another
+        // VIP, has other timestamps (offset per 4-tuple).
         assert_eq!(
-            tuple_owner(&closed, IPPROTO_TCP, CLIENT, VIP + 1, 11 * SEC, &s),
+            tuple_owner(&closed, &conn(CLIENT, 40_002, VIP), 11 * SEC, &s),
             TupleOwner::Evictable { age_ns: SEC }
         );
         assert_eq!(
-            tuple_owner(&closed, IPPROTO_TCP, OTHER_CLIENT, VIP, 70 * SEC, &s),
+            tuple_owner(&closed, &conn(CLIENT, 40_000, VIP + 1), 11 * SEC, &s),
+            TupleOwner::Evictable { age_ns: SEC }
+        );
+        assert_eq!(
+            tuple_owner(&closed, &conn(OTHER_CLIENT, 40_000, VIP), 70 * SEC, &s),
             TupleOwner::Evictable { age_ns: 60 * SEC }
         );
         assert_eq!(
-            tuple_owner(&closed, IPPROTO_TCP, OTHER_CLIENT, VIP, 76 * SEC, &s),
+            tuple_owner(&closed, &conn(OTHER_CLIENT, 40_000, VIP), 76 * SEC, &s),
             TupleOwner::Free
         );
     }
@@ -447,12 +481,12 @@ mod tests {
         let s = settings();
         let by_client = flow(CLIENT_CLOSED, 10 * SEC);
         assert_eq!(
-            tuple_owner(&by_client, IPPROTO_TCP, OTHER_CLIENT, VIP, 13 * SEC, &s),
+            tuple_owner(&by_client, &conn(OTHER_CLIENT, 40_000, VIP), 13 * SEC, &s),
             TupleOwner::Free
         );
         let reset = flow(EST | FLOW_CLOSING | FLOW_RESET | FLOW_BACKEND_TIME_WAIT, 10 * SEC);
         assert_eq!(
-            tuple_owner(&reset, IPPROTO_TCP, OTHER_CLIENT, VIP, 13 * SEC, &s),
+            tuple_owner(&reset, &conn(OTHER_CLIENT, 40_000, VIP), 13 * SEC, &s),
             TupleOwner::Free
         );
     }
@@ -462,11 +496,11 @@ mod tests {
         let s = settings();
         let half = flow(EST | FLOW_CLOSING | FLOW_FIN_FROM_CLIENT, 0);
         assert_eq!(
-            tuple_owner(&half, IPPROTO_TCP, CLIENT, VIP, 60 * SEC, &s),
+            tuple_owner(&half, &conn(CLIENT, 40_000, VIP), 60 * SEC, &s),
             TupleOwner::Held
         );
         assert_eq!(
-            tuple_owner(&half, IPPROTO_TCP, CLIENT, VIP, 66 * SEC, &s),
+            tuple_owner(&half, &conn(CLIENT, 40_000, VIP), 66 * SEC, &s),
             TupleOwner::Free
         );
     }
@@ -476,20 +510,20 @@ mod tests {
         let s = settings();
         let half_open = flow(FLOW_SEQ_KNOWN, 0);
         assert_eq!(
-            tuple_owner(&half_open, IPPROTO_TCP, OTHER_CLIENT, VIP, SEC / 2, &s),
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), SEC / 2, &s),
             TupleOwner::Held
         );
         assert_eq!(
-            tuple_owner(&half_open, IPPROTO_TCP, OTHER_CLIENT, VIP, 2 * SEC, &s),
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), 2 * SEC, &s),
             TupleOwner::Evictable { age_ns: 2 * SEC }
         );
         assert_eq!(
-            tuple_owner(&half_open, IPPROTO_TCP, OTHER_CLIENT, VIP, 11 * SEC, &s),
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), 11 * SEC, &s),
             TupleOwner::Free
         );
         // Established and idle is held for the idle timeout.
         assert_eq!(
-            tuple_owner(&flow(EST, 0), IPPROTO_TCP, OTHER_CLIENT, VIP, 3000 * SEC, &s),
+            tuple_owner(&flow(EST, 0), &conn(OTHER_CLIENT, 40_000, VIP), 3000 * SEC, &s),
             TupleOwner::Held
         );
     }
@@ -584,6 +618,53 @@ mod tests {
             &silent,
             Some(&client)
         ));
+    }
+
+    #[test]
+    fn the_clients_reset_of_a_backends_challenge_ack_is_accepted_and_nothing_else() {
+        let client = tracked(5001, 0);
+        let challenged = Flow {
+            seq_next: 777_000,
+            ..flow(FLOW_CHALLENGED, 0)
+        };
+        let rst = |seq| Segment {
+            flags: TCP_RST,
+            seq,
+            ack: 0,
+            window: 0,
+            payload_len: 0,
+        };
+        assert!(may_close(&rst(777_000), &client, Some(&challenged)));
+        assert!(!may_close(&rst(777_001), &client, Some(&challenged)));
+        // Without the challenge, the same RST is far out of the window.
+        assert!(!may_close(&rst(777_000), &client, Some(&flow(0, 0))));
+        // Only a RST: a FIN with that number is still judged by the window.
+        assert!(!may_close(
+            &Segment {
+                flags: TCP_FIN | TCP_ACK,
+                ..rst(777_000)
+            },
+            &client,
+            Some(&challenged)
+        ));
+        // Once the backend's SYN-ACK started its sequence space, no more.
+        let answered = Flow {
+            state: FLOW_CHALLENGED | FLOW_SEQ_KNOWN,
+            ..challenged
+        };
+        assert!(!may_close(&rst(777_000), &client, Some(&answered)));
+        assert!(challenges_syn(&Segment {
+            flags: TCP_ACK,
+            ..rst(0)
+        }));
+        assert!(!challenges_syn(&Segment {
+            flags: TCP_ACK | TCP_SYN,
+            ..rst(0)
+        }));
+        assert!(!challenges_syn(&Segment {
+            flags: TCP_ACK | TCP_RST,
+            ..rst(0)
+        }));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub enum Ipv4Defect {
 
 impl Ipv4Hdr {
     pub const LEN: usize = 20;
+    const DONT_FRAGMENT: u16 = 0x4000;
     const MORE_FRAGMENTS: u16 = 0x2000;
     const OFFSET_MASK: u16 = 0x1fff;
 
@@ -128,6 +129,14 @@ impl Ipv4Hdr {
     #[must_use]
     pub fn total_len(&self) -> u16 {
         u16::from_be(self.tot_len)
+    }
+
+    /// The sender forbids fragmentation (DF): a router that cannot forward
+    /// it whole answers "fragmentation needed" (path-MTU discovery).
+    #[inline(always)]
+    #[must_use]
+    pub fn dont_fragment(&self) -> bool {
+        u16::from_be(self.frag_off) & Self::DONT_FRAGMENT != 0
     }
 }
 

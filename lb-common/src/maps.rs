@@ -144,6 +144,14 @@ pub const FLOW_RESET: u8 = 0x10;
 pub const FLOW_BACKEND_TIME_WAIT: u8 = 0x20;
 /// `Flow::state` bit, on both entries: the backend sent a valid FIN.
 pub const FLOW_FIN_FROM_BACKEND: u8 = 0x40;
+/// `Flow::state` bit, on the reply entry of a connection whose backend has
+/// not sent its SYN-ACK: the backend answered the client's SYN with a plain
+/// ACK instead (it still has an older connection on the tuple: TIME_WAIT,
+/// SYN_RECV), whose acknowledgement number `seq_next` holds. The client
+/// answers that ACK with a RST carrying this number as its sequence number
+/// (RFC 793 SYN-SENT), which must reach the backend to clear the old
+/// connection; conntrack accepts it the same way.
+pub const FLOW_CHALLENGED: u8 = 0x80;
 
 /// Where a translated packet leaves: the result of a FIB lookup, cached in
 /// the connection's entry so that most packets skip the lookup.
@@ -186,7 +194,11 @@ pub struct Flow {
     pub max_window: u32,
     /// TCP: the window scale this direction announced in its SYN (0 without).
     pub window_scale: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The path MTU towards `next_hop` (the FIB lookup's), valid with it: a
+    /// larger packet gets "fragmentation needed" (DF) or goes to the kernel
+    /// to be fragmented. 0: unknown.
+    pub next_hop_mtu: u16,
     /// TCP: the other direction's `max_window`, copied here when it grows,
     /// so that this direction's segments are judged without a second lookup.
     /// 0 until the other direction has spoken.

@@ -166,17 +166,7 @@ pub fn refuse_syn(ip: &mut Ipv4Hdr, tcp: &mut TcpHdr, payload_len: u16) {
         check: 0,
         urg_ptr: 0,
     };
-    ip.check = !fold(words_sum(&[
-        u16::from_ne_bytes([ip.version_ihl, ip.tos]),
-        ip.tot_len,
-        ip.id,
-        ip.frag_off,
-        u16::from_ne_bytes([ip.ttl, ip.protocol]),
-        ip.saddr[0],
-        ip.saddr[1],
-        ip.daddr[0],
-        ip.daddr[1],
-    ]));
+    ip.check = !fold(ipv4_header_sum(ip));
     tcp.check = !fold(words_sum(&[
         // Pseudo-header.
         ip.saddr[0],
@@ -192,6 +182,67 @@ pub fn refuse_syn(ip: &mut Ipv4Hdr, tcp: &mut TcpHdr, payload_len: u16) {
         tcp.ack_seq[1],
         u16::from_ne_bytes(tcp.doff_flags),
     ]));
+}
+
+/// The IPv4 and ICMP headers of the "fragmentation needed" error (type 3,
+/// code 4, RFC 1191) that a router sends about the packet `quoted_ip`
+/// (option-less, as received) whose transport header starts with `quoted`:
+/// from the address the packet was sent to (a VIP, or a SNAT address), back
+/// to its source, announcing the next hop's `mtu`. The error quotes the
+/// IPv4 header and 8 bytes (RFC 792), which it follows in the frame.
+/// Checksums are computed from scratch.
+#[inline(always)]
+#[must_use]
+pub fn frag_needed(quoted_ip: &Ipv4Hdr, quoted: &QuotedPorts, mtu: u16) -> (Ipv4Hdr, IcmpHdr) {
+    let mut ip = Ipv4Hdr {
+        version_ihl: 0x45,
+        // Internetwork control, as Linux sends its ICMP errors.
+        tos: 0xc0,
+        tot_len: ((Ipv4Hdr::LEN + IcmpHdr::LEN + Ipv4Hdr::LEN + QuotedPorts::LEN) as u16).to_be(),
+        id: 0,
+        frag_off: 0,
+        ttl: 64,
+        protocol: crate::headers::IPPROTO_ICMP,
+        check: 0,
+        saddr: quoted_ip.daddr,
+        daddr: quoted_ip.saddr,
+    };
+    ip.check = !fold(ipv4_header_sum(&ip));
+    let mut icmp = IcmpHdr {
+        kind: crate::headers::ICMP_DEST_UNREACH,
+        code: crate::headers::ICMP_FRAG_NEEDED,
+        check: 0,
+        rest: [0, mtu.to_be()],
+    };
+    icmp.check = !fold(
+        words_sum(&[
+            u16::from_ne_bytes([icmp.kind, icmp.code]),
+            icmp.rest[0],
+            icmp.rest[1],
+            quoted_ip.check,
+            quoted.source,
+            quoted.dest,
+            quoted.rest[0],
+            quoted.rest[1],
+        ]) + ipv4_header_sum(quoted_ip),
+    );
+    (ip, icmp)
+}
+
+/// The sum of an option-less IPv4 header's words but its checksum.
+#[inline(always)]
+fn ipv4_header_sum(ip: &Ipv4Hdr) -> u32 {
+    words_sum(&[
+        u16::from_ne_bytes([ip.version_ihl, ip.tos]),
+        ip.tot_len,
+        ip.id,
+        ip.frag_off,
+        u16::from_ne_bytes([ip.ttl, ip.protocol]),
+        ip.saddr[0],
+        ip.saddr[1],
+        ip.daddr[0],
+        ip.daddr[1],
+    ])
 }
 
 #[inline(always)]
@@ -511,6 +562,35 @@ mod tests {
         let stored = tcp.check;
         tcp.check = 0;
         assert_eq!(tcp_checksum(&ip, &tcp, &[]), stored, "TCP checksum");
+    }
+
+    #[test]
+    fn frag_needed_quotes_the_packet_back_to_its_source_with_valid_checksums() {
+        let quoted_ip = ipv4(IPPROTO_TCP, 1460, [198, 51, 100, 10], [198, 51, 100, 100]);
+        assert!(quoted_ip.dont_fragment());
+        let quoted = QuotedPorts {
+            source: 40_000_u16.to_be(),
+            dest: 3000_u16.to_be(),
+            rest: [0x1234, 0xabcd],
+        };
+        let (ip, icmp) = frag_needed(&quoted_ip, &quoted, 1400);
+        assert_eq!(
+            (ip.src(), ip.dst()),
+            (addr([198, 51, 100, 100]), addr([198, 51, 100, 10]))
+        );
+        assert_eq!((ip.protocol, ip.total_len()), (crate::headers::IPPROTO_ICMP, 56));
+        assert_eq!(checksum(0, as_bytes(&ip)), 0, "IPv4 header checksum");
+        assert_eq!((icmp.kind, icmp.code), (3, 4));
+        assert_eq!(u16::from_be(icmp.rest[1]), 1400, "the next hop's MTU");
+        let mut message = as_bytes(&icmp).to_vec();
+        message.extend_from_slice(as_bytes(&quoted_ip));
+        message.extend_from_slice(as_bytes(&quoted));
+        assert_eq!(message.len(), 36);
+        assert_eq!(
+            checksum(0, &message),
+            0,
+            "ICMP checksum over the error and its quote"
+        );
     }
 
     #[test]

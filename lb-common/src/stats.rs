@@ -35,6 +35,13 @@ counters! {
     /// needed, time exceeded) about a tracked connection, translated like
     /// the connection's packets in its direction (outer and quoted headers).
     ForwardIcmpError = "forward_icmp_error",
+    /// A packet too big for the path it would take, with DF set: answered,
+    /// as a router does, with ICMP "fragmentation needed" and the path's
+    /// MTU, back to its sender (a client or a backend), untranslated.
+    IcmpFragNeeded = "icmp_frag_needed",
+    /// A packet too big for the path, without DF (or an ICMP error too
+    /// big): translated and handed to the kernel, which fragments it.
+    PassToFragment = "pass_to_fragment",
     /// Translated, but the next hop's MAC is unknown: handed to the kernel to resolve and forward.
     PassNoNeighbour = "pass_no_neighbour",
     /// Translated, but no route (or forwarding disabled): handed to the kernel.
@@ -67,6 +74,9 @@ counters! {
     DropIpOptions = "drop_ip_options",
     /// TTL would reach zero.
     DropTtlExceeded = "drop_ttl_exceeded",
+    /// A packet too big for the path whose "fragmentation needed" answer
+    /// could not be built (no headroom, or the interface's MAC unknown).
+    DropTooBig = "drop_too_big",
     /// New UDP flow, or TCP connection of a service configured to drop, when the pool is empty.
     DropNoBackend = "drop_no_backend",
     /// New TCP connection answered with a reset: the service's pool is empty.

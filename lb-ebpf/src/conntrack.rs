@@ -11,9 +11,9 @@
 //!    client's address and port (so a client that reuses its port meets
 //!    its own closed tuples again), then random ones.
 //!
-//! A tuple whose owner (the reply entry) is free (see `tuple_owner`: its
-//! own client's closed connection, or past its hold) is taken at once; if
-//! none is, the oldest evictable one seen is taken (`forward_new_evicting`).
+//! A tuple whose owner (the reply entry) is free (see `tuple_owner`: the
+//! same client connection's closed one, or past its hold) is taken at once;
+//! if none is, the oldest evictable one seen is taken (`forward_new_evicting`).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -24,14 +24,14 @@ use aya_ebpf::{
 };
 use lb_common::{
     conntrack::{
-        closing_bits, completes_handshake, may_advance, may_close, seq_after, tuple_owner, Segment,
-        TupleOwner, MAX_WINDOW_SCALE, REFRESH_INTERVAL_NS,
+        challenges_syn, closing_bits, completes_handshake, may_advance, may_close, seq_after, tuple_owner,
+        Segment, TupleOwner, MAX_WINDOW_SCALE, REFRESH_INTERVAL_NS,
     },
     headers::{IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     limits::{slot_index, SNAT_PORT_RETRIES},
     maps::{
         Endpoints, Flow, FlowKey, NextHop, Service, Settings, DIRECTION_FORWARD, DIRECTION_REPLY,
-        FLOW_ESTABLISHED, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
+        FLOW_CHALLENGED, FLOW_ESTABLISHED, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
     },
     stats::Counter,
 };
@@ -125,7 +125,8 @@ pub fn open(
         seq_next: opening.seq_next,
         max_window: opening.window,
         window_scale: opening.window_scale,
-        _pad: [0; 3],
+        _pad: 0,
+        next_hop_mtu: 0,
         peer_window: 0,
     };
     *reply = Flow {
@@ -310,15 +311,7 @@ fn probe_tuple(search: &mut TupleSearch, attempt: u32) -> bool {
     // at worst misjudges one tuple, and the claim settles races between
     // CPUs that judged it free.
     let owner = unsafe { &*owner };
-    let key = &search.key;
-    match tuple_owner(
-        owner,
-        key.proto,
-        key.src_addr,
-        key.dst_addr,
-        search.now_ns,
-        search.settings,
-    ) {
+    match tuple_owner(owner, &search.key, search.now_ns, search.settings) {
         TupleOwner::Free => {
             search.found = Found::Free;
             search.chosen = candidate;
@@ -398,13 +391,10 @@ fn take_over(owner: *mut Flow, reply_key: &FlowKey, reply: &mut Flow) -> bool {
 fn local_socket_holds(xdp: *mut aya_ebpf::bindings::xdp_md, reply_key: &FlowKey) -> bool {
     // SAFETY: all-zero is a valid value of this plain C union.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    // SAFETY: writing the IPv4 member of a zeroed union.
-    unsafe {
-        tuple.__bindgen_anon_1.ipv4.saddr = reply_key.src_addr;
-        tuple.__bindgen_anon_1.ipv4.daddr = reply_key.dst_addr;
-        tuple.__bindgen_anon_1.ipv4.sport = reply_key.src_port;
-        tuple.__bindgen_anon_1.ipv4.dport = reply_key.dst_port;
-    }
+    tuple.__bindgen_anon_1.ipv4.saddr = reply_key.src_addr;
+    tuple.__bindgen_anon_1.ipv4.daddr = reply_key.dst_addr;
+    tuple.__bindgen_anon_1.ipv4.sport = reply_key.src_port;
+    tuple.__bindgen_anon_1.ipv4.dport = reply_key.dst_port;
     let size = 12; // the IPv4 member
                    // SAFETY: xdp is the program's xdp_md; the tuple is a valid buffer.
     let socket = unsafe {
@@ -510,7 +500,7 @@ pub fn heal(key: &FlowKey, current: &Flow) -> Result<(), Counter> {
             DIRECTION_FORWARD
         },
         // Its own sequence space is unknown again; the mirrored bits stay.
-        state: current.state & !FLOW_SEQ_KNOWN,
+        state: current.state & !(FLOW_SEQ_KNOWN | FLOW_CHALLENGED),
         next_hop: NextHop {
             ifindex: 0,
             src_mac: [0; 6],
@@ -521,7 +511,8 @@ pub fn heal(key: &FlowKey, current: &Flow) -> Result<(), Counter> {
         max_window: current.peer_window,
         // Unknown: the widest, so its windows are never underestimated.
         window_scale: MAX_WINDOW_SCALE,
-        _pad: [0; 3],
+        _pad: 0,
+        next_hop_mtu: 0,
         peer_window: current.max_window,
         ..*current
     };
@@ -568,6 +559,14 @@ pub fn track_tcp(
                 (*flow).window_scale = scale;
                 (*flow).state |= FLOW_SEQ_KNOWN;
                 (*flow).last_seen_ns = now_ns;
+            }
+            return Ok(());
+        }
+        if !from_client && challenges_syn(segment) {
+            // SAFETY: field writes into a live map value.
+            unsafe {
+                (*flow).seq_next = segment.ack;
+                (*flow).state |= FLOW_CHALLENGED;
             }
             return Ok(());
         }

@@ -1,55 +1,76 @@
-//! Sending a translated packet on its way: FIB lookup, MAC rewrite, then a
-//! redirect to the next hop's interface.
+//! Where a translated packet goes: its next hop (cached in the connection's
+//! entry, or a FIB lookup) and the path MTU, looked up before the packet is
+//! rewritten, so that a packet too big for the path can still be answered
+//! about as it arrived; then the MAC rewrite and the redirect.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action},
+    bindings::bpf_fib_lookup as FibParams,
     helpers::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{
-    headers::{EthHdr, Ipv4Hdr},
-    maps::NextHop,
-    stats::Counter,
-};
+use lb_common::{headers::EthHdr, maps::NextHop, stats::Counter};
 
 use crate::Outcome;
 
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
+const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 
 /// A connection's cached next hop: the copy read with the entry, and where
 /// to store a fresh lookup.
 pub struct NextHopCache {
     pub cached: NextHop,
+    pub mtu: u16,
     /// The cached value may be used (it is recent and was resolved).
     pub fresh: bool,
     pub slot: *mut NextHop,
+    pub mtu_slot: *mut u16,
 }
 
-/// Forwards the (already translated) packet; `forwarded` is the counter of a
-/// packet that leaves through XDP.
+/// Where a packet goes once translated.
+pub enum Route {
+    /// To this next hop, through XDP.
+    Via(NextHop),
+    /// To the kernel, translated, counted as this (unresolved neighbour, no
+    /// route).
+    Kernel(Counter),
+    /// Larger than the path's MTU (given): a router answers it with
+    /// "fragmentation needed" if it forbids fragmentation, else fragments
+    /// it.
+    TooBig(u16),
+}
+
+/// The route of a packet of `total_len` bytes and protocol `proto` that
+/// will leave with source `src` and destination `dst` (network order): the
+/// connection's cached next hop while it is fresh, else a FIB lookup, whose
+/// result is cached.
 #[inline(always)]
-pub fn forward(
+pub fn route(
     ctx: &XdpContext,
-    eth: *mut EthHdr,
-    ip: &Ipv4Hdr,
-    forwarded: Counter,
-    cache: Option<NextHopCache>,
-) -> Outcome {
-    if let Some(cache) = &cache {
+    proto: u8,
+    total_len: u16,
+    src: u32,
+    dst: u32,
+    cache: Option<&NextHopCache>,
+) -> Route {
+    if let Some(cache) = cache {
         if cache.fresh && cache.cached.ifindex != 0 {
-            return send(eth, &cache.cached, forwarded);
+            if cache.mtu != 0 && total_len > cache.mtu {
+                return Route::TooBig(cache.mtu);
+            }
+            return Route::Via(cache.cached);
         }
     }
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = AF_INET;
-    fib.l4_protocol = ip.protocol;
-    fib.__bindgen_anon_1.tot_len = ip.total_len();
+    fib.l4_protocol = proto;
+    // The lookup checks it against the route's or device's MTU (XDP).
+    fib.__bindgen_anon_1.tot_len = total_len;
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_3.ipv4_src = ip.src();
-    fib.__bindgen_anon_4.ipv4_dst = ip.dst();
+    fib.__bindgen_anon_3.ipv4_src = src;
+    fib.__bindgen_anon_4.ipv4_dst = dst;
 
     // SAFETY: ctx.ctx is the program's xdp_md, fib is a valid, sized buffer.
     let rc = unsafe {
@@ -60,6 +81,10 @@ pub fn forward(
             0,
         )
     };
+    // SAFETY: after the lookup the union holds the MTU (kernel 5.12+): of
+    // the path when it succeeded, the one exceeded when fragmentation is
+    // needed.
+    let mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
             let next_hop = NextHop {
@@ -68,19 +93,24 @@ pub fn forward(
                 dst_mac: fib.dmac,
             };
             if let Some(cache) = cache {
-                // SAFETY: slot points into the connection's live map value.
-                unsafe { *cache.slot = next_hop };
+                // SAFETY: the slots point into the connection's live map value.
+                unsafe {
+                    *cache.slot = next_hop;
+                    *cache.mtu_slot = mtu;
+                }
             }
-            send(eth, &next_hop, forwarded)
+            Route::Via(next_hop)
         }
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig(mtu),
         // The kernel's forwarding path resolves the neighbour and sends it.
-        BPF_FIB_LKUP_RET_NO_NEIGH => Outcome::new(xdp_action::XDP_PASS, Counter::PassNoNeighbour),
-        _ => Outcome::new(xdp_action::XDP_PASS, Counter::PassNoRoute),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Route::Kernel(Counter::PassNoNeighbour),
+        _ => Route::Kernel(Counter::PassNoRoute),
     }
 }
 
+/// Sends the translated packet to `next_hop`.
 #[inline(always)]
-fn send(eth: *mut EthHdr, next_hop: &NextHop, forwarded: Counter) -> Outcome {
+pub fn send(eth: *mut EthHdr, next_hop: &NextHop, forwarded: Counter) -> Outcome {
     // SAFETY: eth was bounds-checked by the caller.
     unsafe {
         (*eth).src = next_hop.src_mac;

@@ -10,6 +10,7 @@
 
 mod conntrack;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 mod stats;
@@ -23,8 +24,8 @@ use aya_ebpf::{
 use lb_common::{
     conntrack::{superseded, window_scale, Segment, REFRESH_INTERVAL_NS},
     headers::{
-        join_words, opens_connection, EthHdr, IcmpHdr, Ipv4Defect, Ipv4Hdr, QuotedPorts, TcpHdr, UdpHdr,
-        ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, TCP_SYN,
+        join_words, opens_connection, EthHdr, Ipv4Defect, Ipv4Hdr, TcpHdr, UdpHdr, ETH_P_IP, IPPROTO_TCP,
+        IPPROTO_UDP, TCP_SYN,
     },
     limits::MAX_INTERFACES,
     maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
@@ -34,7 +35,7 @@ use lb_common::{
 
 use crate::{
     conntrack::Opening,
-    forward::NextHopCache,
+    forward::{NextHopCache, Route},
     maps::{INTERFACE_MACS, PEER, SERVICES, SETTINGS, VIP_ADDRS},
 };
 
@@ -46,15 +47,15 @@ pub struct Outcome {
 
 impl Outcome {
     #[inline(always)]
-    const fn new(action: u32, counter: Counter) -> Self {
+    pub(crate) const fn new(action: u32, counter: Counter) -> Self {
         Self { action, counter }
     }
     #[inline(always)]
-    const fn pass(counter: Counter) -> Self {
+    pub(crate) const fn pass(counter: Counter) -> Self {
         Self::new(xdp_action::XDP_PASS, counter)
     }
     #[inline(always)]
-    const fn drop(counter: Counter) -> Self {
+    pub(crate) const fn drop(counter: Counter) -> Self {
         Self::new(xdp_action::XDP_DROP, counter)
     }
 }
@@ -62,16 +63,16 @@ impl Outcome {
 #[xdp]
 pub fn lb(ctx: XdpContext) -> u32 {
     // ICMP goes its own way from the start (see `icmp_error`).
-    let outcome = match icmp_frame(&ctx) {
-        Some(ip) => icmp_error(&ctx, ip),
+    let outcome = match icmp::icmp_frame(&ctx) {
+        Some(ip) => icmp::icmp_error(&ctx, ip),
         None => process(&ctx),
     };
     stats::count(outcome.counter);
     outcome.action
 }
 
-const IP_OFFSET: usize = EthHdr::LEN;
-const L4_OFFSET: usize = EthHdr::LEN + Ipv4Hdr::LEN;
+pub(crate) const IP_OFFSET: usize = EthHdr::LEN;
+pub(crate) const L4_OFFSET: usize = EthHdr::LEN + Ipv4Hdr::LEN;
 
 #[inline(always)]
 fn process(ctx: &XdpContext) -> Outcome {
@@ -180,9 +181,12 @@ fn process(ctx: &XdpContext) -> Outcome {
             };
             let cache = NextHopCache {
                 cached: current.next_hop,
+                mtu: current.next_hop_mtu,
                 fresh: !stale,
-                // SAFETY: a field of the live map value.
+                // SAFETY: fields of the live map value.
                 slot: unsafe { &raw mut (*flow).next_hop },
+                // SAFETY: as above.
+                mtu_slot: unsafe { &raw mut (*flow).next_hop_mtu },
             };
             stats::count_traffic(
                 u32::from(current.service_id),
@@ -260,85 +264,6 @@ fn process(ctx: &XdpContext) -> Outcome {
     }
 }
 
-/// The IPv4 header of an option-less, unfragmented, ready-to-handle ICMP
-/// packet addressed to this node's MAC, if the frame is one.
-#[inline(always)]
-fn icmp_frame(ctx: &XdpContext) -> Option<&mut Ipv4Hdr> {
-    let settings = SETTINGS.get(0)?;
-    if settings.flags & SETTINGS_READY == 0 {
-        return None;
-    }
-    let eth = parse::ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: bounds-checked by ptr_at.
-    let eth = unsafe { &*eth };
-    if eth.ether_type != ETH_P_IP || not_addressed_here(ctx, eth).is_some() {
-        return None;
-    }
-    let ip = parse::ptr_at::<Ipv4Hdr>(ctx, IP_OFFSET)?;
-    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
-    let ip = unsafe { &mut *ip };
-    (ip.protocol == IPPROTO_ICMP && ip.check_translatable(parse::bytes_from(ctx, IP_OFFSET)).is_ok())
-        .then_some(ip)
-}
-
-/// An ICMP error about a tracked connection (destination unreachable,
-/// fragmentation needed among them, or time exceeded, from a router or a
-/// backend on either side) is translated like the connection's packets in
-/// its direction and forwarded, so that path-MTU discovery and errors work
-/// through the LB, as with IPVS and Cilium. Anything else ICMP (echo, errors
-/// about other traffic) goes to the kernel untouched. It is dispatched at
-/// the very start (`lb`), apart from the TCP and UDP paths, whose code the
-/// verifier then sees as before.
-#[inline(always)]
-fn icmp_error(ctx: &XdpContext, ip: &mut Ipv4Hdr) -> Outcome {
-    /// The headers of an ICMP error, checked against the frame in one go
-    /// (separate checks get merged by the compiler into one the verifier
-    /// cannot follow).
-    #[repr(C)]
-    struct ErrorHead {
-        icmp: IcmpHdr,
-        quoted_ip: Ipv4Hdr,
-        quoted: QuotedPorts,
-    }
-    if usize::from(ip.total_len()) < Ipv4Hdr::LEN + core::mem::size_of::<ErrorHead>() {
-        return Outcome::pass(Counter::PassNotService);
-    }
-    let Some(head) = parse::ptr_at::<ErrorHead>(ctx, L4_OFFSET) else {
-        return Outcome::pass(Counter::PassNotService);
-    };
-    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
-    let head = unsafe { &mut *head };
-    let (icmp, quoted_ip, quoted) = (&mut head.icmp, &mut head.quoted_ip, &mut head.quoted);
-    let quoted_proto = quoted_ip.protocol;
-    if !icmp.is_error()
-        || quoted_ip.version_ihl != 0x45
-        || (quoted_proto != IPPROTO_TCP && quoted_proto != IPPROTO_UDP)
-    {
-        return Outcome::pass(Counter::PassNotService);
-    }
-    // The error travels against the quoted packet: the connection's entry
-    // for its direction has the quoted packet's key reversed.
-    let key = FlowKey {
-        src_addr: quoted_ip.dst(),
-        dst_addr: quoted_ip.src(),
-        src_port: quoted.dest,
-        dst_port: quoted.source,
-        proto: quoted_proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: a copy of a live entry's rewrite, which never changes.
-    let Some(rewrite) = maps::FLOWS.get_ptr(&key).map(|flow| unsafe { (*flow).rewrite }) else {
-        return Outcome::pass(Counter::PassNotService);
-    };
-    if nat::rewrite_icmp_error(ip, icmp, quoted_ip, quoted, &rewrite).is_err() {
-        return Outcome::drop(Counter::DropTtlExceeded);
-    }
-    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return Outcome::drop(Counter::DropMalformed);
-    };
-    forward::forward(ctx, eth, ip, Counter::ForwardIcmpError, None)
-}
-
 /// The window scale a SYN or SYN-ACK announces (0 without the option, or
 /// for any other segment).
 #[inline(always)]
@@ -370,7 +295,7 @@ fn syn_window_scale(ctx: &XdpContext, segment: &Segment) -> u8 {
 /// interface's before marking the settings ready) is passed as not ready.
 /// Segments handed to us by the VRRP peer arrive addressed to our MAC.
 #[inline(always)]
-fn not_addressed_here(ctx: &XdpContext, eth: &EthHdr) -> Option<Counter> {
+pub(crate) fn not_addressed_here(ctx: &XdpContext, eth: &EthHdr) -> Option<Counter> {
     if !eth.is_unicast() {
         return None;
     }
@@ -504,7 +429,7 @@ fn tcp_checksum_ok(ctx: &XdpContext, ip: &Ipv4Hdr, segment_len: usize) -> bool {
 
 /// The ingress interface's own MAC, from INTERFACE_MACS.
 #[inline(always)]
-fn interface_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
+pub(crate) fn interface_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
     let ifindex = ctx.ingress_ifindex() as u32;
     for slot in 0..MAX_INTERFACES {
         let entry = INTERFACE_MACS.get(slot)?;
@@ -542,13 +467,38 @@ fn translate(
             None => return Outcome::drop(Counter::DropTruncatedL4),
         },
     };
+    if ip.ttl <= 1 {
+        return Outcome::drop(Counter::DropTtlExceeded);
+    }
+    let route = forward::route(
+        ctx,
+        ip.protocol,
+        ip.total_len(),
+        to.src_addr,
+        to.dst_addr,
+        next_hop.as_ref(),
+    );
+    let next_hop = match route {
+        Route::Via(next_hop) => Some(next_hop),
+        // Answered about the packet as it arrived: nothing rewritten yet.
+        Route::TooBig(mtu) if ip.dont_fragment() => return icmp::send_frag_needed(ctx, mtu),
+        Route::TooBig(_) => None,
+        Route::Kernel(_) => None,
+    };
     if nat::rewrite(ip, l4, to).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
-    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return Outcome::drop(Counter::DropMalformed);
-    };
-    forward::forward(ctx, eth, ip, counter, next_hop)
+    match (next_hop, route) {
+        (Some(next_hop), _) => {
+            let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+                return Outcome::drop(Counter::DropMalformed);
+            };
+            forward::send(eth, &next_hop, counter)
+        }
+        (None, Route::Kernel(counter)) => Outcome::pass(counter),
+        // The kernel fragments it on its way out.
+        (None, _) => Outcome::pass(Counter::PassToFragment),
+    }
 }
 
 #[inline(always)]

@@ -435,11 +435,17 @@ impl Controller {
                 self.config_path.display()
             ));
         }
-        crate::netdev::check_snat_ports(
-            &new.dataplane.snat_ports,
-            &crate::netdev::local_port_range().map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        if new.dataplane.manage_sysctls {
+            // The config keeps local_ports apart from snat_ports; the data
+            // plane reads the kernel's range back when the config is applied.
+            crate::netdev::set_local_port_range(&new.dataplane.local_ports).map_err(|e| e.to_string())?;
+        } else {
+            crate::netdev::check_snat_ports(
+                &new.dataplane.snat_ports,
+                &crate::netdev::local_port_range().map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+        }
         let summary = summarize(old, &new);
         self.adopt(new)
             .map_err(|e| format!("applying the new config failed: {e}"))?;

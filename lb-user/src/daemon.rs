@@ -41,7 +41,19 @@ pub fn preflight(config: &Config) -> anyhow::Result<()> {
             netdev::ifindex(&local.interface)?;
         }
     }
-    netdev::check_snat_ports(&config.dataplane.snat_ports, &netdev::local_port_range()?)?;
+    // With manage_sysctls the kernel's range becomes local_ports, which the
+    // config already keeps apart from snat_ports.
+    if !config.dataplane.manage_sysctls {
+        let local = netdev::local_port_range()?;
+        netdev::check_snat_ports(&config.dataplane.snat_ports, &local)?;
+        if netdev::covers_client_ports(&local) {
+            warn!(
+                local_ports = format!("{}-{}", local.start(), local.end()),
+                "net.ipv4.ip_local_port_range covers Linux clients' ports: they cannot be kept and \
+                 every connection takes a snat_ports port (see \"SNAT capacity\" in the README)"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -72,6 +84,7 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     if config.dataplane.manage_sysctls {
+        netdev::set_local_port_range(&config.dataplane.local_ports)?;
         for interface in &config.dataplane.interfaces {
             netdev::prepare_interface_sysctls(interface)?;
         }
@@ -88,6 +101,8 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
             .attach(interface, config.dataplane.xdp_mode)?;
     }
     controller.note_attached();
+    // Dead entries leave the table in the background (stopped on return).
+    let _sweeper = controller.dataplane().start_sweeper()?;
     let (requests_tx, mut requests) = mpsc::channel::<Envelope>(64);
     let control = ControlHandle::new(requests_tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

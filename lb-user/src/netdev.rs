@@ -185,6 +185,31 @@ pub fn local_port_range() -> Result<RangeInclusive<u16>, NetdevError> {
     }
 }
 
+/// Makes the kernel take its own connections' ports from `range`, so that
+/// clients' ports outside it can be kept (the data plane reads the range
+/// back).
+pub fn set_local_port_range(range: &RangeInclusive<u16>) -> Result<(), NetdevError> {
+    let current = local_port_range()?;
+    if current == *range {
+        return Ok(());
+    }
+    let path = PathBuf::from(LOCAL_PORT_RANGE);
+    std::fs::write(&path, format!("{} {}", range.start(), range.end()))
+        .map_err(|source| NetdevError::Write { path, source })?;
+    info!(
+        from = format!("{}-{}", current.start(), current.end()),
+        to = format!("{}-{}", range.start(), range.end()),
+        "set net.ipv4.ip_local_port_range (local_ports), so that clients' ports outside it can be kept"
+    );
+    Ok(())
+}
+
+/// Whether the common clients' ephemeral ports (Linux 32768-60999) fall in
+/// this host's own range, where they can never be kept.
+pub fn covers_client_ports(local: &RangeInclusive<u16>) -> bool {
+    *local.start() <= 60_999 && *local.end() >= 32_768
+}
+
 /// Refuses a SNAT range that the kernel could also hand to a local socket:
 /// a backend's reply to such a socket would be taken for a NATed connection.
 pub fn check_snat_ports(snat: &RangeInclusive<u16>, local: &RangeInclusive<u16>) -> Result<(), NetdevError> {

@@ -382,10 +382,13 @@ pub enum Kind {
     /// A segment of a connection not tracked here, sent on unchanged (but
     /// for the MACs) to the VRRP peer, which may track it.
     Handoff,
+    /// A packet too big for its path, with DF, answered with ICMP
+    /// "fragmentation needed" back to its sender.
+    FragNeeded,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::PassUntouched,
         Kind::Drop,
         Kind::Forward,
@@ -394,6 +397,7 @@ impl Kind {
         Kind::ReplyToKernel,
         Kind::Refusal,
         Kind::Handoff,
+        Kind::FragNeeded,
     ];
 
     #[must_use]
@@ -407,6 +411,7 @@ impl Kind {
             Kind::ReplyToKernel => "translated_reply_to_kernel",
             Kind::Refusal => "reset_refusal",
             Kind::Handoff => "handoff_to_peer",
+            Kind::FragNeeded => "frag_needed_answer",
         }
     }
 
@@ -427,6 +432,7 @@ impl Kind {
             Kind::ForwardToKernel | Kind::ReplyToKernel => "translated for the kernel",
             Kind::Refusal => "refused",
             Kind::Handoff => "handed off",
+            Kind::FragNeeded => "answered as too big",
         }
     }
 
@@ -436,15 +442,16 @@ impl Kind {
 }
 
 /// The outcome group a global counter belongs to, by its documented name
-/// (METRICS.md): `forward_reply`, other `forward_*`, `pass_no_neighbour` and
-/// `pass_no_route` (translated, then passed), other `pass_*`, `drop_*`,
-/// `reset_*`, `handoff_*`. None for a counter whose outcome the checker
-/// does not know.
+/// (METRICS.md): `forward_reply`, other `forward_*`, `pass_no_neighbour`,
+/// `pass_no_route` and `pass_to_fragment` (translated, then passed), other
+/// `pass_*`, `drop_*`, `reset_*`, `handoff_*`, `icmp_frag_needed`. None for
+/// a counter whose outcome the checker does not know.
 #[must_use]
 pub fn counter_group(name: &str) -> Option<&'static str> {
     Some(match name {
         "forward_reply" => Kind::Reply.counter_group(),
-        "pass_no_neighbour" | "pass_no_route" => Kind::ForwardToKernel.counter_group(),
+        "pass_no_neighbour" | "pass_no_route" | "pass_to_fragment" => Kind::ForwardToKernel.counter_group(),
+        "icmp_frag_needed" => Kind::FragNeeded.counter_group(),
         _ if name.starts_with("forward_") => Kind::Forward.counter_group(),
         _ if name.starts_with("pass_") => Kind::PassUntouched.counter_group(),
         _ if name.starts_with("drop_") => Kind::Drop.counter_group(),
@@ -472,6 +479,9 @@ pub struct Checked {
     pub mapping: Option<Mapping>,
     /// A forward translation of a TCP SYN (without ACK) or of a UDP datagram.
     pub opens: bool,
+    /// (protocol, client, service) of a packet that opens a connection and
+    /// was answered as too big for its path.
+    pub answered_opening: Option<(u8, SocketAddrV4, SocketAddrV4)>,
 }
 
 impl Checked {
@@ -480,6 +490,7 @@ impl Checked {
             kind,
             mapping: None,
             opens: false,
+            answered_opening: None,
         }
     }
 }
@@ -494,6 +505,11 @@ pub struct Translations {
     /// (protocol, client, service) -> (SNAT tuple, backend) of the latest
     /// forward translation of every connection a forward translation opened.
     latest: HashMap<(u8, SocketAddrV4, SocketAddrV4), (SocketAddrV4, SocketAddrV4)>,
+    /// Connections whose opening packet was answered as too big instead of
+    /// translated: the program recorded the connection (a router answers
+    /// after routing), but no translation showed where it goes; the next
+    /// forward translation of the connection does.
+    unseen: std::collections::HashSet<(u8, SocketAddrV4, SocketAddrV4)>,
 }
 
 impl Translations {
@@ -503,10 +519,16 @@ impl Translations {
     const REMEMBERED: usize = 8;
 
     pub fn record(&mut self, checked: &Checked) {
+        if let Some(connection) = checked.answered_opening {
+            self.latest.remove(&connection);
+            self.unseen.insert(connection);
+            return;
+        }
         let Some(m) = checked.mapping else { return };
         if !matches!(checked.kind, Kind::Forward | Kind::ForwardToKernel) {
             return;
         }
+        self.unseen.remove(&(m.proto, m.client, m.service));
         self.latest
             .insert((m.proto, m.client, m.service), (m.snat, m.backend));
         let owners = self.owners.entry((m.proto, m.snat, m.backend)).or_default();
@@ -538,6 +560,9 @@ pub fn check(
             if output.len() == input.len() && output.len() >= 12 && output[12..] == input[12..] =>
         {
             check_handoff(net, ingress, input, output)
+        }
+        XDP_TX | XDP_REDIRECT if looks_like_frag_needed(output) => {
+            check_frag_needed(net, seen, ingress, input, output)
         }
         XDP_TX | XDP_REDIRECT => check_translation(net, seen, ingress, input, output, Egress::Direct),
         other => Err(format!("unknown XDP action {other}")),
@@ -739,7 +764,7 @@ fn check_translation(
         // the connection follows it. (UDP flows expire; their stickiness is
         // not judged here.)
         let opens = packet.proto == UDP || opens_connection(packet.tcp_flags());
-        if !opens {
+        if !opens && !seen.unseen.contains(&(packet.proto, src, dst)) {
             match seen.latest.get(&(packet.proto, src, dst)) {
                 None => {
                     return Err(format!(
@@ -771,6 +796,7 @@ fn check_translation(
                 backend: out_dst,
             }),
             opens,
+            answered_opening: None,
         });
     }
     if !net.snat_addrs.contains(dst.ip()) {
@@ -816,6 +842,99 @@ fn check_translation(
             backend: src,
         }),
         opens: false,
+        answered_opening: None,
+    })
+}
+
+/// An ICMP "fragmentation needed" error of the size xlb sends: IPv4 and
+/// ICMP headers and a 28-byte quote.
+fn looks_like_frag_needed(output: &[u8]) -> bool {
+    output.len() == FRAG_NEEDED_LEN && output[23] == ICMP && output[34] == 3 && output[35] == 4
+}
+
+/// Ethernet, IPv4 and ICMP headers, and the quote: an IPv4 header and 8 bytes.
+const FRAG_NEEDED_LEN: usize = 14 + 20 + 8 + 20 + 8;
+/// The smallest MTU an IPv4 link may have (RFC 791).
+const MIN_MTU: u16 = 68;
+
+/// The README: a packet the program would translate (to a service with
+/// backends, following its connection, or a reply to a SNAT tuple a
+/// connection went out with) that is larger than its path's MTU and
+/// forbids fragmentation is answered as a router would (RFC 1191, RFC 792):
+/// "fragmentation needed" with the MTU, from the address the packet was
+/// sent to, back to its sender's MAC from the interface's own, quoting its
+/// IPv4 header and 8 bytes as they arrived; every checksum right.
+fn check_frag_needed(
+    net: &Network,
+    seen: &Translations,
+    ingress: u32,
+    input: &[u8],
+    output: &[u8],
+) -> Result<Checked, String> {
+    if !net.addressed_here(ingress, input) {
+        return Err(format!(
+            "answered a frame for another host's MAC {} on ifindex {ingress}",
+            mac_text(&input[..6])
+        ));
+    }
+    let packet =
+        Translatable::parse(input).map_err(|why| format!("answered a frame it must not handle: {why}"))?;
+    let (src, dst) = (packet.src(), packet.dst());
+    let connection = (packet.proto, src, dst);
+    let opens = packet.proto == UDP || opens_connection(packet.tcp_flags());
+    let (ours, answered_opening) = match net.service_at(packet.proto, dst) {
+        Some(service) => (
+            service.has_active_backend()
+                && (opens || seen.latest.contains_key(&connection) || seen.unseen.contains(&connection)),
+            // A UDP datagram of a live flow opens nothing; the checker cannot
+            // tell, so a flow it knows keeps its mapping.
+            (opens && !(packet.proto == UDP && seen.latest.contains_key(&connection))).then_some(connection),
+        ),
+        None => (seen.owners.contains_key(&(packet.proto, dst, src)), None),
+    };
+    if !ours {
+        return Err(format!(
+            "answered a packet from {src} to {dst} as too big, but it belongs to no connection or service"
+        ));
+    }
+    if input[20] & 0x40 == 0 {
+        return Err("answered \"fragmentation needed\" to a packet without DF: a router fragments it".into());
+    }
+    let mtu = be16(output, 40);
+    let total = be16(input, 16);
+    if mtu < MIN_MTU || total <= mtu {
+        return Err(format!(
+            "announced an MTU of {mtu} for a packet of {total} bytes: it must be at least {MIN_MTU} and below \
+             the packet's length"
+        ));
+    }
+    if output[..6] != input[6..12] {
+        return Err("sent the error elsewhere than to the sender's MAC".into());
+    }
+    if net.interface_mac(ingress).is_none_or(|mac| output[6..12] != mac) {
+        return Err("sent the error from another MAC than the interface's own".into());
+    }
+    if output[12..14] != [0x08, 0x00] || output[14] != 0x45 || be16(output, 16) != 56 {
+        return Err("the error's IPv4 header is not an option-less one of 56 bytes".into());
+    }
+    if output[22] == 0 || be16(output, 20) & 0x3fff != 0 {
+        return Err("the error has TTL 0 or is a fragment".into());
+    }
+    if !verifies(ones_sum(&output[14..34])) {
+        return Err("the error's IPv4 header checksum is wrong".into());
+    }
+    if output[26..30] != input[30..34] || output[30..34] != input[26..30] {
+        return Err("the error is not from the address the packet was sent to, back to its source".into());
+    }
+    if !verifies(ones_sum(&output[34..])) {
+        return Err("the ICMP checksum is wrong".into());
+    }
+    if output[42..] != input[14..42] {
+        return Err("the quote is not the packet's IPv4 header and first 8 bytes as they arrived".into());
+    }
+    Ok(Checked {
+        answered_opening,
+        ..Checked::plain(Kind::FragNeeded)
     })
 }
 
@@ -1160,6 +1279,7 @@ fn apparent_kind(net: &Network, input: &[u8], action: u32, output: &[u8]) -> Kin
         _ if output.len() == input.len() && output.len() >= 12 && output[12..] == input[12..] => {
             Kind::Handoff
         }
+        _ if looks_like_frag_needed(output) => Kind::FragNeeded,
         _ if headers && output[26..30] == input[30..34] && output[30..34] == input[26..30] => Kind::Refusal,
         _ if from_snat => Kind::Forward,
         _ => Kind::Reply,
@@ -2124,7 +2244,11 @@ impl<'a> Fuzzer<'a> {
                 (self.client_frame(ack), public, Step::HandshakeAck)
             }
             _ => {
-                let payload = self.random_payload(1200);
+                // Now and then larger than the fixture's links (MTU 1500):
+                // too big for the path (answered, or left to the kernel to
+                // fragment).
+                let max = if self.rng.percent(10) { 2000 } else { 1200 };
+                let payload = self.random_payload(max);
                 let len = payload.len() as u32;
                 if from_backend {
                     let mut data = Datagram::tcp(backend, snat, ACK | PSH);
@@ -2712,6 +2836,88 @@ mod tests {
         assert_flagged(
             check(&net, &seen, PRIVATE.0, &reply, XDP_REDIRECT, &stranger),
             "no forward translation",
+        );
+    }
+
+    /// A reference "fragmentation needed" answer to `input` on the public
+    /// interface, written here from scratch.
+    fn frag_needed_of(input: &[u8], mtu: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&input[6..12]);
+        out.extend_from_slice(&PUBLIC.1);
+        out.extend_from_slice(&[0x08, 0x00, 0x45, 0xc0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0]);
+        out.extend_from_slice(&input[30..34]);
+        out.extend_from_slice(&input[26..30]);
+        let ip_check = checksum_of(ones_sum(&out[14..34]));
+        out[24..26].copy_from_slice(&ip_check.to_be_bytes());
+        out.extend_from_slice(&[3, 4, 0, 0, 0, 0]);
+        out.extend_from_slice(&mtu.to_be_bytes());
+        out.extend_from_slice(&input[14..42]);
+        let icmp_check = checksum_of(ones_sum(&out[34..]));
+        out[36..38].copy_from_slice(&icmp_check.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_frag_needed_answer_must_quote_a_too_big_df_packet_of_a_connection() {
+        let net = net();
+        let mut seen = Translations::default();
+        let syn = syn_to(frontend());
+        seen.record(&check(&net, &seen, PUBLIC.0, &syn, XDP_REDIRECT, &forward_of(&syn)).unwrap());
+        let mut data = Datagram::tcp(client(), frontend(), ACK);
+        data.dst_mac = PUBLIC.1;
+        data.payload = vec![7; 1600];
+        let big = data.build();
+        let answer = frag_needed_of(&big, 1500);
+        let checked = check(&net, &seen, PUBLIC.0, &big, XDP_REDIRECT, &answer).unwrap();
+        assert_eq!(checked.kind, Kind::FragNeeded);
+
+        assert_flagged(
+            check(
+                &net,
+                &seen,
+                PUBLIC.0,
+                &big,
+                XDP_REDIRECT,
+                &frag_needed_of(&big, 1700),
+            ),
+            "below the packet's length",
+        );
+        let mut bad_quote = answer.clone();
+        bad_quote[60] ^= 1;
+        assert_flagged(
+            check(&net, &seen, PUBLIC.0, &big, XDP_REDIRECT, &bad_quote),
+            "ICMP checksum",
+        );
+        let mut no_df = big.clone();
+        no_df[20] = 0;
+        fix_checksums(&mut no_df);
+        assert_flagged(
+            check(
+                &net,
+                &seen,
+                PUBLIC.0,
+                &no_df,
+                XDP_REDIRECT,
+                &frag_needed_of(&no_df, 1500),
+            ),
+            "without DF",
+        );
+        // A segment of a connection the checker never saw opened.
+        let mut stray = Datagram::tcp(SocketAddrV4::new(CLIENT_ADDRS[1], 1), frontend(), ACK);
+        stray.dst_mac = PUBLIC.1;
+        stray.payload = vec![7; 1600];
+        let stray = stray.build();
+        assert_flagged(
+            check(
+                &net,
+                &seen,
+                PUBLIC.0,
+                &stray,
+                XDP_REDIRECT,
+                &frag_needed_of(&stray, 1500),
+            ),
+            "belongs to no connection",
         );
     }
 

@@ -89,9 +89,9 @@ fn bad_input_is_refused_before_anything_is_attached() {
     let err = run_expecting_failure(&bed, &missing_interface);
     assert!(err.contains("nosuch0"), "{err}");
 
-    let overlap = good.replace("20000-29999", "30000-40000");
+    let overlap = good.replace("20000-29999", "15000-25000");
     let err = run_expecting_failure(&bed, &overlap);
-    assert!(err.contains("ip_local_port_range"), "{err}");
+    assert!(err.contains("overlap local_ports 10000-19999"), "{err}");
 
     assert!(!xdp_attached(&bed, "eth0") && !xdp_attached(&bed, "eth1"));
     // And `xlb check` agrees with `run` on what is valid: it accepts the

@@ -12,8 +12,8 @@ use lb_common::{
 use lb_tests::{
     fixture::{
         coarse_now_ns, flow_key, services, with_fixture, with_fixture_settings, Fixture, Verdict, CLIENT_MAC,
-        HAIRPIN_PORT, PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, PUBLIC_IF, PUBLIC_MAC, UNRESOLVED_BACKEND,
-        UNRESOLVED_PORT, WEB_MACS, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+        HAIRPIN_PORT, PRIVATE_IF, PRIVATE_MAC, PUBLIC_BACKEND, PUBLIC_BACKEND_MAC, PUBLIC_IF, PUBLIC_MAC,
+        UNRESOLVED_BACKEND, UNRESOLVED_PORT, WEB_MACS, XDP_DROP, XDP_PASS, XDP_REDIRECT,
     },
     packet::{
         internet_checksum, parse_and_verify, udp_payload_summing_to_zero, Frame, Parsed, ACK, FIN, RST, SYN,
@@ -640,7 +640,7 @@ fn a_client_keeps_its_own_port_unless_it_is_privileged_or_the_hosts_own() {
 }
 
 #[test]
-fn a_closed_tuple_is_reused_at_once_by_its_client_and_taken_from_others_only_as_the_oldest() {
+fn a_closed_tuple_is_reused_at_once_by_its_client_connection_and_taken_from_others_only_as_the_oldest() {
     with_fixture_settings(ONE_PORT, &services(), |fx| {
         let to = (VIP, HAIRPIN_PORT);
         let client = (CLIENT_ADDRS[0], 40_000);
@@ -654,22 +654,30 @@ fn a_closed_tuple_is_reused_at_once_by_its_client_and_taken_from_others_only_as_
 
         handshake(fx, client, to, &first);
         backend_closes(fx, client, to, &first);
-        // The same client, from its next port, at once: its timestamps and
-        // ISNs to this VIP only grow, so the backend's TIME_WAIT accepts it.
-        let next = (CLIENT_ADDRS[0], 40_001);
-        let again = forwarded(&fx.run(&Frame::tcp(next, to, SYN).build(), fx.public_ifindex));
+        // The same client connection again (same address and port), at once:
+        // its timestamps and ISN on this 4-tuple only grow, so the backend's
+        // TIME_WAIT accepts it.
+        let again = forwarded(&fx.run(&Frame::tcp(client, to, SYN).build(), fx.public_ifindex));
         assert_eq!((again.src_port, again.dst), (20_000, first.dst));
         assert_eq!(counter(fx, Counter::ForwardNew), 2);
-        // The old connection's client-side entry is gone with its tuple.
-        assert!(fx.flows().get(&flow_key(client, to, TCP), 0).is_err());
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 0);
 
-        handshake(fx, next, to, &again);
-        backend_closes(fx, next, to, &again);
-        // Another client while the backend may hold TIME_WAIT: only as the
-        // oldest closed tuple under pressure, and counted.
-        let taken = forwarded(&fx.run(&Frame::tcp(other, to, SYN).build(), fx.public_ifindex));
+        handshake(fx, client, to, &again);
+        backend_closes(fx, client, to, &again);
+        // The same client from its next port has timestamps of another
+        // random offset (Linux draws it per 4-tuple): as foreign as another
+        // client, so only as the oldest closed tuple under pressure, counted.
+        let next = (CLIENT_ADDRS[0], 40_001);
+        let taken = forwarded(&fx.run(&Frame::tcp(next, to, SYN).build(), fx.public_ifindex));
         assert_eq!(taken.src_port, 20_000);
         assert_eq!(counter(fx, Counter::ForwardNewEvicting), 1);
+        // The old connection's client-side entry is gone with its tuple.
+        assert!(fx.flows().get(&flow_key(client, to, TCP), 0).is_err());
+        handshake(fx, next, to, &taken);
+        backend_closes(fx, next, to, &taken);
+        let from_other = forwarded(&fx.run(&Frame::tcp(other, to, SYN).build(), fx.public_ifindex));
+        assert_eq!(from_other.src_port, 20_000);
+        assert_eq!(counter(fx, Counter::ForwardNewEvicting), 2);
     })
     .expect("fixture");
 }
@@ -785,6 +793,42 @@ fn a_reset_or_fin_outside_the_window_changes_nothing_and_one_inside_closes() {
     });
 }
 
+/// A backend that still has an older connection on the tuple (TIME_WAIT
+/// after a PAWS refusal, SYN_RECV of a spoofed SYN) answers the SYN with a
+/// plain ACK of that connection's numbers; the client answers it with a
+/// RST carrying the ACK's acknowledgement number, far outside the new
+/// connection's window. That RST must reach the backend, or the old
+/// connection is never cleared and the client's retransmitted SYNs meet
+/// it again until it expires. Only that exact number: a blind RST still
+/// changes nothing.
+#[test]
+fn the_clients_reset_answering_a_backends_stale_ack_reaches_the_backend() {
+    fixture(|fx| {
+        let first = open(fx, CLIENT);
+        let stale_ack = Frame::tcp((first.dst, first.dst_port), (first.src, first.src_port), ACK)
+            .with_seq(0x0bad_0001, 0x7777_0000);
+        let answered = forwarded(&from_backend(fx, &stale_ack));
+        assert_eq!((answered.dst, answered.dst_port), CLIENT);
+        let blind = Frame::tcp(CLIENT, FRONTEND, RST).with_seq(0x7777_0001, 0);
+        assert_outcome(
+            fx,
+            "not the challenged number",
+            &blind.build(),
+            fx.public_ifindex,
+            XDP_DROP,
+            Counter::DropTcpOutOfWindow,
+        );
+        let rst = Frame::tcp(CLIENT, FRONTEND, RST).with_seq(0x7777_0000, 0);
+        let reset = forwarded(&from_client(fx, &rst));
+        assert_eq!((reset.dst, reset.src_port), (first.dst, first.src_port));
+        // The connection is over: the client's retransmitted SYN starts a
+        // new one, balanced anew.
+        let again = forwarded(&from_client(fx, &Frame::tcp(CLIENT, FRONTEND, SYN)));
+        assert_ne!(again.dst, first.dst);
+        assert_eq!(counter(fx, Counter::ForwardNew), 2);
+    });
+}
+
 #[test]
 fn a_connection_whose_reply_entry_was_evicted_is_rebuilt_not_left_half() {
     fixture(|fx| {
@@ -812,6 +856,88 @@ fn a_connection_whose_reply_entry_was_evicted_is_rebuilt_not_left_half() {
             .with_seq(BACKEND_ISN + 18, CLIENT_ISN + 19);
         forwarded(&from_backend(fx, &fin));
         assert_eq!(counter(fx, Counter::DropTcpOutOfWindow), 0);
+    });
+}
+
+/// Checks that `verdict` is the "fragmentation needed" error a router sends
+/// about `packet` (a frame as it arrived, on interface `mac`): back to its
+/// sender's MAC from `mac`, from the address it was sent to, announcing
+/// `mtu`, quoting its IPv4 header and 8 bytes untouched, every checksum
+/// right.
+fn assert_frag_needed(verdict: &Verdict, packet: &[u8], mac: [u8; 6], mtu: u16) {
+    assert_eq!(verdict.action, XDP_REDIRECT, "{verdict:?}");
+    let f = &verdict.frame;
+    assert_eq!(f.len(), 70, "headers and the quote only: {f:02x?}");
+    assert_eq!(&f[0..6], &packet[6..12], "back to the sender's MAC");
+    assert_eq!(f[6..12], mac, "from the interface's own MAC");
+    assert_eq!(f[12..14], [0x08, 0x00]);
+    assert_eq!((f[14], u16::from_be_bytes([f[16], f[17]]), f[23]), (0x45, 56, 1));
+    assert_eq!(internet_checksum(&f[14..34]), 0, "IPv4 header checksum");
+    assert_eq!(&f[26..30], &packet[30..34], "from the address it was sent to");
+    assert_eq!(&f[30..34], &packet[26..30], "to its source");
+    assert_eq!(
+        (f[34], f[35]),
+        (3, 4),
+        "destination unreachable, fragmentation needed"
+    );
+    assert_eq!(u16::from_be_bytes([f[40], f[41]]), mtu, "the next hop's MTU");
+    assert_eq!(internet_checksum(&f[34..]), 0, "ICMP checksum");
+    assert_eq!(&f[42..70], &packet[14..42], "the packet quoted as it arrived");
+}
+
+/// A packet larger than the path it would take (the next hop's MTU, from
+/// the FIB lookup and cached with the next hop) is answered as a router
+/// would, before anything is rewritten: with DF, "fragmentation needed" to
+/// its sender, in both directions; without DF it is translated and handed
+/// to the kernel to fragment. A packet that fits goes on.
+#[test]
+fn a_packet_too_big_for_the_path_gets_fragmentation_needed_in_both_directions() {
+    fixture(|fx| {
+        for (dev, mtu) in [(PUBLIC_IF, "1300"), (PRIVATE_IF, "1400")] {
+            let status = std::process::Command::new("ip")
+                .args(["-n", &fx.netns, "link", "set", dev, "mtu", mtu])
+                .status()
+                .expect("ip");
+            assert!(status.success(), "set {dev}'s MTU");
+        }
+        let first = open(fx, CLIENT);
+        handshake(fx, CLIENT, FRONTEND, &first);
+        let flows = fx.flows();
+        let mtu_of = |key: &FlowKey| flows.get(key, 0).expect("entry").next_hop_mtu;
+        assert_eq!(mtu_of(&flow_key(CLIENT, FRONTEND, TCP)), 1400);
+        assert_eq!(mtu_of(&reply_key(&first)), 1300);
+
+        let data = |len: usize| {
+            Frame::tcp(CLIENT, FRONTEND, ACK)
+                .with_seq(CLIENT_ISN + 1, BACKEND_ISN + 1)
+                .with_payload(&vec![0x55; len])
+        };
+        // 20 + 20 + 1360 = 1400: fits.
+        forwarded(&from_client(fx, &data(1360)));
+        let big = data(1361).build();
+        assert_frag_needed(&fx.run(&big, fx.public_ifindex), &big, PUBLIC_MAC, 1400);
+        assert_eq!(counter(fx, Counter::IcmpFragNeeded), 1);
+        // Without DF: the kernel fragments it, translated.
+        let mut no_df = big.clone();
+        no_df[20] = 0;
+        no_df[24..26].copy_from_slice(&[0, 0]);
+        let check = internet_checksum(&no_df[14..34]);
+        no_df[24..26].copy_from_slice(&check.to_be_bytes());
+        let verdict = fx.run(&no_df, fx.public_ifindex);
+        assert_eq!(verdict.action, XDP_PASS, "{verdict:?}");
+        let translated = parse_and_verify(&verdict.frame).expect("a valid translated packet");
+        assert_eq!((translated.dst, translated.src_port), (first.dst, first.src_port));
+        assert_eq!(counter(fx, Counter::PassToFragment), 1);
+
+        // The backend's answer, too big for the clients' side (1300).
+        let reply = Frame::tcp((first.dst, first.dst_port), (first.src, first.src_port), ACK)
+            .with_seq(BACKEND_ISN + 1, CLIENT_ISN + 1)
+            .with_payload(&[0x66; 1261])
+            .addressed_to(fx.private_mac)
+            .build();
+        assert_frag_needed(&fx.run(&reply, fx.private_ifindex), &reply, PRIVATE_MAC, 1300);
+        assert_eq!(counter(fx, Counter::IcmpFragNeeded), 2);
+        assert_eq!(counter(fx, Counter::DropTooBig), 0);
     });
 }
 

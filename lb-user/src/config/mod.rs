@@ -128,6 +128,7 @@ struct RawDataplane {
     snat_address: Option<Spanned<String>>,
     snat_addresses: Option<Spanned<Vec<Spanned<String>>>>,
     snat_ports: Spanned<String>,
+    local_ports: Option<Spanned<String>>,
     conntrack_entries: Option<Spanned<u32>>,
     udp_timeout_secs: Option<Spanned<u64>>,
     tcp_idle_timeout_secs: Option<Spanned<u64>>,
@@ -300,6 +301,10 @@ pub struct DataplaneConfig {
     /// machine's addresses on the backends' network); each adds a port space.
     pub snat_addresses: Vec<Ipv4Addr>,
     pub snat_ports: RangeInclusive<u16>,
+    /// The ports this host's own connections take (the kernel's
+    /// `ip_local_port_range`, set to this when `manage_sysctls`): clients'
+    /// ports outside it can be kept.
+    pub local_ports: RangeInclusive<u16>,
     pub conntrack_entries: u32,
     pub udp_timeout: Duration,
     pub tcp_idle_timeout: Duration,
@@ -336,6 +341,9 @@ pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
 /// a flood of spoofed SYNs holds its tuples only this long (conntrack keeps
 /// SYN_SENT 120 s, Cilium 60 s; neither frees tuples under pressure).
 pub const DEFAULT_TCP_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Below every common client's ephemeral range (Linux 32768-60999, Windows
+/// and macOS 49152-65535), so that those clients' ports can be kept.
+pub const DEFAULT_LOCAL_PORTS: RangeInclusive<u16> = 10_000..=19_999;
 /// SNAT addresses the data plane can use.
 pub const MAX_SNAT_ADDRS: usize = lb_common::maps::MAX_SNAT_ADDRS;
 /// Connection-table entries at most (each connection takes two).
@@ -517,7 +525,27 @@ impl Validator<'_> {
             }
         }
         let snat_addresses = self.snat_addresses(raw)?;
-        let snat_ports = self.port_range(&d.snat_ports)?;
+        let snat_ports = self.port_range(&d.snat_ports, "snat_ports")?;
+        let local_ports = match &d.local_ports {
+            None => DEFAULT_LOCAL_PORTS,
+            Some(raw) => self.port_range(raw, "local_ports")?,
+        };
+        if snat_ports.start() <= local_ports.end() && local_ports.start() <= snat_ports.end() {
+            let span = d
+                .local_ports
+                .as_ref()
+                .map_or_else(|| d.snat_ports.span(), Spanned::span);
+            return self.error(
+                span,
+                format!(
+                    "snat_ports {}-{} overlap local_ports {}-{} (the ports this host's own connections take)",
+                    snat_ports.start(),
+                    snat_ports.end(),
+                    local_ports.start(),
+                    local_ports.end()
+                ),
+            );
+        }
         let conntrack_entries = match &d.conntrack_entries {
             None => lb_common::limits::DEFAULT_CONNTRACK_ENTRIES,
             Some(n) if (1024..=MAX_CONNTRACK_ENTRIES).contains(n.get_ref()) => *n.get_ref(),
@@ -543,6 +571,7 @@ impl Validator<'_> {
             xdp_mode: d.xdp_mode,
             snat_addresses,
             snat_ports,
+            local_ports,
             conntrack_entries,
             udp_timeout: seconds(&d.udp_timeout_secs, DEFAULT_UDP_TIMEOUT, "udp_timeout_secs")?,
             tcp_idle_timeout: seconds(
@@ -846,7 +875,7 @@ impl Validator<'_> {
         })
     }
 
-    fn port_range(&self, raw: &Spanned<String>) -> Result<RangeInclusive<u16>, ConfigError> {
+    fn port_range(&self, raw: &Spanned<String>, what: &str) -> Result<RangeInclusive<u16>, ConfigError> {
         let text = raw.get_ref();
         let parsed = text
             .split_once('-')
@@ -855,13 +884,11 @@ impl Validator<'_> {
             Some((first, last)) if first >= MIN_SNAT_PORT && first <= last => Ok(first..=last),
             Some(_) => self.error(
                 raw.span(),
-                format!(
-                    "snat_ports {text:?}: need FIRST-LAST with {MIN_SNAT_PORT} <= FIRST <= LAST <= 65535"
-                ),
+                format!("{what} {text:?}: need FIRST-LAST with {MIN_SNAT_PORT} <= FIRST <= LAST <= 65535"),
             ),
             None => self.error(
                 raw.span(),
-                format!("snat_ports {text:?} is not a range like \"20000-29999\""),
+                format!("{what} {text:?} is not a range like \"20000-29999\""),
             ),
         }
     }
@@ -1063,6 +1090,7 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
         assert_eq!(config.services[0].addresses.len(), 2);
         assert_eq!(config.services[1].protocol, Protocol::Udp);
         assert_eq!(config.dataplane.snat_ports, 20000..=29999);
+        assert_eq!(config.dataplane.local_ports, DEFAULT_LOCAL_PORTS);
         assert_eq!(config.dataplane.xdp_mode, XdpMode::Auto);
         assert_eq!(config.backend_count(), 3);
     }
@@ -1233,6 +1261,21 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
                 "listed twice",
             ),
             ("protocol = \"udp\"", "protocol = \"sctp\"", "sctp"),
+            (
+                "snat_ports = \"20000-29999\"",
+                "snat_ports = \"20000-29999\"\nlocal_ports = \"29000-40000\"",
+                "overlap local_ports 29000-40000",
+            ),
+            (
+                "snat_ports = \"20000-29999\"",
+                "snat_ports = \"15000-29999\"",
+                "overlap local_ports 10000-19999",
+            ),
+            (
+                "snat_ports = \"20000-29999\"",
+                "snat_ports = \"20000-29999\"\nlocal_ports = \"60000\"",
+                "local_ports \"60000\" is not a range",
+            ),
         ] {
             assert!(GOOD.contains(from), "{from}");
             let err = error_of(&GOOD.replace(from, to));

@@ -2,6 +2,7 @@
 //! the maps, attaching to interfaces, reading the counters.
 
 pub mod pressure;
+pub mod sweeper;
 pub mod tables;
 
 use std::{collections::HashSet, ops::RangeInclusive};
@@ -12,7 +13,6 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    conntrack::{tuple_owner, TupleOwner},
     limits::slot_index,
     maps::{
         BackendSlot, BackendStats, Flow, FlowKey, InterfaceMac, Service, ServiceKey, ServiceStats, Settings,
@@ -52,6 +52,8 @@ pub enum DataplaneError {
     Cpus(std::io::Error),
     #[error(transparent)]
     Interface(#[from] NetdevError),
+    #[error("cannot start the connection-table sweeper: {0}")]
+    Sweeper(std::io::Error),
     #[error("{0} is not a data-plane interface: the program was not told its MAC address")]
     NotDataplaneInterface(String),
     #[error("failed to attach XDP to {interface} in {mode} mode: {source}")]
@@ -357,15 +359,28 @@ impl Dataplane {
             if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
                 *census.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
             }
-            let held = self.settings.is_some_and(|settings| {
-                // Judged for an unknown client (address 0): never the owner's.
-                tuple_owner(&flow, key.proto, 0, 0, now, &settings) != TupleOwner::Free
-            });
+            let held = self
+                .settings
+                .is_some_and(|settings| !sweeper::is_dead(&key, &flow, now, &settings));
             if flow.direction == DIRECTION_REPLY && held {
                 *census.snat_tuples_by_backend.entry(flow.backend_id).or_insert(0) += 1;
             }
         }
         Ok(census)
+    }
+
+    /// Starts the connection table's sweeper (see `sweeper`), on its own
+    /// thread with its own handles on the maps.
+    pub fn start_sweeper(&self) -> Result<sweeper::Sweeper, DataplaneError> {
+        let id = |name: &'static str| -> Result<u32, DataplaneError> {
+            let map = self.ebpf.map(name).ok_or(DataplaneError::Missing(name))?;
+            let data: &MapData = match map {
+                aya::maps::Map::LruHashMap(data) | aya::maps::Map::Array(data) => data,
+                _ => return Err(DataplaneError::Missing(name)),
+            };
+            Ok(data.info().map_err(map_err(name))?.id())
+        };
+        sweeper::Sweeper::start(id("FLOWS")?, id("SETTINGS")?).map_err(DataplaneError::Sweeper)
     }
 
     /// A service's traffic counters, summed over CPUs.

@@ -1,0 +1,250 @@
+//! The connection table's sweeper: removes entries that no longer serve a
+//! connection (closed past their hold, expired half-open, idle past their
+//! timeout, or left without their other direction), so that the LRU never
+//! has to make room by evicting an idle live connection while dead ones
+//! remain. It runs on its own thread with its own handles on the maps, at a
+//! bounded pace, so it never delays the daemon's loop.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use aya::maps::{Array, HashMap, Map, MapData};
+use lb_common::{
+    conntrack::{tuple_owner, TupleOwner},
+    maps::{Flow, FlowKey, Settings, SETTINGS_READY},
+};
+use tracing::{debug, warn};
+
+/// A pass over the table starts this often.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// Entries looked at between pauses, and the pause: at most about 50,000
+/// entries a second, a small share of one core.
+const BATCH: usize = 5_000;
+const PAUSE: Duration = Duration::from_millis(100);
+
+/// Whether the entry `flow` under `key` is dead: nothing would miss it. The
+/// same rule for both directions (their state bits are mirrored): what
+/// frees a connection's SNAT tuple for any client, judged for an unknown
+/// client (address 0). A half-closed connection, whose other side still
+/// sends, is never dead before it falls silent.
+#[must_use]
+pub fn is_dead(key: &FlowKey, flow: &Flow, now_ns: u64, settings: &Settings) -> bool {
+    let nobody = FlowKey {
+        src_addr: 0,
+        dst_addr: 0,
+        src_port: 0,
+        dst_port: 0,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    tuple_owner(flow, &nobody, now_ns, settings) == TupleOwner::Free
+}
+
+/// The running sweeper; stops (and is joined) on drop.
+pub struct Sweeper {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sweeper {
+    /// Starts sweeping the maps with these ids (FLOWS, SETTINGS).
+    pub fn start(flows_id: u32, settings_id: u32) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xlb-sweeper".into())
+            .spawn(move || run(flows_id, settings_id, &flag))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Sweeper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(flows_id: u32, settings_id: u32, stop: &AtomicBool) {
+    let opened = MapData::from_id(flows_id).and_then(|flows| Ok((flows, MapData::from_id(settings_id)?)));
+    let (flows, settings) = match opened {
+        Ok(maps) => maps,
+        Err(e) => {
+            warn!(error = %e, "the connection-table sweeper cannot open the maps; it does not run");
+            return;
+        }
+    };
+    let (Ok(mut flows), Ok(settings)) = (
+        HashMap::<MapData, FlowKey, Flow>::try_from(Map::LruHashMap(flows)),
+        Array::<MapData, Settings>::try_from(Map::Array(settings)),
+    ) else {
+        warn!("the connection-table sweeper's maps have unexpected types; it does not run");
+        return;
+    };
+    while !sleep_unless_stopped(SWEEP_INTERVAL, stop) {
+        let Ok(current) = settings.get(&0, 0) else {
+            continue;
+        };
+        if current.flags & SETTINGS_READY == 0 {
+            continue;
+        }
+        let removed = sweep(&mut flows, &current, stop);
+        if removed > 0 {
+            debug!(removed, "swept dead connection-table entries");
+        }
+    }
+}
+
+/// One pass: removes dead entries, pausing between batches. Returns how
+/// many were removed.
+fn sweep(flows: &mut HashMap<MapData, FlowKey, Flow>, settings: &Settings, stop: &AtomicBool) -> usize {
+    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    let mut removed = 0;
+    for batch in keys.chunks(BATCH) {
+        let now = super::coarse_clock_ns();
+        for key in batch {
+            // Read right before the removal: the program may have just
+            // given the tuple to a new connection, which must stay. (A
+            // take-over between this read and the removal, microseconds
+            // apart, costs that connection its reply entry until its next
+            // packet rebuilds it: see `heal` in the program.)
+            let Ok(flow) = flows.get(key, 0) else {
+                continue;
+            };
+            if is_dead(key, &flow, now, settings) && flows.remove(key).is_ok() {
+                removed += 1;
+            }
+        }
+        if sleep_unless_stopped(PAUSE, stop) {
+            break;
+        }
+    }
+    removed
+}
+
+/// Sleeps `duration` in short steps; true once `stop` is set.
+fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
+    let step = Duration::from_millis(50);
+    let mut slept = Duration::ZERO;
+    while slept < duration {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(step);
+        slept += step;
+    }
+    stop.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_common::{
+        headers::{IPPROTO_TCP, IPPROTO_UDP},
+        maps::{
+            Endpoints, NextHop, DIRECTION_FORWARD, DIRECTION_REPLY, FLOW_BACKEND_TIME_WAIT, FLOW_CLOSING,
+            FLOW_ESTABLISHED, FLOW_FIN_FROM_BACKEND, FLOW_FIN_FROM_CLIENT, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
+        },
+    };
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn settings() -> Settings {
+        Settings {
+            snat_addrs: [0; MAX_SNAT_ADDRS],
+            snat_addr_count: 1,
+            snat_port_first: 20_000,
+            snat_port_last: 29_999,
+            local_port_first: 32_768,
+            local_port_last: 60_999,
+            hash_seed: 0,
+            udp_timeout_ns: 30 * SEC,
+            tcp_idle_timeout_ns: 7200 * SEC,
+            tcp_handshake_timeout_ns: 10 * SEC,
+            tcp_time_wait_ns: 65 * SEC,
+            tcp_close_linger_ns: 2 * SEC,
+            flags: SETTINGS_READY,
+            _pad: 0,
+        }
+    }
+
+    fn entry(direction: u8, state: u8, last_seen_ns: u64) -> Flow {
+        Flow {
+            rewrite: Endpoints {
+                src_addr: 1,
+                dst_addr: 2,
+                src_port: 3,
+                dst_port: 4,
+            },
+            backend_id: 0,
+            service_id: 0,
+            direction,
+            state,
+            next_hop: NextHop::default(),
+            claim: 0,
+            last_seen_ns,
+            seq_next: 0,
+            max_window: 0,
+            window_scale: 0,
+            _pad: 0,
+            next_hop_mtu: 0,
+            peer_window: 0,
+        }
+    }
+
+    fn key(proto: u8) -> FlowKey {
+        FlowKey {
+            src_addr: 2,
+            dst_addr: 1,
+            src_port: 4,
+            dst_port: 3,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    #[test]
+    fn only_entries_nothing_would_miss_are_dead() {
+        let s = settings();
+        let live = FLOW_SEQ_KNOWN | FLOW_ESTABLISHED;
+        let closed =
+            live | FLOW_CLOSING | FLOW_FIN_FROM_BACKEND | FLOW_BACKEND_TIME_WAIT | FLOW_FIN_FROM_CLIENT;
+        let tcp = key(IPPROTO_TCP);
+        // An idle live connection stays, both entries.
+        for direction in [DIRECTION_FORWARD, DIRECTION_REPLY] {
+            assert!(!is_dead(&tcp, &entry(direction, live, 0), 3600 * SEC, &s));
+        }
+        // A closed one after the hold; a half-closed one once silent that long.
+        for direction in [DIRECTION_FORWARD, DIRECTION_REPLY] {
+            assert!(!is_dead(&tcp, &entry(direction, closed, 0), 60 * SEC, &s));
+            assert!(is_dead(&tcp, &entry(direction, closed, 0), 66 * SEC, &s));
+            let half = live | FLOW_CLOSING | FLOW_FIN_FROM_CLIENT;
+            assert!(!is_dead(&tcp, &entry(direction, half, 0), 60 * SEC, &s));
+            assert!(is_dead(&tcp, &entry(direction, half, 0), 66 * SEC, &s));
+        }
+        // A half-open one after the handshake timeout.
+        assert!(!is_dead(&tcp, &entry(DIRECTION_REPLY, 0, 0), 9 * SEC, &s));
+        assert!(is_dead(&tcp, &entry(DIRECTION_REPLY, 0, 0), 11 * SEC, &s));
+        assert!(is_dead(
+            &tcp,
+            &entry(DIRECTION_FORWARD, FLOW_SEQ_KNOWN, 0),
+            11 * SEC,
+            &s
+        ));
+        // UDP after its timeout.
+        let udp = key(IPPROTO_UDP);
+        assert!(!is_dead(&udp, &entry(DIRECTION_FORWARD, 0, 0), 29 * SEC, &s));
+        assert!(is_dead(&udp, &entry(DIRECTION_REPLY, 0, 0), 31 * SEC, &s));
+    }
+}
