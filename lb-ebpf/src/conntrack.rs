@@ -31,7 +31,7 @@ use lb_common::{
     limits::{slot_index, SNAT_PORT_RETRIES},
     maps::{
         Endpoints, Flow, FlowKey, NextHop, Service, Settings, DIRECTION_FORWARD, DIRECTION_REPLY,
-        FLOW_CHALLENGED, FLOW_ESTABLISHED, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
+        FLOW_CHALLENGED, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
     },
     stats::Counter,
 };
@@ -449,7 +449,7 @@ pub fn close(key: &FlowKey, flow: &Flow, now_ns: u64) {
     // holds the tuple while the backend may remember it (see `tuple_owner`).
     // SAFETY: field writes into a live map value.
     unsafe {
-        (*reply).state |= lb_common::maps::FLOW_CLOSING;
+        (*reply).state |= FLOW_CLOSING;
         (*reply).last_seen_ns = now_ns;
     }
 }
@@ -483,6 +483,12 @@ pub fn heal(key: &FlowKey, current: &Flow) -> Result<(), Counter> {
         }
         let _ = FLOWS.remove(key);
         return Err(Counter::DropConntrackFull);
+    }
+    if current.state & FLOW_CLOSING != 0 {
+        // A closing connection's other half may be gone on purpose: its
+        // client reopened the port as a new connection (`close`), which the
+        // old half must not be rebuilt over. Its last segments still pass.
+        return Ok(());
     }
     let scratch = NEW_ENTRIES.get_ptr_mut(0).ok_or(Counter::DropConntrackFull)?;
     // SAFETY: this CPU's slot, used by nobody else while the program runs.

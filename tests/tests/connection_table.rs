@@ -1046,3 +1046,60 @@ fn a_download_through_a_smaller_mtu_link_teaches_the_backend_its_path_mtu() {
     assert!(counter(&bed, "icmp_frag_needed") >= 1, "{}", counters(&bed));
     assert_eq!(learned_path_mtu(&bed.webs[0], LB_PRIVATE), Some(1400));
 }
+
+/// A client two hops away: behind the client namespace, which routes for
+/// it and whose link to it carries at most 1400 bytes (its own end 1500,
+/// so the far client announces an MSS of 1460). web1's full segments of a
+/// download leave the LB whole; the client namespace's kernel, a real
+/// router, answers them with "fragmentation needed" to the VIP. The LB
+/// translates that error (outer and quoted headers) to web1, which learns
+/// the path MTU towards the SNAT address, and the download completes.
+#[test]
+fn a_routers_fragmentation_needed_reaches_the_backend_translated() {
+    const FAR_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const ROUTER_SIDE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    let mut bed = testbed();
+    let far = Netns::new(&unique_tag("ctfar")).expect("namespace");
+    lb_tests::netns::veth(&bed.client, "far0", &far, "eth0", None).expect("link");
+    set_mtu(&bed.client, "far0", 1400);
+    bed.client
+        .ip(&["addr", "add", &format!("{ROUTER_SIDE}/24"), "dev", "far0"])
+        .unwrap();
+    bed.client.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    far.ip(&["addr", "add", &format!("{FAR_CLIENT}/24"), "dev", "eth0"])
+        .unwrap();
+    far.ip(&["route", "add", "default", "via", &ROUTER_SIDE.to_string()])
+        .unwrap();
+    bed.lb
+        .ip(&[
+            "route",
+            "add",
+            "192.0.2.0/24",
+            "via",
+            &CLIENT_ADDRS[0].to_string(),
+        ])
+        .unwrap();
+    let source = start_transfer_service(&mut bed, |mut stream| {
+        std::io::Write::write_all(&mut stream, &vec![0xa5; TRANSFER])?;
+        stream.shutdown(Shutdown::Write)?;
+        Ok(TRANSFER)
+    });
+    let mut stream = far
+        .run(|| connect_from_within((FAR_CLIENT, 0), (VIP, SERVICE_PORT), Duration::from_secs(5)))
+        .expect("far namespace")
+        .expect("connect from the far client");
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .unwrap_or_else(|e| panic!("download: {e}; {}", counters(&bed)));
+    assert_eq!(received.len(), TRANSFER);
+    assert_eq!(source.join().expect("source thread").expect("source"), TRANSFER);
+    assert!(counter(&bed, "forward_icmp_error") >= 1, "{}", counters(&bed));
+    assert_eq!(
+        counter(&bed, "icmp_frag_needed"),
+        0,
+        "the LB's own links are 1500"
+    );
+    assert_eq!(learned_path_mtu(&bed.webs[0], LB_PRIVATE), Some(1400));
+}

@@ -859,6 +859,37 @@ fn a_connection_whose_reply_entry_was_evicted_is_rebuilt_not_left_half() {
     });
 }
 
+/// A closed connection's reply entry stays (it holds the tuple) after its
+/// client reopened the port as a new connection. A late segment of the old
+/// connection from its backend must not rebuild the old client-side entry
+/// over the new connection's (found by the fuzzer: the client's next
+/// segment went out on the old tuple, to the old backend).
+#[test]
+fn a_closed_connections_late_reply_never_rebuilds_its_client_side_over_a_new_connection() {
+    fixture(|fx| {
+        let first = open(fx, CLIENT);
+        handshake(fx, CLIENT, FRONTEND, &first);
+        backend_closes(fx, CLIENT, FRONTEND, &first);
+        let second = open(fx, CLIENT);
+        assert_ne!(second.dst, first.dst, "round robin: the other backend");
+        // The new connection's client-side entry is lost (the LRU, or its
+        // tuple taken over).
+        let mut flows = fx.flows();
+        flows.remove(&flow_key(CLIENT, FRONTEND, TCP)).expect("remove");
+        set_last_seen(&mut flows, &reply_key(&first), ago(2 * SEC));
+        let late = Frame::tcp((first.dst, first.dst_port), (first.src, first.src_port), ACK)
+            .with_seq(BACKEND_ISN + 2, CLIENT_ISN + 2);
+        fx.run(
+            &late.clone().addressed_to(fx.private_mac).build(),
+            fx.private_ifindex,
+        );
+        assert!(
+            fx.flows().get(&flow_key(CLIENT, FRONTEND, TCP), 0).is_err(),
+            "the old connection's client side was rebuilt"
+        );
+    });
+}
+
 /// Checks that `verdict` is the "fragmentation needed" error a router sends
 /// about `packet` (a frame as it arrived, on interface `mac`): back to its
 /// sender's MAC from `mac`, from the address it was sent to, announcing
