@@ -986,6 +986,27 @@ fn start_transfer_service(
     })
 }
 
+/// web1 sends TRANSFER bytes on the one connection it accepts.
+fn start_download_source(bed: &mut Testbed) -> JoinHandle<io::Result<usize>> {
+    start_transfer_service(bed, |mut stream| {
+        std::io::Write::write_all(&mut stream, &vec![0xa5; TRANSFER])?;
+        stream.shutdown(Shutdown::Write)?;
+        Ok(TRANSFER)
+    })
+}
+
+/// Reads the whole download on `stream` (bounded) and checks that both
+/// ends saw TRANSFER bytes.
+fn download(bed: &Testbed, mut stream: TcpStream, source: JoinHandle<io::Result<usize>>) {
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .unwrap_or_else(|e| panic!("download: {e}; {}", counters(bed)));
+    assert_eq!(received.len(), TRANSFER);
+    assert_eq!(source.join().expect("source thread").expect("source"), TRANSFER);
+}
+
 /// The link between the LB and the private switch carries at most 1400
 /// bytes (both ends: a larger frame is dropped by the receiving end, as on
 /// a real link), while the client's and web1's links carry 1500, so web1
@@ -1030,19 +1051,9 @@ fn an_upload_through_a_smaller_mtu_link_completes_by_path_mtu_discovery() {
 fn a_download_through_a_smaller_mtu_link_teaches_the_backend_its_path_mtu() {
     let mut bed = testbed();
     set_mtu(&bed.lb, "eth0", 1400);
-    let source = start_transfer_service(&mut bed, |mut stream| {
-        std::io::Write::write_all(&mut stream, &vec![0xa5; TRANSFER])?;
-        stream.shutdown(Shutdown::Write)?;
-        Ok(TRANSFER)
-    });
-    let mut stream = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_secs(5)).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut received = Vec::new();
-    stream
-        .read_to_end(&mut received)
-        .unwrap_or_else(|e| panic!("download: {e}; {}", counters(&bed)));
-    assert_eq!(received.len(), TRANSFER);
-    assert_eq!(source.join().expect("source thread").expect("source"), TRANSFER);
+    let source = start_download_source(&mut bed);
+    let stream = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_secs(5)).expect("connect");
+    download(&bed, stream, source);
     assert!(counter(&bed, "icmp_frag_needed") >= 1, "{}", counters(&bed));
     assert_eq!(learned_path_mtu(&bed.webs[0], LB_PRIVATE), Some(1400));
 }
@@ -1079,22 +1090,12 @@ fn a_routers_fragmentation_needed_reaches_the_backend_translated() {
             &CLIENT_ADDRS[0].to_string(),
         ])
         .unwrap();
-    let source = start_transfer_service(&mut bed, |mut stream| {
-        std::io::Write::write_all(&mut stream, &vec![0xa5; TRANSFER])?;
-        stream.shutdown(Shutdown::Write)?;
-        Ok(TRANSFER)
-    });
-    let mut stream = far
+    let source = start_download_source(&mut bed);
+    let stream = far
         .run(|| connect_from_within((FAR_CLIENT, 0), (VIP, SERVICE_PORT), Duration::from_secs(5)))
         .expect("far namespace")
         .expect("connect from the far client");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut received = Vec::new();
-    stream
-        .read_to_end(&mut received)
-        .unwrap_or_else(|e| panic!("download: {e}; {}", counters(&bed)));
-    assert_eq!(received.len(), TRANSFER);
-    assert_eq!(source.join().expect("source thread").expect("source"), TRANSFER);
+    download(&bed, stream, source);
     assert!(counter(&bed, "forward_icmp_error") >= 1, "{}", counters(&bed));
     assert_eq!(
         counter(&bed, "icmp_frag_needed"),
