@@ -23,20 +23,26 @@ use crate::{
 /// packet addressed to this node's MAC, if the frame is one.
 #[inline(always)]
 pub fn icmp_frame(ctx: &XdpContext) -> Option<&mut Ipv4Hdr> {
-    let settings = maps::SETTINGS.get(0)?;
-    if settings.flags & SETTINGS_READY == 0 {
-        return None;
-    }
+    // The protocol first: every TCP and UDP packet passes through here, and
+    // must not pay for the checks below twice (`process` makes them too).
     let eth = parse::ptr_at::<EthHdr>(ctx, 0)?;
     // SAFETY: bounds-checked by ptr_at.
     let eth = unsafe { &*eth };
-    if eth.ether_type != ETH_P_IP || not_addressed_here(ctx, eth).is_some() {
+    if eth.ether_type != ETH_P_IP {
         return None;
     }
     let ip = parse::ptr_at::<Ipv4Hdr>(ctx, IP_OFFSET)?;
     // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
     let ip = unsafe { &mut *ip };
-    (ip.protocol == IPPROTO_ICMP && ip.check_translatable(parse::bytes_from(ctx, IP_OFFSET)).is_ok())
+    if ip.protocol != IPPROTO_ICMP {
+        return None;
+    }
+    let settings = maps::SETTINGS.get(0)?;
+    if settings.flags & SETTINGS_READY == 0 || not_addressed_here(ctx, eth).is_some() {
+        return None;
+    }
+    ip.check_translatable(parse::bytes_from(ctx, IP_OFFSET))
+        .is_ok()
         .then_some(ip)
 }
 
