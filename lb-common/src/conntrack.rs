@@ -364,7 +364,7 @@ mod tests {
             seq_next: 0,
             max_window: 0,
             window_scale: 0,
-            _pad: 0,
+            retired: 0,
             next_hop_mtu: 0,
             peer_window: 0,
         }

@@ -194,7 +194,10 @@ pub struct Flow {
     pub max_window: u32,
     /// TCP: the window scale this direction announced in its SYN (0 without).
     pub window_scale: u8,
-    pub _pad: u8,
+    /// 1 on a reply entry that `close` retired: its client reopened the
+    /// port as a new connection, so its client-side entry is gone for good
+    /// and must never be rebuilt from it (unlike one the LRU evicted).
+    pub retired: u8,
     /// The path MTU towards `next_hop` (the FIB lookup's), valid with it: a
     /// larger packet gets "fragmentation needed" (DF) or goes to the kernel
     /// to be fragmented. 0: unknown.

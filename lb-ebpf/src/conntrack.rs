@@ -125,7 +125,7 @@ pub fn open(
         seq_next: opening.seq_next,
         max_window: opening.window,
         window_scale: opening.window_scale,
-        _pad: 0,
+        retired: 0,
         next_hop_mtu: 0,
         peer_window: 0,
     };
@@ -450,6 +450,7 @@ pub fn close(key: &FlowKey, flow: &Flow, now_ns: u64) {
     // SAFETY: field writes into a live map value.
     unsafe {
         (*reply).state |= FLOW_CLOSING;
+        (*reply).retired = 1;
         (*reply).last_seen_ns = now_ns;
     }
 }
@@ -484,10 +485,10 @@ pub fn heal(key: &FlowKey, current: &Flow) -> Result<(), Counter> {
         let _ = FLOWS.remove(key);
         return Err(Counter::DropConntrackFull);
     }
-    if current.state & FLOW_CLOSING != 0 {
-        // A closing connection's other half may be gone on purpose: its
-        // client reopened the port as a new connection (`close`), which the
-        // old half must not be rebuilt over. Its last segments still pass.
+    if current.retired != 0 {
+        // Its client reopened the port as a new connection (`close`), which
+        // the old half must not be rebuilt over. Its last segments still
+        // pass.
         return Ok(());
     }
     let scratch = NEW_ENTRIES.get_ptr_mut(0).ok_or(Counter::DropConntrackFull)?;
@@ -517,7 +518,7 @@ pub fn heal(key: &FlowKey, current: &Flow) -> Result<(), Counter> {
         max_window: current.peer_window,
         // Unknown: the widest, so its windows are never underestimated.
         window_scale: MAX_WINDOW_SCALE,
-        _pad: 0,
+        retired: 0,
         next_hop_mtu: 0,
         peer_window: current.max_window,
         ..*current
@@ -568,7 +569,9 @@ pub fn track_tcp(
             }
             return Ok(());
         }
-        if !from_client && challenges_syn(segment) {
+        // Only while the handshake is on: an established entry without a
+        // sequence space is one `heal` rebuilt, picked up below.
+        if !from_client && current.state & FLOW_ESTABLISHED == 0 && challenges_syn(segment) {
             // SAFETY: field writes into a live map value.
             unsafe {
                 (*flow).seq_next = segment.ack;

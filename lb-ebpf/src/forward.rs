@@ -16,6 +16,8 @@ const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
 const BPF_FIB_LKUP_RET_NO_NEIGH: i64 = 7;
 const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
+/// The smallest MTU an IPv4 link may have (RFC 791).
+const MIN_IPV4_MTU: u16 = 68;
 
 /// A connection's cached next hop: the copy read with the entry, and where
 /// to store a fresh lookup.
@@ -83,8 +85,11 @@ pub fn route(
     };
     // SAFETY: after the lookup the union holds the MTU (kernel 5.12+): of
     // the path when it succeeded, the one exceeded when fragmentation is
-    // needed.
-    let mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
+    // needed. Older kernels leave the packet's length there: not an MTU.
+    let mtu = match unsafe { fib.__bindgen_anon_1.mtu_result } {
+        mtu if mtu == total_len || mtu < MIN_IPV4_MTU => 0,
+        mtu => mtu,
+    };
     match rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
             let next_hop = NextHop {
@@ -101,7 +106,9 @@ pub fn route(
             }
             Route::Via(next_hop)
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig(mtu),
+        BPF_FIB_LKUP_RET_FRAG_NEEDED if mtu != 0 => Route::TooBig(mtu),
+        // Too big, but the MTU unknown: the kernel fragments it or answers.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::Kernel(Counter::PassToFragment),
         // The kernel's forwarding path resolves the neighbour and sends it.
         BPF_FIB_LKUP_RET_NO_NEIGH => Route::Kernel(Counter::PassNoNeighbour),
         _ => Route::Kernel(Counter::PassNoRoute),

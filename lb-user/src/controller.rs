@@ -425,6 +425,10 @@ impl Controller {
                 old.dataplane.manage_sysctls != new.dataplane.manage_sysctls,
                 "dataplane.manage_sysctls",
             ),
+            (
+                old.dataplane.local_ports != new.dataplane.local_ports,
+                "dataplane.local_ports",
+            ),
             (old.admin != new.admin, "[admin]"),
             (old.metrics != new.metrics, "[metrics]"),
             (old.vrrp != new.vrrp, "[vrrp]"),
@@ -435,17 +439,14 @@ impl Controller {
                 self.config_path.display()
             ));
         }
-        if new.dataplane.manage_sysctls {
-            // The config keeps local_ports apart from snat_ports; the data
-            // plane reads the kernel's range back when the config is applied.
-            crate::netdev::set_local_port_range(&new.dataplane.local_ports).map_err(|e| e.to_string())?;
-        } else {
-            crate::netdev::check_snat_ports(
-                &new.dataplane.snat_ports,
-                &crate::netdev::local_port_range().map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| e.to_string())?;
-        }
+        // With manage_sysctls the kernel's range is local_ports (set at
+        // start; changing it needs a restart), which the config keeps apart
+        // from snat_ports; this checks the live range either way.
+        crate::netdev::check_snat_ports(
+            &new.dataplane.snat_ports,
+            &crate::netdev::local_port_range().map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
         let summary = summarize(old, &new);
         self.adopt(new)
             .map_err(|e| format!("applying the new config failed: {e}"))?;

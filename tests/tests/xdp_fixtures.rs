@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use aya::maps::{HashMap, MapData};
 use lb_common::{
     conntrack::REFRESH_INTERVAL_NS,
-    maps::{Flow, FlowKey, NextHop},
+    maps::{Flow, FlowKey, NextHop, FLOW_CHALLENGED, FLOW_CLOSING, FLOW_RESET, FLOW_SEQ_KNOWN},
     stats::Counter,
 };
 use lb_tests::{
@@ -851,11 +851,40 @@ fn a_connection_whose_reply_entry_was_evicted_is_rebuilt_not_left_half() {
             (back.src, back.src_port, back.dst, back.dst_port),
             (VIP, FRONTEND_PORT, CLIENT.0, CLIENT.1)
         );
+        // Its sequence space is picked up from that segment (not taken for
+        // a backend answering a SYN with a stale ACK).
+        let rebuilt = flows.get(&reply_key(&out), 0).expect("the reply entry");
+        assert_ne!(rebuilt.state & FLOW_SEQ_KNOWN, 0, "picked up: {rebuilt:?}");
+        assert_eq!(rebuilt.state & FLOW_CHALLENGED, 0, "{rebuilt:?}");
         // And the rebuilt direction can still close the connection.
         let fin = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), FIN | ACK)
             .with_seq(BACKEND_ISN + 18, CLIENT_ISN + 19);
         forwarded(&from_backend(fx, &fin));
         assert_eq!(counter(fx, Counter::DropTcpOutOfWindow), 0);
+    });
+}
+
+/// A half-closed connection (the client sent its FIN, the backend still
+/// sends) whose reply entry the LRU evicted is rebuilt like any other: only
+/// a connection its client replaced by a new one is never rebuilt.
+#[test]
+fn a_half_closed_connections_evicted_half_is_rebuilt() {
+    fixture(|fx| {
+        let out = open(fx, CLIENT);
+        handshake(fx, CLIENT, FRONTEND, &out);
+        let fin = Frame::tcp(CLIENT, FRONTEND, FIN | ACK).with_seq(CLIENT_ISN + 1, BACKEND_ISN + 1);
+        forwarded(&from_client(fx, &fin));
+        let mut flows = fx.flows();
+        flows.remove(&reply_key(&out)).expect("reply entry");
+        set_last_seen(&mut flows, &flow_key(CLIENT, FRONTEND, TCP), ago(2 * SEC));
+        let ack = Frame::tcp(CLIENT, FRONTEND, ACK).with_seq(CLIENT_ISN + 2, BACKEND_ISN + 1);
+        forwarded(&from_client(fx, &ack));
+        assert!(flows.get(&reply_key(&out), 0).is_ok(), "the reply entry is back");
+        let data = Frame::tcp((out.dst, out.dst_port), (out.src, out.src_port), ACK)
+            .with_seq(BACKEND_ISN + 1, CLIENT_ISN + 2)
+            .with_payload(b"still sending");
+        let back = forwarded(&from_backend(fx, &data));
+        assert_eq!((back.dst, back.dst_port), CLIENT);
     });
 }
 
@@ -887,6 +916,57 @@ fn a_closed_connections_late_reply_never_rebuilds_its_client_side_over_a_new_con
             fx.flows().get(&flow_key(CLIENT, FRONTEND, TCP), 0).is_err(),
             "the old connection's client side was rebuilt"
         );
+    });
+}
+
+/// The daemon's sweeper on a table of more entries than one of its batches
+/// (5,000): every dead entry goes (closed by a reset ten seconds ago, past
+/// its 2 s hold), every live one stays, whatever the walk's position when
+/// the batch before it was removed.
+#[test]
+fn the_sweeper_removes_every_dead_entry_across_batches_and_no_live_one() {
+    const DEAD: u16 = 12_000;
+    const LIVE: u16 = 50;
+    fixture(|fx| {
+        let out = open(fx, CLIENT);
+        handshake(fx, CLIENT, FRONTEND, &out);
+        let mut flows = fx.flows();
+        let template = flows.get(&flow_key(CLIENT, FRONTEND, TCP), 0).expect("entry");
+        let key = |i: u16| {
+            flow_key(
+                (Ipv4Addr::new(10, 9, (i >> 8) as u8, i as u8), 1000 + i),
+                FRONTEND,
+                TCP,
+            )
+        };
+        for i in 0..DEAD + LIVE {
+            let entry = if i < DEAD {
+                Flow {
+                    state: template.state | FLOW_CLOSING | FLOW_RESET,
+                    last_seen_ns: ago(10 * SEC),
+                    ..template
+                }
+            } else {
+                Flow {
+                    last_seen_ns: coarse_now_ns(),
+                    ..template
+                }
+            };
+            flows.insert(key(i), entry, 0).expect("insert");
+        }
+        let entries = || fx.flows().keys().filter_map(Result::ok).count();
+        assert_eq!(entries(), usize::from(DEAD + LIVE) + 2);
+        let _sweeper = fx.dataplane.lock().unwrap().start_sweeper().expect("sweeper");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+        while entries() > usize::from(LIVE) + 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        let flows = fx.flows();
+        for i in 0..DEAD + LIVE {
+            assert_eq!(flows.get(&key(i), 0).is_ok(), i >= DEAD, "entry {i}");
+        }
+        assert!(flows.get(&flow_key(CLIENT, FRONTEND, TCP), 0).is_ok());
+        assert!(flows.get(&reply_key(&out), 0).is_ok());
     });
 }
 

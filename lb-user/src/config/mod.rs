@@ -530,7 +530,12 @@ impl Validator<'_> {
             None => DEFAULT_LOCAL_PORTS,
             Some(raw) => self.port_range(raw, "local_ports")?,
         };
-        if snat_ports.start() <= local_ports.end() && local_ports.start() <= snat_ports.end() {
+        // Without manage_sysctls local_ports is unused: the daemon checks
+        // snat_ports against the kernel's own range instead.
+        if d.manage_sysctls
+            && snat_ports.start() <= local_ports.end()
+            && local_ports.start() <= snat_ports.end()
+        {
             let span = d
                 .local_ports
                 .as_ref()

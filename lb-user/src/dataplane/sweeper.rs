@@ -1,9 +1,9 @@
 //! The connection table's sweeper: removes entries that no longer serve a
 //! connection (closed past their hold, expired half-open, idle past their
-//! timeout, or left without their other direction), so that the LRU never
-//! has to make room by evicting an idle live connection while dead ones
-//! remain. It runs on its own thread with its own handles on the maps, at a
-//! bounded pace, so it never delays the daemon's loop.
+//! timeout), so that the LRU never has to make room by evicting an idle
+//! live connection while dead ones remain. It runs on its own thread with
+//! its own handles on the maps, at a bounded pace and in bounded memory
+//! (a batch of keys at a time), so it never delays the daemon's loop.
 
 use std::{
     sync::{
@@ -77,15 +77,18 @@ impl Drop for Sweeper {
 }
 
 fn run(flows_id: u32, settings_id: u32, stop: &AtomicBool) {
-    let opened = MapData::from_id(flows_id).and_then(|flows| Ok((flows, MapData::from_id(settings_id)?)));
-    let (flows, settings) = match opened {
+    // Two handles on the table: one walks its keys while the other removes.
+    let opened = MapData::from_id(flows_id)
+        .and_then(|walk| Ok((walk, MapData::from_id(flows_id)?, MapData::from_id(settings_id)?)));
+    let (walk, flows, settings) = match opened {
         Ok(maps) => maps,
         Err(e) => {
             warn!(error = %e, "the connection-table sweeper cannot open the maps; it does not run");
             return;
         }
     };
-    let (Ok(mut flows), Ok(settings)) = (
+    let (Ok(walk), Ok(mut flows), Ok(settings)) = (
+        HashMap::<MapData, FlowKey, Flow>::try_from(Map::LruHashMap(walk)),
         HashMap::<MapData, FlowKey, Flow>::try_from(Map::LruHashMap(flows)),
         Array::<MapData, Settings>::try_from(Map::Array(settings)),
     ) else {
@@ -99,35 +102,63 @@ fn run(flows_id: u32, settings_id: u32, stop: &AtomicBool) {
         if current.flags & SETTINGS_READY == 0 {
             continue;
         }
-        let removed = sweep(&mut flows, &current, stop);
+        let removed = sweep(&walk, &mut flows, &current, stop);
         if removed > 0 {
             debug!(removed, "swept dead connection-table entries");
         }
     }
 }
 
-/// One pass: removes dead entries, pausing between batches. Returns how
-/// many were removed.
-fn sweep(flows: &mut HashMap<MapData, FlowKey, Flow>, settings: &Settings, stop: &AtomicBool) -> usize {
-    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+/// One pass: walks the keys through `walk`, removes dead entries through
+/// `flows` a batch at a time, pausing between batches. Returns how many
+/// were removed.
+///
+/// The walk's position is the last key it returned, and a hash map's
+/// "next key" after a key that is gone starts over from the first: so each
+/// batch's last key is judged only with the next batch, once the walk has
+/// moved past it. If the program removes that key during a pause (its
+/// connection closed, the LRU), the walk starts over: entries already
+/// judged are judged again and the pass still ends, but under heavy churn
+/// the far end of the table is swept less often (`BPF_MAP_LOOKUP_BATCH`,
+/// whose cursor survives removals, would not be; aya 0.14 has no wrapper).
+fn sweep(
+    walk: &HashMap<MapData, FlowKey, Flow>,
+    flows: &mut HashMap<MapData, FlowKey, Flow>,
+    settings: &Settings,
+    stop: &AtomicBool,
+) -> usize {
     let mut removed = 0;
-    for batch in keys.chunks(BATCH) {
-        let now = super::coarse_clock_ns();
-        for key in batch {
-            // Read right before the removal: the program may have just
-            // given the tuple to a new connection, which must stay. (A
-            // take-over between this read and the removal, microseconds
-            // apart, costs that connection its reply entry until its next
-            // packet rebuilds it: see `heal` in the program.)
-            let Ok(flow) = flows.get(key, 0) else {
-                continue;
-            };
-            if is_dead(key, &flow, now, settings) && flows.remove(key).is_ok() {
-                removed += 1;
-            }
+    let mut batch: Vec<FlowKey> = Vec::with_capacity(BATCH + 1);
+    for key in walk.keys().filter_map(Result::ok) {
+        batch.push(key);
+        if batch.len() <= BATCH {
+            continue;
         }
+        let walked_past = batch.len() - 1;
+        removed += remove_dead(flows, &batch[..walked_past], settings);
+        batch.drain(..walked_past);
         if sleep_unless_stopped(PAUSE, stop) {
-            break;
+            return removed;
+        }
+    }
+    removed + remove_dead(flows, &batch, settings)
+}
+
+/// Removes the entries under `keys` that are dead now; returns how many.
+fn remove_dead(flows: &mut HashMap<MapData, FlowKey, Flow>, keys: &[FlowKey], settings: &Settings) -> usize {
+    let now = super::coarse_clock_ns();
+    let mut removed = 0;
+    for key in keys {
+        // Read right before the removal: the program may have just given
+        // the tuple to a new connection, which must stay. (A take-over
+        // between this read and the removal, microseconds apart, costs that
+        // connection its reply entry until its next packet rebuilds it: see
+        // `heal` in the program.)
+        let Ok(flow) = flows.get(key, 0) else {
+            continue;
+        };
+        if is_dead(key, &flow, now, settings) && flows.remove(key).is_ok() {
+            removed += 1;
         }
     }
     removed
@@ -197,7 +228,7 @@ mod tests {
             seq_next: 0,
             max_window: 0,
             window_scale: 0,
-            _pad: 0,
+            retired: 0,
             next_hop_mtu: 0,
             peer_window: 0,
         }
