@@ -97,10 +97,7 @@ pub fn tuple_owner(owner: &Flow, client: &FlowKey, now_ns: u64, settings: &Setti
     }
     let state = owner.state;
     if fully_closed(state) {
-        let same_client = owner.rewrite.dst_addr == client.src_addr
-            && owner.rewrite.dst_port == client.src_port
-            && owner.rewrite.src_addr == client.dst_addr
-            && owner.rewrite.src_port == client.dst_port;
+        let same_client = owner.rewrite.reply_key(client.proto) == *client;
         let hold = if state & FLOW_RESET == 0 && state & FLOW_BACKEND_TIME_WAIT != 0 {
             settings.tcp_time_wait_ns
         } else {

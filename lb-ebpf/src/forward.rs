@@ -5,12 +5,16 @@
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup as FibParams,
-    helpers::{bpf_fib_lookup, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{headers::EthHdr, maps::NextHop, stats::Counter};
+use lb_common::{
+    headers::EthHdr,
+    maps::{Flow, NextHop},
+    stats::Counter,
+};
 
-use crate::Outcome;
+use crate::{parse, Outcome};
 
 const AF_INET: u8 = 2;
 const BPF_FIB_LKUP_RET_SUCCESS: i64 = 0;
@@ -19,15 +23,14 @@ const BPF_FIB_LKUP_RET_FRAG_NEEDED: i64 = 8;
 /// The smallest MTU an IPv4 link may have (RFC 791).
 const MIN_IPV4_MTU: u16 = 68;
 
-/// A connection's cached next hop: the copy read with the entry, and where
-/// to store a fresh lookup.
+/// A connection's cached next hop and path MTU: the copy read with the
+/// entry, and the entry, where a fresh lookup is stored.
 pub struct NextHopCache {
     pub cached: NextHop,
     pub mtu: u16,
     /// The cached value may be used (it is recent and was resolved).
     pub fresh: bool,
-    pub slot: *mut NextHop,
-    pub mtu_slot: *mut u16,
+    pub flow: *mut Flow,
 }
 
 /// Where a packet goes once translated.
@@ -98,10 +101,10 @@ pub fn route(
                 dst_mac: fib.dmac,
             };
             if let Some(cache) = cache {
-                // SAFETY: the slots point into the connection's live map value.
+                // SAFETY: the connection's live map value.
                 unsafe {
-                    *cache.slot = next_hop;
-                    *cache.mtu_slot = mtu;
+                    (*cache.flow).next_hop = next_hop;
+                    (*cache.flow).next_hop_mtu = mtu;
                 }
             }
             Route::Via(next_hop)
@@ -115,10 +118,21 @@ pub fn route(
     }
 }
 
-/// Sends the translated packet to `next_hop`.
+/// Sends the translated packet where `route` says, `forwarded` counting it
+/// when it leaves through XDP. One still too big for the path (without DF,
+/// or an ICMP error, which gets no error of its own: RFC 1122) goes to the
+/// kernel, which fragments it.
 #[inline(always)]
-pub fn send(eth: *mut EthHdr, next_hop: &NextHop, forwarded: Counter) -> Outcome {
-    // SAFETY: eth was bounds-checked by the caller.
+pub fn deliver(ctx: &XdpContext, route: Route, forwarded: Counter) -> Outcome {
+    let next_hop = match route {
+        Route::Via(next_hop) => next_hop,
+        Route::Kernel(counter) => return Outcome::pass(counter),
+        Route::TooBig(_) => return Outcome::pass(Counter::PassToFragment),
+    };
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Outcome::drop(Counter::DropMalformed);
+    };
+    // SAFETY: bounds-checked by ptr_at.
     unsafe {
         (*eth).src = next_hop.src_mac;
         (*eth).dst = next_hop.dst_mac;
@@ -129,4 +143,22 @@ pub fn send(eth: *mut EthHdr, next_hop: &NextHop, forwarded: Counter) -> Outcome
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(next_hop.ifindex, 0) } as u32;
     Outcome::new(action, forwarded)
+}
+
+/// Sends an answer built in the frame (its MACs already set) back out of
+/// the interface it came in, cut to its first `len` bytes: `sent` counts
+/// it, `failed` a frame that could not be cut.
+#[inline(always)]
+pub fn send_back(ctx: &XdpContext, len: usize, sent: Counter, failed: Counter) -> Outcome {
+    let frame_len = ctx.data_end() - ctx.data();
+    if frame_len > len {
+        // SAFETY: ctx.ctx is the program's xdp_md; shrinking within the frame.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - len) as i32)) } != 0 {
+            return Outcome::drop(failed);
+        }
+    }
+    // A redirect rather than XDP_TX, for veth: see `deliver`.
+    // SAFETY: plain helper call.
+    let action = unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) } as u32;
+    Outcome::new(action, sent)
 }

@@ -2,11 +2,7 @@
 //! both ways, and the "fragmentation needed" error the load balancer sends,
 //! as a router does, about a packet too big for the path it would take.
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    programs::XdpContext,
-};
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     headers::{EthHdr, IcmpHdr, Ipv4Hdr, QuotedPorts, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     maps::{FlowKey, SETTINGS_READY},
@@ -14,10 +10,7 @@ use lb_common::{
     stats::Counter,
 };
 
-use crate::{
-    forward::{self, Route},
-    interface_mac, maps, not_addressed_here, parse, Outcome, IP_OFFSET, L4_OFFSET,
-};
+use crate::{forward, interface_mac, maps, not_addressed_here, parse, Outcome, IP_OFFSET, L4_OFFSET};
 
 /// The IPv4 header of an option-less, unfragmented, ready-to-handle ICMP
 /// packet addressed to this node's MAC, if the frame is one.
@@ -98,17 +91,8 @@ pub fn icmp_error(ctx: &XdpContext, ip: &mut Ipv4Hdr) -> Outcome {
     if nat::rewrite_icmp_error(ip, icmp, quoted_ip, quoted, &rewrite).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
-    match forward::route(ctx, ip.protocol, ip.total_len(), ip.src(), ip.dst(), None) {
-        Route::Via(next_hop) => {
-            let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-                return Outcome::drop(Counter::DropMalformed);
-            };
-            forward::send(eth, &next_hop, Counter::ForwardIcmpError)
-        }
-        Route::Kernel(counter) => Outcome::pass(counter),
-        // No error about an error (RFC 1122): the kernel fragments it.
-        Route::TooBig(_) => Outcome::pass(Counter::PassToFragment),
-    }
+    let route = forward::route(ctx, ip.protocol, ip.total_len(), ip.src(), ip.dst(), None);
+    forward::deliver(ctx, route, Counter::ForwardIcmpError)
 }
 
 /// A "fragmentation needed" error about the packet in the frame: what it
@@ -156,19 +140,10 @@ pub fn send_frag_needed(ctx: &XdpContext, mtu: u16) -> Outcome {
     };
     frame.ip = ip;
     frame.icmp = icmp;
-    let keep = core::mem::size_of::<FragNeededFrame>();
-    let frame_len = ctx.data_end() - ctx.data();
-    if frame_len > keep {
-        // SAFETY: ctx.ctx is the program's xdp_md; shrinking within the frame.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - keep) as i32)) } != 0 {
-            return Outcome::drop(Counter::DropTooBig);
-        }
-    }
-    // Back out of the ingress interface (a redirect, for veth: see forward).
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) } as u32;
-    if action != xdp_action::XDP_REDIRECT {
-        return Outcome::drop(Counter::DropTooBig);
-    }
-    Outcome::new(action, Counter::IcmpFragNeeded)
+    forward::send_back(
+        ctx,
+        core::mem::size_of::<FragNeededFrame>(),
+        Counter::IcmpFragNeeded,
+        Counter::DropTooBig,
+    )
 }

@@ -17,7 +17,7 @@ mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_tail},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
 };
@@ -183,10 +183,7 @@ fn process(ctx: &XdpContext) -> Outcome {
                 cached: current.next_hop,
                 mtu: current.next_hop_mtu,
                 fresh: !stale,
-                // SAFETY: fields of the live map value.
-                slot: unsafe { &raw mut (*flow).next_hop },
-                // SAFETY: as above.
-                mtu_slot: unsafe { &raw mut (*flow).next_hop_mtu },
+                flow,
             };
             stats::count_traffic(
                 u32::from(current.service_id),
@@ -375,18 +372,12 @@ fn refuse(ctx: &XdpContext, ip: &mut Ipv4Hdr) -> Outcome {
         (*eth).dst = (*eth).src;
         (*eth).src = own_mac;
     }
-    let keep = EthHdr::LEN + Ipv4Hdr::LEN + TcpHdr::LEN;
-    let frame_len = ctx.data_end() - ctx.data();
-    if frame_len > keep {
-        // SAFETY: ctx.ctx is the program's xdp_md; shrinking within the frame.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - keep) as i32)) } != 0 {
-            return Outcome::drop(Counter::DropNoBackend);
-        }
-    }
-    // Back out of the ingress interface (a redirect, for veth: see forward).
-    // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) } as u32;
-    Outcome::new(action, Counter::ResetNoBackend)
+    forward::send_back(
+        ctx,
+        EthHdr::LEN + Ipv4Hdr::LEN + TcpHdr::LEN,
+        Counter::ResetNoBackend,
+        Counter::DropNoBackend,
+    )
 }
 
 /// The longest TCP header (with options).
@@ -478,27 +469,16 @@ fn translate(
         to.dst_addr,
         next_hop.as_ref(),
     );
-    let next_hop = match route {
-        Route::Via(next_hop) => Some(next_hop),
-        // Answered about the packet as it arrived: nothing rewritten yet.
-        Route::TooBig(mtu) if ip.dont_fragment() => return icmp::send_frag_needed(ctx, mtu),
-        Route::TooBig(_) => None,
-        Route::Kernel(_) => None,
-    };
+    if let Route::TooBig(mtu) = route {
+        if ip.dont_fragment() {
+            // Answered about the packet as it arrived: nothing rewritten yet.
+            return icmp::send_frag_needed(ctx, mtu);
+        }
+    }
     if nat::rewrite(ip, l4, to).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
-    match (next_hop, route) {
-        (Some(next_hop), _) => {
-            let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-                return Outcome::drop(Counter::DropMalformed);
-            };
-            forward::send(eth, &next_hop, counter)
-        }
-        (None, Route::Kernel(counter)) => Outcome::pass(counter),
-        // The kernel fragments it on its way out.
-        (None, _) => Outcome::pass(Counter::PassToFragment),
-    }
+    forward::deliver(ctx, route, counter)
 }
 
 #[inline(always)]

@@ -719,6 +719,24 @@ impl<'a> Translatable<'a> {
     }
 }
 
+/// The packet in `input`, if the program may handle it at all: addressed to
+/// the interface it arrived on (frames for another host's MAC pass
+/// untouched) and translatable. `did` names what the program did to it.
+fn ours_to_handle<'a>(
+    net: &Network,
+    ingress: u32,
+    input: &'a [u8],
+    did: &str,
+) -> Result<Translatable<'a>, String> {
+    if !net.addressed_here(ingress, input) {
+        return Err(format!(
+            "{did} a frame for another host's MAC {} on ifindex {ingress}: such frames pass untouched",
+            mac_text(&input[..6])
+        ));
+    }
+    Translatable::parse(input).map_err(|why| format!("{did} a frame it must not handle: {why}"))
+}
+
 fn check_translation(
     net: &Network,
     seen: &Translations,
@@ -727,14 +745,7 @@ fn check_translation(
     output: &[u8],
     egress: Egress,
 ) -> Result<Checked, String> {
-    if !net.addressed_here(ingress, input) {
-        return Err(format!(
-            "rewrote a frame for another host's MAC {} on ifindex {ingress}: such frames pass untouched",
-            mac_text(&input[..6])
-        ));
-    }
-    let packet =
-        Translatable::parse(input).map_err(|why| format!("rewrote a frame it must not translate: {why}"))?;
+    let packet = ours_to_handle(net, ingress, input, "rewrote")?;
     let (src, dst) = (packet.src(), packet.dst());
     if let Some(service) = net.service_at(packet.proto, dst) {
         if !service.has_active_backend() {
@@ -871,14 +882,7 @@ fn check_frag_needed(
     input: &[u8],
     output: &[u8],
 ) -> Result<Checked, String> {
-    if !net.addressed_here(ingress, input) {
-        return Err(format!(
-            "answered a frame for another host's MAC {} on ifindex {ingress}",
-            mac_text(&input[..6])
-        ));
-    }
-    let packet =
-        Translatable::parse(input).map_err(|why| format!("answered a frame it must not handle: {why}"))?;
+    let packet = ours_to_handle(net, ingress, input, "answered")?;
     let (src, dst) = (packet.src(), packet.dst());
     let connection = (packet.proto, src, dst);
     let opens = packet.proto == UDP || opens_connection(packet.tcp_flags());

@@ -553,6 +553,23 @@ fn spoofed_syn(bed: &Testbed, source: (Ipv4Addr, u16)) {
 /// if they were lost on the way: the half-open entry is then what the data
 /// plane alone makes of it.
 ///
+/// The half-open tests' daemon: web1 alone behind a one-port pool (one
+/// tuple), the client's ports pooled, half-open connections forgotten after
+/// HANDSHAKE_TIMEOUT.
+fn start_one_tuple_short_handshake(bed: &mut Testbed) {
+    start(
+        bed,
+        &format!(
+            "{}\n{CLIENT_PORTS_POOLED}\ntcp_handshake_timeout_secs = {}",
+            pool("20000-20000"),
+            HANDSHAKE_TIMEOUT.as_secs()
+        ),
+        &web1_only(),
+    );
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A spoofed SYN takes the tuple. A real connection at once is refused (a
 /// half-open tuple is held for a second: its SYN-ACK may be on the way);
 /// after a second it takes the tuple over, counted as an eviction. Another
@@ -561,14 +578,7 @@ fn spoofed_syn(bed: &Testbed, source: (Ipv4Addr, u16)) {
 #[test]
 fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_handshake_timeout() {
     let mut bed = testbed();
-    start(
-        &mut bed,
-        &format!(
-            "{}\n{CLIENT_PORTS_POOLED}\ntcp_handshake_timeout_secs = 3",
-            pool("20000-20000")
-        ),
-        &web1_only(),
-    );
+    start_one_tuple_short_handshake(&mut bed);
     nft(
         &bed.webs[0],
         &[
@@ -577,8 +587,6 @@ fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_han
             &format!("add rule ip xlbtest pre tcp sequence {SPOOFED_ISN} drop"),
         ],
     );
-    let handshake_timeout = Duration::from_secs(3);
-
     let spoofed_at = Instant::now();
     spoofed_syn(&bed, (SPOOFED, 40_000));
     let refused = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_millis(300));
@@ -598,7 +606,7 @@ fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_han
     let mut evicting = connect(&bed, client, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("after a second: {e:#}; {}", counters(&bed)));
     assert!(
-        spoofed_at.elapsed() < handshake_timeout,
+        spoofed_at.elapsed() < HANDSHAKE_TIMEOUT,
         "precondition: connected before the handshake timeout"
     );
     assert_eq!(http::get(&mut evicting).unwrap(), "web1 frontend");
@@ -618,7 +626,7 @@ fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_han
     assert_eq!(counter(&bed, "forward_new_evicting"), 1, "{}", counters(&bed));
 
     std::thread::sleep(
-        (handshake_timeout + Duration::from_millis(500)).saturating_sub(spoofed_again_at.elapsed()),
+        (HANDSHAKE_TIMEOUT + Duration::from_millis(500)).saturating_sub(spoofed_again_at.elapsed()),
     );
     let mut free = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("after the handshake timeout: {e:#}; {}", counters(&bed)));
@@ -642,14 +650,7 @@ fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_han
 #[test]
 fn a_tuple_taken_from_a_half_open_connection_the_backend_answered_serves_the_new_client() {
     let mut bed = testbed();
-    start(
-        &mut bed,
-        &format!(
-            "{}\n{CLIENT_PORTS_POOLED}\ntcp_handshake_timeout_secs = 3",
-            pool("20000-20000")
-        ),
-        &web1_only(),
-    );
+    start_one_tuple_short_handshake(&mut bed);
     let spoofed_at = Instant::now();
     spoofed_syn(&bed, (SPOOFED, 40_000));
     wait::until("web1 answers the spoofed SYN", Duration::from_secs(5), || {
