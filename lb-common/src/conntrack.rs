@@ -67,7 +67,9 @@ pub enum TupleOwner {
     /// Held, but may be taken when no free tuple is found ("under
     /// pressure"): a closed connection still within its hold, or a half-open
     /// one whose client has not answered in a second. The oldest goes first.
-    Evictable { age_ns: u64 },
+    /// `half_open`: the owner never completed its handshake (a tuple taken
+    /// from one is a sign of a SYN flood: see SYN_PRESSURE).
+    Evictable { age_ns: u64, half_open: bool },
 }
 
 /// Judges reply entry `owner` for a new connection whose client-side key is
@@ -84,9 +86,19 @@ pub enum TupleOwner {
 /// `tcp_time_wait_ns` when the backend closed first, only
 /// `tcp_close_linger_ns` when the client closed first (the backend then
 /// closes passively and keeps no TIME_WAIT) or a reset ended it.
+///
+/// A `proven` client (its ACK carried a valid SYN cookie) may also take
+/// the tuple of a half-open connection younger than a second: under a SYN
+/// flood the young half-open ones are the flood's.
 #[inline(always)]
 #[must_use]
-pub fn tuple_owner(owner: &Flow, client: &FlowKey, now_ns: u64, settings: &Settings) -> TupleOwner {
+pub fn tuple_owner(
+    owner: &Flow,
+    client: &FlowKey,
+    now_ns: u64,
+    settings: &Settings,
+    proven: bool,
+) -> TupleOwner {
     let idle = now_ns.saturating_sub(owner.last_seen_ns);
     if client.proto != IPPROTO_TCP {
         return if idle > settings.udp_timeout_ns {
@@ -106,7 +118,10 @@ pub fn tuple_owner(owner: &Flow, client: &FlowKey, now_ns: u64, settings: &Setti
         return if same_client || idle > hold {
             TupleOwner::Free
         } else {
-            TupleOwner::Evictable { age_ns: idle }
+            TupleOwner::Evictable {
+                age_ns: idle,
+                half_open: false,
+            }
         };
     }
     if state & FLOW_CLOSING != 0 && idle > settings.tcp_time_wait_ns {
@@ -118,8 +133,11 @@ pub fn tuple_owner(owner: &Flow, client: &FlowKey, now_ns: u64, settings: &Setti
         if idle > settings.tcp_handshake_timeout_ns {
             return TupleOwner::Free;
         }
-        if idle > HALF_OPEN_EVICTABLE_NS {
-            return TupleOwner::Evictable { age_ns: idle };
+        if idle > HALF_OPEN_EVICTABLE_NS || proven {
+            return TupleOwner::Evictable {
+                age_ns: idle,
+                half_open: true,
+            };
         }
         return TupleOwner::Held;
     }
@@ -340,6 +358,7 @@ mod tests {
             tcp_close_linger_ns: 2 * SEC,
             flags: 0,
             _pad: 0,
+            cookie_key: [0; 2],
         }
     }
 
@@ -364,6 +383,13 @@ mod tests {
             retired: 0,
             next_hop_mtu: 0,
             peer_window: 0,
+            seq_shift: 0,
+            ack_shift: 0,
+            proxy_isn: 0,
+            proxy: 0,
+            client_window_scale: 0,
+            backend_window_scale: 0,
+            _pad: 0,
         }
     }
 
@@ -450,25 +476,34 @@ mod tests {
         let s = settings();
         let closed = flow(SERVER_CLOSED, 10 * SEC);
         assert_eq!(
-            tuple_owner(&closed, &conn(CLIENT, 40_000, VIP), 10 * SEC, &s),
+            tuple_owner(&closed, &conn(CLIENT, 40_000, VIP), 10 * SEC, &s, false),
             TupleOwner::Free
         );
         // Another port of the same client, or the same port through another
         // VIP, has other timestamps (offset per 4-tuple).
         assert_eq!(
-            tuple_owner(&closed, &conn(CLIENT, 40_002, VIP), 11 * SEC, &s),
-            TupleOwner::Evictable { age_ns: SEC }
+            tuple_owner(&closed, &conn(CLIENT, 40_002, VIP), 11 * SEC, &s, false),
+            TupleOwner::Evictable {
+                age_ns: SEC,
+                half_open: false
+            }
         );
         assert_eq!(
-            tuple_owner(&closed, &conn(CLIENT, 40_000, VIP + 1), 11 * SEC, &s),
-            TupleOwner::Evictable { age_ns: SEC }
+            tuple_owner(&closed, &conn(CLIENT, 40_000, VIP + 1), 11 * SEC, &s, false),
+            TupleOwner::Evictable {
+                age_ns: SEC,
+                half_open: false
+            }
         );
         assert_eq!(
-            tuple_owner(&closed, &conn(OTHER_CLIENT, 40_000, VIP), 70 * SEC, &s),
-            TupleOwner::Evictable { age_ns: 60 * SEC }
+            tuple_owner(&closed, &conn(OTHER_CLIENT, 40_000, VIP), 70 * SEC, &s, false),
+            TupleOwner::Evictable {
+                age_ns: 60 * SEC,
+                half_open: false
+            }
         );
         assert_eq!(
-            tuple_owner(&closed, &conn(OTHER_CLIENT, 40_000, VIP), 76 * SEC, &s),
+            tuple_owner(&closed, &conn(OTHER_CLIENT, 40_000, VIP), 76 * SEC, &s, false),
             TupleOwner::Free
         );
     }
@@ -478,12 +513,12 @@ mod tests {
         let s = settings();
         let by_client = flow(CLIENT_CLOSED, 10 * SEC);
         assert_eq!(
-            tuple_owner(&by_client, &conn(OTHER_CLIENT, 40_000, VIP), 13 * SEC, &s),
+            tuple_owner(&by_client, &conn(OTHER_CLIENT, 40_000, VIP), 13 * SEC, &s, false),
             TupleOwner::Free
         );
         let reset = flow(EST | FLOW_CLOSING | FLOW_RESET | FLOW_BACKEND_TIME_WAIT, 10 * SEC);
         assert_eq!(
-            tuple_owner(&reset, &conn(OTHER_CLIENT, 40_000, VIP), 13 * SEC, &s),
+            tuple_owner(&reset, &conn(OTHER_CLIENT, 40_000, VIP), 13 * SEC, &s, false),
             TupleOwner::Free
         );
     }
@@ -493,11 +528,11 @@ mod tests {
         let s = settings();
         let half = flow(EST | FLOW_CLOSING | FLOW_FIN_FROM_CLIENT, 0);
         assert_eq!(
-            tuple_owner(&half, &conn(CLIENT, 40_000, VIP), 60 * SEC, &s),
+            tuple_owner(&half, &conn(CLIENT, 40_000, VIP), 60 * SEC, &s, false),
             TupleOwner::Held
         );
         assert_eq!(
-            tuple_owner(&half, &conn(CLIENT, 40_000, VIP), 66 * SEC, &s),
+            tuple_owner(&half, &conn(CLIENT, 40_000, VIP), 66 * SEC, &s, false),
             TupleOwner::Free
         );
     }
@@ -507,20 +542,46 @@ mod tests {
         let s = settings();
         let half_open = flow(FLOW_SEQ_KNOWN, 0);
         assert_eq!(
-            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), SEC / 2, &s),
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), SEC / 2, &s, false),
             TupleOwner::Held
         );
         assert_eq!(
-            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), 2 * SEC, &s),
-            TupleOwner::Evictable { age_ns: 2 * SEC }
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), 2 * SEC, &s, false),
+            TupleOwner::Evictable {
+                age_ns: 2 * SEC,
+                half_open: true
+            }
         );
         assert_eq!(
-            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), 11 * SEC, &s),
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), 11 * SEC, &s, false),
             TupleOwner::Free
         );
         // Established and idle is held for the idle timeout.
         assert_eq!(
-            tuple_owner(&flow(EST, 0), &conn(OTHER_CLIENT, 40_000, VIP), 3000 * SEC, &s),
+            tuple_owner(
+                &flow(EST, 0),
+                &conn(OTHER_CLIENT, 40_000, VIP),
+                3000 * SEC,
+                &s,
+                false
+            ),
+            TupleOwner::Held
+        );
+    }
+
+    #[test]
+    fn a_client_proven_by_cookie_may_take_a_young_half_open_tuple_but_nothing_live() {
+        let s = settings();
+        let half_open = flow(FLOW_SEQ_KNOWN, 0);
+        assert_eq!(
+            tuple_owner(&half_open, &conn(OTHER_CLIENT, 40_000, VIP), SEC / 2, &s, true),
+            TupleOwner::Evictable {
+                age_ns: SEC / 2,
+                half_open: true
+            }
+        );
+        assert_eq!(
+            tuple_owner(&flow(EST, 0), &conn(OTHER_CLIENT, 40_000, VIP), SEC / 2, &s, true),
             TupleOwner::Held
         );
     }

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod maps;
 pub mod nat;
 pub mod stats;
+pub mod synproxy;
 
 #[cfg(test)]
 extern crate std;

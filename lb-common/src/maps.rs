@@ -30,6 +30,12 @@ pub struct Service {
 /// `Service::flags`: answer a new TCP connection with a reset (instead of
 /// dropping it) when the service has no backend to take it.
 pub const SERVICE_RESET_WHEN_EMPTY: u32 = 0x1;
+/// `Service::flags`: answer every SYN with a SYN cookie (`syn_cookies =
+/// "always"`). Without this flag or SERVICE_SYN_COOKIES_NEVER, SYNs are
+/// answered with cookies only under pressure (see SYN_PRESSURE).
+pub const SERVICE_SYN_COOKIES_ALWAYS: u32 = 0x2;
+/// `Service::flags`: never answer SYNs with cookies (`syn_cookies = "never"`).
+pub const SERVICE_SYN_COOKIES_NEVER: u32 = 0x4;
 
 /// Per-service traffic, per CPU. "In" is from clients, "out" is to clients.
 #[repr(C)]
@@ -206,7 +212,33 @@ pub struct Flow {
     /// so that this direction's segments are judged without a second lookup.
     /// 0 until the other direction has spoken.
     pub peer_window: u32,
+    /// TCP: added to this direction's sequence numbers when it is
+    /// translated; `ack_shift` to its acknowledgement numbers and SACK
+    /// blocks. Each entry's `ack_shift` is the other's `seq_shift` negated.
+    /// Zero but for a connection opened by SYN cookie (see PROXY_OPEN).
+    pub seq_shift: u32,
+    pub ack_shift: u32,
+    /// SYN proxy: the ISN the client was given (its cookie).
+    pub proxy_isn: u32,
+    /// PROXY_NONE, PROXY_PENDING or PROXY_OPEN.
+    pub proxy: u8,
+    /// SYN proxy: the window scale the cookie SYN-ACK announced to the
+    /// client (0 without the option)...
+    pub client_window_scale: u8,
+    /// ...and the one the backend announced in its SYN-ACK: the backend's
+    /// windows are rescaled from one to the other towards the client.
+    pub backend_window_scale: u8,
+    pub _pad: u8,
 }
+
+/// `Flow::proxy`: an ordinary connection, whose handshake its ends made.
+pub const PROXY_NONE: u8 = 0;
+/// `Flow::proxy`: the client's handshake was answered by SYN cookie and
+/// completed; the SYN sent on to the backend is not answered yet.
+pub const PROXY_PENDING: u8 = 1;
+/// `Flow::proxy`: both handshakes are done; the backend's sequence space
+/// is shifted onto the cookie's (`seq_shift`, `ack_shift`).
+pub const PROXY_OPEN: u8 = 2;
 
 /// SNAT addresses the settings can hold.
 pub const MAX_SNAT_ADDRS: usize = 8;
@@ -247,6 +279,8 @@ pub struct Settings {
     pub tcp_close_linger_ns: u64,
     pub flags: u32,
     pub _pad: u32,
+    /// The key of SYN cookies, random per daemon start.
+    pub cookie_key: [u64; 2],
 }
 
 impl Settings {
@@ -337,8 +371,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<Endpoints>(), 12);
         assert_eq!(size_of::<NextHop>(), 16);
-        assert_eq!(size_of::<Flow>(), 64);
-        assert_eq!(size_of::<Settings>(), 96);
+        assert_eq!(size_of::<Flow>(), 80);
+        assert_eq!(size_of::<Settings>(), 112);
         assert_eq!(size_of::<InterfaceMac>(), 12);
     }
 

@@ -231,7 +231,7 @@ pub fn frag_needed(quoted_ip: &Ipv4Hdr, quoted: &QuotedPorts, mtu: u16) -> (Ipv4
 
 /// The sum of an option-less IPv4 header's words but its checksum.
 #[inline(always)]
-fn ipv4_header_sum(ip: &Ipv4Hdr) -> u32 {
+pub(crate) fn ipv4_header_sum(ip: &Ipv4Hdr) -> u32 {
     words_sum(&[
         u16::from_ne_bytes([ip.version_ihl, ip.tos]),
         ip.tot_len,
@@ -255,7 +255,7 @@ fn words_sum(words: &[u16]) -> u32 {
 }
 
 #[inline(always)]
-fn fold(mut sum: u32) -> u16 {
+pub(crate) fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum as u16

@@ -93,6 +93,31 @@ counters! {
     DropNatPortsExhausted = "drop_nat_ports_exhausted",
     /// The connection table refused an insert.
     DropConntrackFull = "drop_conntrack_full",
+    /// A SYN answered with a SYN cookie (a SYN-ACK from the VIP that stores
+    /// nothing): the service answers all its SYNs so (`syn_cookies =
+    /// "always"`), or is under pressure: a new connection found no SNAT
+    /// tuple, or had to take one from a half-open connection, in the last
+    /// 10 s.
+    SynCookieSent = "syn_cookie_sent",
+    /// A client's ACK that carried a valid SYN cookie opened a connection:
+    /// sent to the backend as the client's SYN.
+    ForwardNewByCookie = "forward_new_by_cookie",
+    /// A segment from a client whose connection was opened by cookie while
+    /// the backend had not answered: the SYN sent to the backend again.
+    SynProxyResend = "syn_proxy_resend",
+    /// The backend's SYN-ACK of a connection opened by cookie, answered with
+    /// the ACK that completes its handshake; from then on the backend's
+    /// sequence numbers are shifted onto the cookie's.
+    SynProxyHandshake = "syn_proxy_handshake",
+    /// Any other segment of a connection opened by cookie while the backend
+    /// has not answered (the client sends it again).
+    DropSynProxyPending = "drop_syn_proxy_pending",
+    /// A SYN carrying data (TCP Fast Open) while SYNs are answered with
+    /// cookies: dropped, the client tries again without data.
+    DropSynWithData = "drop_syn_with_data",
+    /// A SYN-proxy answer (cookie SYN-ACK, SYN or ACK to the backend) that
+    /// could not be built: the frame could not be resized.
+    DropSynProxyFrame = "drop_syn_proxy_frame",
     /// The program has not been configured yet, or a unicast frame arrived
     /// on an interface whose MAC it has not been told.
     PassNotReady = "pass_not_ready",

@@ -31,12 +31,13 @@ use lb_common::{
     limits::{slot_index, SNAT_PORT_RETRIES},
     maps::{
         Endpoints, Flow, FlowKey, NextHop, Service, Settings, DIRECTION_FORWARD, DIRECTION_REPLY,
-        FLOW_CHALLENGED, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
+        FLOW_CHALLENGED, FLOW_CLOSING, FLOW_ESTABLISHED, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS, PROXY_NONE,
+        PROXY_PENDING,
     },
     stats::Counter,
 };
 
-use crate::maps::{CURSORS, FLOWS, NEW_ENTRIES, SLOTS};
+use crate::maps::{CURSORS, FLOWS, NEW_ENTRIES, SLOTS, SYN_PRESSURE};
 
 const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
@@ -58,7 +59,21 @@ pub struct Opening {
     pub seq_next: u32,
     pub window: u32,
     pub window_scale: u8,
+    /// Opened by the client's answer to a SYN cookie: the cookie (the
+    /// client's view of the backend's ISN) and the window scale the cookie
+    /// SYN-ACK announced. The client is proven (see `tuple_owner`).
+    pub by_cookie: Option<CookieOpening>,
 }
+
+/// See `Opening::by_cookie`.
+pub struct CookieOpening {
+    pub cookie: u32,
+    pub client_window_scale: u8,
+}
+
+/// How long a service answers SYNs with cookies after a sign of a SYN
+/// flood (see SYN_PRESSURE).
+const SYN_PRESSURE_NS: u64 = 10_000_000_000;
 
 /// A new connection's translation: how to rewrite its first packet, its
 /// backend, and whether it took a held tuple over.
@@ -68,17 +83,28 @@ pub struct Opened {
     pub evicted: bool,
 }
 
-/// Chooses the backend of a new connection with key `key`, its SNAT tuple,
-/// and records both directions. The caller handles an empty pool.
+/// A new connection to open: its first packet's key and context.
+#[derive(Clone, Copy)]
+pub struct NewConnection<'a> {
+    pub ctx: &'a XdpContext,
+    pub key: &'a FlowKey,
+    pub service: &'a Service,
+    pub settings: &'a Settings,
+    pub now_ns: u64,
+}
+
+/// Chooses the backend of a new connection, its SNAT tuple, and records
+/// both directions. The caller handles an empty pool.
+///
 #[inline(always)]
-pub fn open(
-    ctx: &XdpContext,
-    key: &FlowKey,
-    service: &Service,
-    settings: &Settings,
-    now_ns: u64,
-    opening: &Opening,
-) -> Result<Opened, Counter> {
+pub fn open(new: &NewConnection, opening: &Opening) -> Result<Opened, Counter> {
+    let NewConnection {
+        ctx,
+        key,
+        service,
+        settings,
+        now_ns,
+    } = *new;
     // The caller refuses connections to an empty pool; this also keeps the
     // modulo below free of a division-by-zero panic path.
     if service.slot_count == 0 {
@@ -128,7 +154,19 @@ pub fn open(
         retired: 0,
         next_hop_mtu: 0,
         peer_window: 0,
+        seq_shift: 0,
+        ack_shift: 0,
+        proxy_isn: 0,
+        proxy: PROXY_NONE,
+        client_window_scale: 0,
+        backend_window_scale: 0,
+        _pad: 0,
     };
+    if let Some(by_cookie) = &opening.by_cookie {
+        forward.proxy = PROXY_PENDING;
+        forward.proxy_isn = by_cookie.cookie;
+        forward.client_window_scale = by_cookie.client_window_scale;
+    }
     *reply = Flow {
         rewrite: Endpoints {
             src_addr: key.dst_addr,
@@ -172,11 +210,13 @@ pub fn open(
             && !(settings.local_port_first..=settings.local_port_last).contains(&client_port),
         port_first: first,
         port_range: u32::from(settings.snat_port_last).saturating_sub(first) + 1,
+        proven: opening.by_cookie.is_some(),
         found: Found::Nothing,
         chosen: *key,
         evictable: false,
         oldest_evictable: *key,
         oldest_age_ns: 0,
+        oldest_half_open: false,
     };
     for attempt in 0..(KEPT_PORT_ATTEMPTS + SNAT_PORT_RETRIES) {
         if probe_tuple(&mut search, attempt) {
@@ -192,8 +232,16 @@ pub fn open(
         Found::TableFull => return Err(Counter::DropConntrackFull),
         Found::Free => (search.chosen, false),
         // Under pressure: the oldest closed or stalled half-open tuple seen.
-        Found::Nothing if search.evictable => (search.oldest_evictable, true),
-        Found::Nothing => return Err(Counter::DropNatPortsExhausted),
+        Found::Nothing if search.evictable => {
+            if search.oldest_half_open {
+                mark_syn_pressure(service.id, now_ns);
+            }
+            (search.oldest_evictable, true)
+        }
+        Found::Nothing => {
+            mark_syn_pressure(service.id, now_ns);
+            return Err(Counter::DropNatPortsExhausted);
+        }
     };
     let Some(owner) = FLOWS.get_ptr_mut(&chosen) else {
         return Err(Counter::DropNatPortsExhausted);
@@ -204,6 +252,17 @@ pub fn open(
     forward.rewrite.src_addr = chosen.dst_addr;
     forward.rewrite.src_port = chosen.dst_port;
     finish(key, forward, &chosen, evicted)
+}
+
+/// Makes the service answer SYNs with cookies for a while: its SNAT
+/// tuples are running out to half-open connections.
+#[inline(always)]
+fn mark_syn_pressure(service_id: u32, now_ns: u64) {
+    if let Some(until) = SYN_PRESSURE.get_ptr_mut(service_id) {
+        // SAFETY: a live array slot; a torn or lost write between CPUs
+        // leaves one of their deadlines, which is as good.
+        unsafe { *until = now_ns + SYN_PRESSURE_NS };
+    }
 }
 
 /// What the search for a SNAT tuple found.
@@ -234,11 +293,14 @@ struct TupleSearch<'a> {
     keep_port: bool,
     port_first: u32,
     port_range: u32,
+    /// The client answered a SYN cookie (see `tuple_owner`).
+    proven: bool,
     found: Found,
     chosen: FlowKey,
     evictable: bool,
     oldest_evictable: FlowKey,
     oldest_age_ns: u64,
+    oldest_half_open: bool,
 }
 
 /// One attempt at a SNAT tuple: attempts below KEPT_PORT_ATTEMPTS try the
@@ -311,17 +373,18 @@ fn probe_tuple(search: &mut TupleSearch, attempt: u32) -> bool {
     // at worst misjudges one tuple, and the claim settles races between
     // CPUs that judged it free.
     let owner = unsafe { &*owner };
-    match tuple_owner(owner, &search.key, search.now_ns, search.settings) {
+    match tuple_owner(owner, &search.key, search.now_ns, search.settings, search.proven) {
         TupleOwner::Free => {
             search.found = Found::Free;
             search.chosen = candidate;
             return true;
         }
-        TupleOwner::Evictable { age_ns } => {
+        TupleOwner::Evictable { age_ns, half_open } => {
             if !search.evictable || age_ns > search.oldest_age_ns {
                 search.evictable = true;
                 search.oldest_evictable = candidate;
                 search.oldest_age_ns = age_ns;
+                search.oldest_half_open = half_open;
             }
         }
         TupleOwner::Held => {}
@@ -458,7 +521,7 @@ pub fn close(key: &FlowKey, flow: &Flow, now_ns: u64) {
 /// The entry of the other direction of the connection `flow` belongs to,
 /// if it is there and belongs to it.
 #[inline(always)]
-fn other_direction(key: &FlowKey, flow: &Flow) -> Option<*mut Flow> {
+pub(crate) fn other_direction(key: &FlowKey, flow: &Flow) -> Option<*mut Flow> {
     let other_key = flow.rewrite.reply_key(key.proto);
     let other = FLOWS.get_ptr_mut(&other_key)?;
     // SAFETY: a field of a live entry.
@@ -521,6 +584,9 @@ pub fn heal(key: &FlowKey, current: &Flow) -> Result<(), Counter> {
         retired: 0,
         next_hop_mtu: 0,
         peer_window: current.max_window,
+        // The other direction's shifts mirror this one's (see Flow).
+        seq_shift: 0_u32.wrapping_sub(current.ack_shift),
+        ack_shift: 0_u32.wrapping_sub(current.seq_shift),
         ..*current
     };
     if FLOWS.insert(&other_key, rebuilt, BPF_NOEXIST).is_err() {

@@ -14,6 +14,7 @@ mod icmp;
 mod maps;
 mod parse;
 mod stats;
+mod synproxy;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -28,7 +29,10 @@ use lb_common::{
         IPPROTO_UDP, TCP_SYN,
     },
     limits::MAX_INTERFACES,
-    maps::{FlowKey, ServiceKey, DIRECTION_FORWARD, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY},
+    maps::{
+        FlowKey, ServiceKey, DIRECTION_FORWARD, PROXY_PENDING, SERVICE_RESET_WHEN_EMPTY,
+        SERVICE_SYN_COOKIES_NEVER, SETTINGS_READY,
+    },
     nat::{self, L4},
     stats::Counter,
 };
@@ -159,7 +163,17 @@ fn process(ctx: &XdpContext) -> Outcome {
         // SAFETY: a live map value; concurrent writers only touch fields
         // whose torn values are harmless (see Flow).
         let current = unsafe { *flow };
-        if !superseded(&current, proto, opens_connection, now, settings) {
+        let mut reopen = false;
+        if current.proxy == PROXY_PENDING {
+            if let Some(segment) = &segment {
+                match synproxy::pending(ctx, &key, flow, &current, segment, now) {
+                    synproxy::Pending::Done(outcome) => return outcome,
+                    synproxy::Pending::Reopen => reopen = true,
+                    synproxy::Pending::Ordinary => {}
+                }
+            }
+        }
+        if !reopen && !superseded(&current, proto, opens_connection, now, settings) {
             let stale = now.saturating_sub(current.last_seen_ns) > REFRESH_INTERVAL_NS;
             if stale {
                 if let Err(counter) = conntrack::heal(&key, &current) {
@@ -192,7 +206,8 @@ fn process(ctx: &XdpContext) -> Outcome {
                 u64::from(ip.total_len()),
                 false,
             );
-            return translate(ctx, ip, l4, &current.rewrite, counter, Some(cache));
+            let shift = synproxy::Shift::of(&current);
+            return translate(ctx, ip, l4, &current.rewrite, counter, Some(cache), shift);
         }
         if current.direction == DIRECTION_FORWARD {
             conntrack::close(&key, &current, now);
@@ -209,11 +224,18 @@ fn process(ctx: &XdpContext) -> Outcome {
     let Some(service) = (unsafe { SERVICES.get(&service_key) }) else {
         return Outcome::pass(Counter::PassNotService);
     };
-    if proto == IPPROTO_TCP && !opens_connection {
-        // A segment of a connection we do not know: the VRRP peer's from
-        // before the floating IP moved here, or from before a restart.
-        return hand_off(ctx);
+    // A segment without a connection: the client's answer to a SYN cookie
+    // opens one; anything else belongs to a connection we do not know (the
+    // VRRP peer's from before the floating IP moved here, or from before a
+    // restart).
+    let mut answer = None;
+    if let Some(segment) = segment.as_ref().filter(|_| !opens_connection) {
+        answer = synproxy::check_answer(&key, segment, service, settings, now);
+        if answer.is_none() {
+            return hand_off(ctx);
+        }
     }
+    let by_cookie = answer.as_ref().is_some_and(|opening| opening.by_cookie.is_some());
     if ip.ttl <= 1 {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
@@ -225,23 +247,41 @@ fn process(ctx: &XdpContext) -> Outcome {
     if service.slot_count == 0 {
         stats::count_refused(service.id);
         return match l4 {
+            // The client of a cookie believes it is connected: its data
+            // finds no backend and it times out, as behind a full pool.
+            L4::Tcp(_) if by_cookie => Outcome::drop(Counter::DropNoBackend),
             L4::Tcp(_) if service.flags & SERVICE_RESET_WHEN_EMPTY != 0 => refuse(ctx, ip),
             _ => Outcome::drop(Counter::DropNoBackend),
         };
     }
-    let opening = match &segment {
-        Some(segment) => Opening {
+    if let Some(segment) = &segment {
+        if !by_cookie && synproxy::cookies_active(service, now) {
+            return synproxy::answer_syn(ctx, &key, segment, settings, now);
+        }
+    }
+    let opening = match (&segment, answer) {
+        (_, Some(opening)) => opening,
+        (Some(segment), None) => Opening {
             seq_next: segment.end(),
             window: u32::from(segment.window),
             window_scale: syn_window_scale(ctx, segment),
+            by_cookie: None,
         },
-        None => Opening {
+        _ => Opening {
             seq_next: 0,
             window: 0,
             window_scale: 0,
+            by_cookie: None,
         },
     };
-    match conntrack::open(ctx, &key, service, settings, now, &opening) {
+    let new = conntrack::NewConnection {
+        ctx,
+        key: &key,
+        service,
+        settings,
+        now_ns: now,
+    };
+    match conntrack::open(&new, &opening) {
         Ok(opened) => {
             stats::count_traffic(
                 service.id,
@@ -250,12 +290,32 @@ fn process(ctx: &XdpContext) -> Outcome {
                 u64::from(ip.total_len()),
                 true,
             );
+            if let Some(by_cookie) = &opening.by_cookie {
+                return synproxy::send_syn(
+                    ctx,
+                    &opened.rewrite,
+                    opening.seq_next.wrapping_sub(1),
+                    by_cookie.cookie,
+                    opening.window,
+                    Counter::ForwardNewByCookie,
+                );
+            }
             let counter = if opened.evicted {
                 Counter::ForwardNewEvicting
             } else {
                 Counter::ForwardNew
             };
-            translate(ctx, ip, l4, &opened.rewrite, counter, None)
+            translate(ctx, ip, l4, &opened.rewrite, counter, None, None)
+        }
+        // No tuple left: this SYN is answered with a cookie instead (the
+        // search has put the service under pressure).
+        Err(Counter::DropNatPortsExhausted)
+            if !by_cookie && service.flags & SERVICE_SYN_COOKIES_NEVER == 0 =>
+        {
+            match &segment {
+                Some(segment) => synproxy::answer_syn(ctx, &key, segment, settings, now),
+                None => Outcome::drop(Counter::DropNatPortsExhausted),
+            }
         }
         Err(counter) => Outcome::drop(counter),
     }
@@ -264,7 +324,7 @@ fn process(ctx: &XdpContext) -> Outcome {
 /// The window scale a SYN or SYN-ACK announces (0 without the option, or
 /// for any other segment).
 #[inline(always)]
-fn syn_window_scale(ctx: &XdpContext, segment: &Segment) -> u8 {
+pub(crate) fn syn_window_scale(ctx: &XdpContext, segment: &Segment) -> u8 {
     if segment.flags & TCP_SYN == 0 {
         return 0;
     }
@@ -387,7 +447,7 @@ const MAX_TCP_HEADER: usize = 60;
 /// MAX_TCP_HEADER) is right: the pseudo-header plus the segment, summed
 /// from scratch.
 #[inline(always)]
-fn tcp_checksum_ok(ctx: &XdpContext, ip: &Ipv4Hdr, segment_len: usize) -> bool {
+pub(crate) fn tcp_checksum_ok(ctx: &XdpContext, ip: &Ipv4Hdr, segment_len: usize) -> bool {
     let mut sum: u32 = u32::from(ip.saddr[0])
         + u32::from(ip.saddr[1])
         + u32::from(ip.daddr[0])
@@ -442,6 +502,7 @@ fn translate(
     to: &lb_common::maps::Endpoints,
     counter: Counter,
     next_hop: Option<NextHopCache>,
+    shift: Option<synproxy::Shift>,
 ) -> Outcome {
     // The transport header is bounds-checked again right here: the compiler
     // may merge the TCP and UDP paths' pointers (the same address), and the
@@ -474,6 +535,10 @@ fn translate(
             // Answered about the packet as it arrived: nothing rewritten yet.
             return icmp::send_frag_needed(ctx, mtu);
         }
+    }
+    let mut l4 = l4;
+    if let (Some(shift), L4::Tcp(tcp)) = (&shift, &mut l4) {
+        synproxy::apply(tcp, shift);
     }
     if nat::rewrite(ip, l4, to).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);

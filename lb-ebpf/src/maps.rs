@@ -67,6 +67,12 @@ pub static SERVICE_STATS: PerCpuArray<ServiceStats> = PerCpuArray::with_max_entr
 #[map(name = "BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<BackendStats> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// Per service id: until when (bpf_ktime_get_coarse_ns) its SYNs are
+/// answered with SYN cookies, set when a new connection found no SNAT
+/// tuple or took one from a half-open connection (a SYN flood).
+#[map(name = "SYN_PRESSURE")]
+pub static SYN_PRESSURE: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
+
 /// The VRRP peer that unknown TCP segments are handed to (see PeerHandoff).
 #[map(name = "PEER")]
 pub static PEER: Array<PeerHandoff> = Array::with_max_entries(1, 0);

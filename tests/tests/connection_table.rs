@@ -94,6 +94,16 @@ fn web1_only() -> String {
     )
 }
 
+/// A service's config with `syn_cookies` set (the default is
+/// "under-pressure": a SYN that finds no tuple gets a cookie).
+fn with_syn_cookies(service: &str, syn_cookies: &str) -> String {
+    service.replacen(
+        "check = ",
+        &format!("syn_cookies = \"{syn_cookies}\"\ncheck = "),
+        1,
+    )
+}
+
 /// Starts the daemon with `dataplane` (the `[dataplane]` settings besides
 /// the interfaces) and `services`. The testbed's own config has a fixed
 /// SNAT pool, hence a config of our own.
@@ -480,7 +490,8 @@ fn one_client_port_is_kept_at_each_snat_address_then_pooled_then_refused() {
     start(
         &mut bed,
         &format!("snat_addresses = [\"{LB_PRIVATE}\", \"{SECOND_SNAT}\"]\nsnat_ports = \"20000-20000\""),
-        &web1_only(),
+        // Without SYN cookies, which would answer the fifth.
+        &with_syn_cookies(&web1_only(), "never"),
     );
     let clients: Vec<Ipv4Addr> = (0..5).map(|i| Ipv4Addr::new(198, 51, 100, 20 + i)).collect();
     for &addr in &clients {
@@ -555,8 +566,8 @@ fn spoofed_syn(bed: &Testbed, source: (Ipv4Addr, u16)) {
 ///
 /// The half-open tests' daemon: web1 alone behind a one-port pool (one
 /// tuple), the client's ports pooled, half-open connections forgotten after
-/// HANDSHAKE_TIMEOUT.
-fn start_one_tuple_short_handshake(bed: &mut Testbed) {
+/// HANDSHAKE_TIMEOUT, SYN cookies as `syn_cookies` says.
+fn start_one_tuple_short_handshake(bed: &mut Testbed, syn_cookies: &str) {
     start(
         bed,
         &format!(
@@ -564,11 +575,23 @@ fn start_one_tuple_short_handshake(bed: &mut Testbed) {
             pool("20000-20000"),
             HANDSHAKE_TIMEOUT.as_secs()
         ),
-        &web1_only(),
+        &with_syn_cookies(&web1_only(), syn_cookies),
     );
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// web1 drops the spoofed SYNs (by their ISN), as if lost on the way.
+fn web1_ignores_spoofed_syns(bed: &Testbed) {
+    nft(
+        &bed.webs[0],
+        &[
+            "add table ip xlbtest",
+            "add chain ip xlbtest pre { type filter hook prerouting priority raw ; }",
+            &format!("add rule ip xlbtest pre tcp sequence {SPOOFED_ISN} drop"),
+        ],
+    );
+}
 
 /// A spoofed SYN takes the tuple. A real connection at once is refused (a
 /// half-open tuple is held for a second: its SYN-ACK may be on the way);
@@ -578,15 +601,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 #[test]
 fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_handshake_timeout() {
     let mut bed = testbed();
-    start_one_tuple_short_handshake(&mut bed);
-    nft(
-        &bed.webs[0],
-        &[
-            "add table ip xlbtest",
-            "add chain ip xlbtest pre { type filter hook prerouting priority raw ; }",
-            &format!("add rule ip xlbtest pre tcp sequence {SPOOFED_ISN} drop"),
-        ],
-    );
+    // Without SYN cookies, which would answer the refused connection.
+    start_one_tuple_short_handshake(&mut bed, "never");
+    web1_ignores_spoofed_syns(&bed);
     let spoofed_at = Instant::now();
     spoofed_syn(&bed, (SPOOFED, 40_000));
     let refused = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_millis(300));
@@ -650,7 +667,7 @@ fn a_half_open_tuple_is_held_for_a_second_then_evictable_then_free_after_the_han
 #[test]
 fn a_tuple_taken_from_a_half_open_connection_the_backend_answered_serves_the_new_client() {
     let mut bed = testbed();
-    start_one_tuple_short_handshake(&mut bed);
+    start_one_tuple_short_handshake(&mut bed, "never");
     let spoofed_at = Instant::now();
     spoofed_syn(&bed, (SPOOFED, 40_000));
     wait::until("web1 answers the spoofed SYN", Duration::from_secs(5), || {
@@ -965,6 +982,15 @@ fn start_transfer_service(
     bed: &mut Testbed,
     serve: impl FnOnce(TcpStream) -> io::Result<usize> + Send + 'static,
 ) -> JoinHandle<io::Result<usize>> {
+    start_transfer_service_with(bed, "under-pressure", serve)
+}
+
+/// As `start_transfer_service`, the service's `syn_cookies` as given.
+fn start_transfer_service_with(
+    bed: &mut Testbed,
+    syn_cookies: &str,
+    serve: impl FnOnce(TcpStream) -> io::Result<usize> + Send + 'static,
+) -> JoinHandle<io::Result<usize>> {
     let listener = bed.webs[0]
         .run(|| std::net::TcpListener::bind((WEB_ADDRS[0], TRANSFER_PORT)))
         .expect("web1's namespace")
@@ -972,11 +998,14 @@ fn start_transfer_service(
     start(
         bed,
         &pool("20000-29999"),
-        &service(
-            "transfer",
-            SERVICE_PORT,
-            "tcp",
-            &[(WEB_NAMES[0], WEB_ADDRS[0], TRANSFER_PORT)],
+        &with_syn_cookies(
+            &service(
+                "transfer",
+                SERVICE_PORT,
+                "tcp",
+                &[(WEB_NAMES[0], WEB_ADDRS[0], TRANSFER_PORT)],
+            ),
+            syn_cookies,
         ),
     );
     std::thread::spawn(move || {
@@ -1104,4 +1133,177 @@ fn a_routers_fragmentation_needed_reaches_the_backend_translated() {
         "the LB's own links are 1500"
     );
     assert_eq!(learned_path_mtu(&bed.webs[0], LB_PRIVATE), Some(1400));
+}
+
+// ---------------------------------------------------------------------------
+// 8. SYN cookies.
+
+/// With `syn_cookies = "always"` the program answers every SYN itself and
+/// opens the backend connection from the client's answer: 20 connections
+/// in a row (one request each, nginx closing first) are all served, by
+/// both webs, each opened by its cookie and none the ordinary way.
+#[test]
+fn with_syn_cookies_always_every_connection_is_opened_by_its_cookie_and_served() {
+    let mut bed = testbed();
+    start(
+        &mut bed,
+        &pool("20000-29999"),
+        &with_syn_cookies(&both_webs(), "always"),
+    );
+    let mut served = BTreeSet::new();
+    for i in 0..20 {
+        let name = request_and_close(&bed, (CLIENT_ADDRS[0], 0))
+            .unwrap_or_else(|e| panic!("connection {i}: {e:#}; {}", cookie_counters(&bed)));
+        served.insert(name);
+    }
+    assert_eq!(served, BTreeSet::from(WEB_NAMES.map(str::to_owned)));
+    assert_eq!(
+        counter(&bed, "forward_new_by_cookie"),
+        20,
+        "{}",
+        cookie_counters(&bed)
+    );
+    assert_eq!(
+        counter(&bed, "syn_proxy_handshake"),
+        20,
+        "{}",
+        cookie_counters(&bed)
+    );
+    assert!(
+        counter(&bed, "syn_cookie_sent") >= 20,
+        "{}",
+        cookie_counters(&bed)
+    );
+    assert_eq!(counter(&bed, "forward_new"), 0, "{}", cookie_counters(&bed));
+}
+
+/// The SYN-proxy counters, for failure messages.
+fn cookie_counters(bed: &Testbed) -> String {
+    [
+        "syn_cookie_sent",
+        "forward_new_by_cookie",
+        "syn_proxy_resend",
+        "syn_proxy_handshake",
+        "drop_syn_proxy_pending",
+        "forward_new",
+        "forward_new_evicting",
+        "drop_nat_ports_exhausted",
+    ]
+    .iter()
+    .map(|name| format!("{name}={}", counter(bed, name)))
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// 2 MiB up and 2 MiB back down through a connection opened by cookie,
+/// web1 announcing a window scale above 7 (receive buffers up to 32 MiB)
+/// where the client was told 7: every segment web1 sends has its sequence number
+/// shifted onto the cookie's and its window rescaled, every one the client
+/// sends its acknowledgement number shifted onto web1's. A wrong shift
+/// would stall the transfer (or reset it), a wrong window overrun web1's
+/// buffer or starve the client.
+#[test]
+fn a_transfer_through_a_connection_opened_by_cookie_completes_both_ways() {
+    let mut bed = testbed();
+    bed.webs[0]
+        .sysctl("net.ipv4.tcp_rmem", "4096 131072 33554432")
+        .expect("web1's receive buffers");
+    let echo = start_transfer_service_with(&mut bed, "always", |mut stream| {
+        let mut received = vec![0; TRANSFER];
+        stream.read_exact(&mut received)?;
+        std::io::Write::write_all(&mut stream, &received)?;
+        stream.shutdown(Shutdown::Write)?;
+        Ok(received.len())
+    });
+    let mut stream = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_secs(5)).expect("connect");
+    let web1_info = bed.webs[0]
+        .exec("ss", &["-tinH", "state", "established"])
+        .unwrap_or_default();
+    let web1_scale = web1_info
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("wscale:"))
+        .and_then(|scales| scales.split(',').nth(1))
+        .and_then(|scale| scale.parse::<u8>().ok());
+    assert!(
+        web1_scale.is_some_and(|scale| scale != 7),
+        "precondition: web1 scales its window by other than 7: {web1_info}"
+    );
+    let sent: Vec<u8> = (0..TRANSFER).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut stream = stream.try_clone().expect("clone");
+        let sent = sent.clone();
+        std::thread::spawn(move || {
+            stream.set_write_timeout(Some(Duration::from_secs(20)))?;
+            std::io::Write::write_all(&mut stream, &sent)
+        })
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .unwrap_or_else(|e| panic!("echo: {e}; {}", cookie_counters(&bed)));
+    writer.join().expect("writer thread").expect("upload");
+    assert!(received == sent, "the echo differs from what was sent");
+    assert_eq!(echo.join().expect("echo thread").expect("echo"), TRANSFER);
+    assert_eq!(
+        counter(&bed, "forward_new_by_cookie"),
+        1,
+        "{}",
+        cookie_counters(&bed)
+    );
+}
+
+/// A spoofed SYN holds the only tuple (web1 ignores it). A real client's
+/// SYN finds no tuple: the service is under pressure and answers it with a
+/// cookie; the client's answer proves it, takes the young half-open tuple
+/// and is served at once (without cookies it is refused for a second:
+/// see the half-open test). Then 300 spoofed SYNs from as many ports,
+/// with 10 real clients among them: every real one is served.
+#[test]
+fn under_a_syn_flood_real_clients_get_cookies_and_are_served() {
+    let mut bed = testbed();
+    start_one_tuple_short_handshake(&mut bed, "under-pressure");
+    web1_ignores_spoofed_syns(&bed);
+    spoofed_syn(&bed, (SPOOFED, 40_000));
+    let mut stream = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("under pressure: {e:#}; {}", cookie_counters(&bed)));
+    assert_eq!(http::get(&mut stream).unwrap(), "web1 frontend");
+    assert_eq!(
+        counter(&bed, "forward_new_by_cookie"),
+        1,
+        "{}",
+        cookie_counters(&bed)
+    );
+    assert_eq!(
+        counter(&bed, "drop_nat_ports_exhausted"),
+        0,
+        "{}",
+        cookie_counters(&bed)
+    );
+    close_from_client(stream);
+
+    for round in 0..10_u16 {
+        for i in 0..30 {
+            spoofed_syn(&bed, (SPOOFED, 41_000 + round * 30 + i));
+        }
+        let served = connect(&bed, (CLIENT_ADDRS[0], 0), Duration::from_secs(5))
+            .and_then(|mut s| {
+                let name = http::get(&mut s)?;
+                close_from_client(s);
+                Ok(name)
+            })
+            .unwrap_or_else(|e| panic!("round {round}: {e:#}; {}", cookie_counters(&bed)));
+        assert_eq!(served, "web1 frontend");
+    }
+    assert_eq!(
+        counter(&bed, "forward_new_by_cookie"),
+        11,
+        "{}",
+        cookie_counters(&bed)
+    );
+    assert!(
+        counter(&bed, "syn_cookie_sent") >= 311,
+        "{}",
+        cookie_counters(&bed)
+    );
 }

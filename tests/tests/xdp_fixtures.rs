@@ -613,6 +613,15 @@ const THIRD_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 /// One SNAT pool port and one backend: the only pool tuple towards it.
 const ONE_PORT: &str = "snat_ports = \"20000-20000\"";
 
+/// The fixture's services, the hairpin one answering SYNs with cookies
+/// when `syn_cookies` says (`"under-pressure"` is the default).
+fn services_with_cookies(syn_cookies: &str) -> String {
+    services().replace(
+        "name = \"hairpin\"\n",
+        &format!("name = \"hairpin\"\nsyn_cookies = \"{syn_cookies}\"\n"),
+    )
+}
+
 #[test]
 fn a_client_keeps_its_own_port_unless_it_is_privileged_or_the_hosts_own() {
     fixture(|fx| {
@@ -641,7 +650,8 @@ fn a_client_keeps_its_own_port_unless_it_is_privileged_or_the_hosts_own() {
 
 #[test]
 fn a_closed_tuple_is_reused_at_once_by_its_client_connection_and_taken_from_others_only_as_the_oldest() {
-    with_fixture_settings(ONE_PORT, &services(), |fx| {
+    // Without SYN cookies, which would answer the refused SYN below.
+    with_fixture_settings(ONE_PORT, &services_with_cookies("never"), |fx| {
         let to = (VIP, HAIRPIN_PORT);
         let client = (CLIENT_ADDRS[0], 40_000);
         let first = forwarded(&fx.run(&Frame::tcp(client, to, SYN).build(), fx.public_ifindex));
@@ -713,7 +723,8 @@ fn only_a_connection_the_backend_closed_first_holds_its_tuple_for_time_wait() {
 
 #[test]
 fn a_half_open_connection_yields_its_tuple_after_a_second_and_expires_after_the_handshake_timeout() {
-    with_fixture_settings(ONE_PORT, &services(), |fx| {
+    // Without SYN cookies, which would answer the refused SYN below.
+    with_fixture_settings(ONE_PORT, &services_with_cookies("never"), |fx| {
         let to = (VIP, HAIRPIN_PORT);
         let spoofed = (CLIENT_ADDRS[0], 40_000);
         let first = forwarded(&fx.run(&Frame::tcp(spoofed, to, SYN).build(), fx.public_ifindex));
@@ -1500,4 +1511,294 @@ fn an_unknown_segment_is_handed_to_the_vrrp_peer_and_never_back() {
             "the peer left"
         );
     });
+}
+
+// ---- SYN cookies -----------------------------------------------------------
+
+/// The TCP fields of a frame the program sent (option-less IPv4).
+#[derive(Debug)]
+struct TcpFields {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    options: Vec<u8>,
+}
+
+fn tcp_fields(frame: &[u8]) -> TcpFields {
+    let tcp = &frame[34..];
+    let header_len = usize::from(tcp[12] >> 4) * 4;
+    let be32 = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+    TcpFields {
+        seq: be32(4),
+        ack: be32(8),
+        flags: tcp[13],
+        window: u16::from_be_bytes([tcp[14], tcp[15]]),
+        options: tcp[20..header_len].to_vec(),
+    }
+}
+
+/// Checks that the connection from `client` to `to` is marked reset.
+fn assert_reset(fx: &Fixture, client: (Ipv4Addr, u16), to: (Ipv4Addr, u16)) {
+    let entry = fx.flows().get(&flow_key(client, to, TCP), 0).expect("entry");
+    assert_ne!(entry.state & FLOW_RESET, 0, "{entry:?}");
+}
+
+/// A Linux client's SYN options: MSS 1460, SACK-permitted, timestamps,
+/// NOP, window scale 7.
+const LINUX_SYN_OPTIONS: [u8; 20] = [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+
+/// The options the program announces: MSS 1460, window scale 7, the rest
+/// NOPs (no SACK, no timestamps).
+const COOKIE_OPTIONS: [u8; 12] = [2, 4, 5, 0xb4, 1, 3, 3, 7, 1, 1, 1, 1];
+
+/// Sends `client`'s SYN to the hairpin service and returns the cookie of
+/// the SYN-ACK the program answers with, checking that answer.
+fn cookie_for(fx: &Fixture, client: (Ipv4Addr, u16)) -> u32 {
+    let to = (VIP, HAIRPIN_PORT);
+    let syn = Frame::tcp(client, to, SYN).with_tcp_options(&LINUX_SYN_OPTIONS);
+    let verdict = from_client(fx, &syn);
+    assert_eq!(verdict.action, XDP_REDIRECT, "{verdict:?}");
+    let answer = parse_and_verify(&verdict.frame).expect("the SYN-ACK's checksums");
+    assert_eq!(
+        (answer.src_mac, answer.dst_mac),
+        (PUBLIC_MAC, CLIENT_MAC),
+        "back where the SYN came from"
+    );
+    assert_eq!((answer.src, answer.src_port), to, "from the VIP");
+    assert_eq!((answer.dst, answer.dst_port), client);
+    let fields = tcp_fields(&verdict.frame);
+    assert_eq!(fields.flags, SYN | ACK);
+    assert_eq!(fields.ack, CLIENT_ISN + 1);
+    assert_eq!(fields.options, COOKIE_OPTIONS);
+    fields.seq
+}
+
+#[test]
+fn with_syn_cookies_a_syn_is_answered_by_the_program_and_only_its_answer_opens_a_connection() {
+    with_fixture(&services_with_cookies("always"), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        let cookie = cookie_for(fx, CLIENT);
+        assert_eq!(counter(fx, Counter::SynCookieSent), 1);
+        assert!(
+            fx.flows().get(&flow_key(CLIENT, to, TCP), 0).is_err(),
+            "a SYN answered by cookie records nothing"
+        );
+
+        // A segment that does not acknowledge the cookie opens nothing.
+        let wrong = Frame::tcp(CLIENT, to, ACK).with_seq(CLIENT_ISN + 1, cookie.wrapping_add(2));
+        assert_outcome(
+            fx,
+            "wrong cookie",
+            &wrong.build(),
+            fx.public_ifindex,
+            XDP_PASS,
+            Counter::PassTcpNoFlow,
+        );
+        // Nor does the right cookie from another client port.
+        let other_port = Frame::tcp((CLIENT.0, CLIENT.1 + 1), to, ACK).with_seq(CLIENT_ISN + 1, cookie + 1);
+        assert_outcome(
+            fx,
+            "cookie of another port",
+            &other_port.build(),
+            fx.public_ifindex,
+            XDP_PASS,
+            Counter::PassTcpNoFlow,
+        );
+
+        // The client's answer: the backend gets the client's SYN, rebuilt.
+        let answer = Frame::tcp(CLIENT, to, ACK).with_seq(CLIENT_ISN + 1, cookie + 1);
+        let verdict = from_client(fx, &answer);
+        let syn = forwarded(&verdict);
+        assert_eq!((syn.dst, syn.dst_port), (PUBLIC_BACKEND, HAIRPIN_PORT));
+        assert_eq!(syn.src, LB_PRIVATE);
+        assert_eq!(syn.dst_mac, PUBLIC_BACKEND_MAC);
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.flags, fields.seq), (SYN, CLIENT_ISN));
+        // The client's MSS and window scale; no SACK, no timestamps.
+        assert_eq!(fields.options, COOKIE_OPTIONS);
+        assert_eq!(counter(fx, Counter::ForwardNewByCookie), 1);
+
+        // Client data before the backend answered waits (the client sends
+        // it again).
+        let early = Frame::tcp(CLIENT, to, ACK)
+            .with_seq(CLIENT_ISN + 1, cookie + 1)
+            .with_payload(b"GET");
+        assert_outcome(
+            fx,
+            "data before the backend answered",
+            &early.build(),
+            fx.public_ifindex,
+            XDP_DROP,
+            Counter::DropSynProxyPending,
+        );
+
+        // The backend's SYN-ACK (window scale 6) is answered by the program
+        // with the ACK that completes the backend's handshake.
+        let backend = (syn.dst, syn.dst_port);
+        let snat = (syn.src, syn.src_port);
+        let syn_ack = Frame::tcp(backend, snat, SYN | ACK)
+            .with_seq(BACKEND_ISN, CLIENT_ISN + 1)
+            .with_tcp_options(&[2, 4, 5, 0xb4, 1, 3, 3, 6]);
+        let verdict = from_backend(fx, &syn_ack);
+        assert_eq!(verdict.action, XDP_REDIRECT, "{verdict:?}");
+        let ack = parse_and_verify(&verdict.frame).expect("the ACK's checksums");
+        assert_eq!((ack.src, ack.src_port), snat);
+        assert_eq!((ack.dst, ack.dst_port), backend);
+        assert_eq!(ack.dst_mac, syn_ack.src_mac, "back to the backend");
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!(
+            (fields.flags, fields.seq, fields.ack),
+            (ACK, CLIENT_ISN + 1, BACKEND_ISN + 1)
+        );
+        assert_eq!(fields.window, 0xfaf0, "the client's window, in its scale");
+        assert_eq!(counter(fx, Counter::SynProxyHandshake), 1);
+
+        // From now on the backend's sequence numbers are the cookie's, for
+        // the client; the client's acknowledgements the backend's.
+        let request = Frame::tcp(CLIENT, to, ACK | 0x08)
+            .with_seq(CLIENT_ISN + 1, cookie + 1)
+            .with_payload(b"GET");
+        let verdict = from_client(fx, &request);
+        let out = forwarded(&verdict);
+        assert_eq!((out.dst, out.dst_port), backend);
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.seq, fields.ack), (CLIENT_ISN + 1, BACKEND_ISN + 1));
+
+        let response = Frame::tcp(backend, snat, ACK | 0x08)
+            .with_seq(BACKEND_ISN + 1, CLIENT_ISN + 4)
+            .with_payload(b"200 OK");
+        let verdict = from_backend(fx, &response);
+        let out = forwarded(&verdict);
+        assert_eq!((out.src, out.src_port), to);
+        assert_eq!((out.dst, out.dst_port), CLIENT);
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.seq, fields.ack), (cookie + 1, CLIENT_ISN + 4));
+        // The backend's window (scale 6) in the scale the client was told (7).
+        assert_eq!(fields.window, 0xfaf0 / 2);
+
+        // A RST out of the window (the backend's, 4 MB in its scale) is
+        // refused; one in the client's own sequence space closes.
+        let blind = Frame::tcp(CLIENT, to, RST).with_seq(CLIENT_ISN + 100_000_000, 0);
+        assert_outcome(
+            fx,
+            "blind reset",
+            &blind.build(),
+            fx.public_ifindex,
+            XDP_DROP,
+            Counter::DropTcpOutOfWindow,
+        );
+        let reset = Frame::tcp(CLIENT, to, RST).with_seq(CLIENT_ISN + 4, 0);
+        let verdict = from_client(fx, &reset);
+        forwarded(&verdict);
+        assert_reset(fx, CLIENT, to);
+    })
+    .expect("fixture");
+}
+
+#[test]
+fn a_backend_refusing_a_connection_opened_by_cookie_resets_the_client_in_its_sequence_space() {
+    with_fixture(&services_with_cookies("always"), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        let cookie = cookie_for(fx, CLIENT);
+        let syn = forwarded(&from_client(
+            fx,
+            &Frame::tcp(CLIENT, to, ACK).with_seq(CLIENT_ISN + 1, cookie + 1),
+        ));
+        // A stray segment from the backend's side changes nothing.
+        let stray = Frame::tcp((syn.dst, syn.dst_port), (syn.src, syn.src_port), RST | ACK)
+            .with_seq(0, CLIENT_ISN + 7);
+        assert_outcome(
+            fx,
+            "stray reset",
+            &stray.clone().addressed_to(fx.private_mac).build(),
+            fx.private_ifindex,
+            XDP_DROP,
+            Counter::DropSynProxyPending,
+        );
+        let refusal = Frame::tcp((syn.dst, syn.dst_port), (syn.src, syn.src_port), RST | ACK)
+            .with_seq(0, CLIENT_ISN + 1);
+        let verdict = from_backend(fx, &refusal);
+        let out = forwarded(&verdict);
+        assert_eq!(
+            (out.src, out.src_port, out.dst, out.dst_port),
+            (to.0, to.1, CLIENT.0, CLIENT.1)
+        );
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!(fields.flags & RST, RST);
+        assert_eq!(fields.seq, cookie + 1, "in the sequence space the client knows");
+        assert_reset(fx, CLIENT, to);
+    })
+    .expect("fixture");
+}
+
+#[test]
+fn a_syn_to_the_backend_left_unanswered_goes_again_when_the_client_sends_again() {
+    with_fixture(&services_with_cookies("always"), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        let cookie = cookie_for(fx, CLIENT);
+        let answer = Frame::tcp(CLIENT, to, ACK).with_seq(CLIENT_ISN + 1, cookie + 1);
+        forwarded(&from_client(fx, &answer));
+        // At once: the backend may still answer.
+        assert_outcome(
+            fx,
+            "at once",
+            &answer.build(),
+            fx.public_ifindex,
+            XDP_DROP,
+            Counter::DropSynProxyPending,
+        );
+        // Unanswered for two seconds: the SYN goes again.
+        let mut flows = fx.flows();
+        set_last_seen(&mut flows, &flow_key(CLIENT, to, TCP), ago(2 * SEC));
+        let request = Frame::tcp(CLIENT, to, ACK)
+            .with_seq(CLIENT_ISN + 1, cookie + 1)
+            .with_payload(b"GET");
+        let verdict = from_client(fx, &request);
+        let syn = forwarded(&verdict);
+        assert_eq!((syn.dst, syn.dst_port), (PUBLIC_BACKEND, HAIRPIN_PORT));
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.flags, fields.seq), (SYN, CLIENT_ISN));
+        assert_eq!(counter(fx, Counter::ForwardNewByCookie), 2);
+    })
+    .expect("fixture");
+}
+
+#[test]
+fn under_pressure_syns_are_answered_with_cookies_and_a_proven_client_takes_a_flooded_tuple() {
+    with_fixture_settings(ONE_PORT, &services(), |fx| {
+        let to = (VIP, HAIRPIN_PORT);
+        // A spoofed SYN takes the only tuple (the kept-port attempts fail:
+        // privileged source port).
+        let spoofed = (CLIENT_ADDRS[1], 80);
+        let half_open = forwarded(&from_client(fx, &Frame::tcp(spoofed, to, SYN)));
+        assert_eq!(half_open.src_port, 20_000);
+        // Ordinary until the tuples run out; then this SYN gets a cookie...
+        let real = (CLIENT_ADDRS[0], 81);
+        let syn = Frame::tcp(real, to, SYN).with_tcp_options(&LINUX_SYN_OPTIONS);
+        let verdict = from_client(fx, &syn);
+        assert_eq!(verdict.action, XDP_REDIRECT, "{verdict:?}");
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.flags, fields.ack), (SYN | ACK, CLIENT_ISN + 1));
+        let cookie = fields.seq;
+        // ...and so does every SYN for a while, without a search.
+        let third = (THIRD_CLIENT, 82);
+        let verdict = from_client(fx, &Frame::tcp(third, to, SYN));
+        assert_eq!(tcp_fields(&verdict.frame).flags, SYN | ACK);
+        assert_eq!(counter(fx, Counter::SynCookieSent), 2);
+        assert_eq!(counter(fx, Counter::DropNatPortsExhausted), 0);
+
+        // The real client answers: proven, it takes the young half-open
+        // tuple, which a SYN could not.
+        let answer = Frame::tcp(real, to, ACK).with_seq(CLIENT_ISN + 1, cookie + 1);
+        let verdict = from_client(fx, &answer);
+        let out = forwarded(&verdict);
+        assert_eq!((out.src, out.src_port), (LB_PRIVATE, 20_000));
+        assert_eq!(tcp_fields(&verdict.frame).flags, SYN);
+        assert!(
+            fx.flows().get(&flow_key(spoofed, to, TCP), 0).is_err(),
+            "the flood's half-open connection is gone with its tuple"
+        );
+    })
+    .expect("fixture");
 }

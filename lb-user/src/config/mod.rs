@@ -154,6 +154,8 @@ struct RawService {
     on_down: OnDown,
     #[serde(default)]
     on_empty: OnEmpty,
+    #[serde(default)]
+    syn_cookies: SynCookies,
     backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
 }
 
@@ -244,6 +246,21 @@ pub enum OnEmpty {
     Drop,
 }
 
+/// When a TCP service answers SYNs itself with SYN cookies, opening a
+/// backend connection only for a client that answers one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum SynCookies {
+    /// When its SNAT tuples run out to half-open connections (a SYN flood),
+    /// for 10 s at a time.
+    #[default]
+    #[serde(rename = "under-pressure")]
+    UnderPressure,
+    #[serde(rename = "always")]
+    Always,
+    #[serde(rename = "never")]
+    Never,
+}
+
 /// How a service's backends are checked. Defaults follow HAProxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckConfig {
@@ -323,6 +340,7 @@ pub struct ServiceConfig {
     pub check: CheckConfig,
     pub on_down: OnDown,
     pub on_empty: OnEmpty,
+    pub syn_cookies: SynCookies,
     pub backends: Vec<BackendConfig>,
 }
 
@@ -1020,6 +1038,7 @@ impl Validator<'_> {
             check: self.check(name, raw.protocol, raw.check.as_ref())?,
             on_down: raw.on_down,
             on_empty: raw.on_empty,
+            syn_cookies: raw.syn_cookies,
             backends,
         })
     }

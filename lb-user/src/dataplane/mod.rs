@@ -52,6 +52,8 @@ pub enum DataplaneError {
     Cpus(std::io::Error),
     #[error(transparent)]
     Interface(#[from] NetdevError),
+    #[error("cannot read a key for the SYN cookies from /dev/urandom: {0}")]
+    RandomKey(std::io::Error),
     #[error("cannot start the connection-table sweeper: {0}")]
     Sweeper(std::io::Error),
     #[error("{0} is not a data-plane interface: the program was not told its MAC address")]
@@ -82,6 +84,19 @@ fn coarse_clock_ns() -> u64 {
 fn random_seed() -> u32 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) as u32
+}
+
+/// A key for the SYN cookies from the kernel's random source: a cookie is
+/// only as unguessable as its key.
+fn cookie_key() -> Result<[u64; 2], DataplaneError> {
+    use std::io::Read;
+    let mut bytes = [0_u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(DataplaneError::RandomKey)?;
+    let (low, high) = bytes.split_at(8);
+    let word = |half: &[u8]| u64::from_ne_bytes(half.try_into().unwrap_or([0; 8]));
+    Ok([word(low), word(high)])
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
@@ -136,6 +151,9 @@ pub struct Dataplane {
     /// Seeds the program's spread of clients over SNAT tuples; random per
     /// load so that nobody outside can aim at one tuple.
     hash_seed: u32,
+    /// The key of the program's SYN cookies: random per load, kept across
+    /// reloads so that cookies given out before one stay valid.
+    cookie_key: [u64; 2],
     /// The settings last written, to judge entries as the program does.
     settings: Option<Settings>,
 }
@@ -168,6 +186,7 @@ impl Dataplane {
             conntrack_capacity: config.conntrack_entries,
             host_ports: netdev::local_port_range()?,
             hash_seed: random_seed(),
+            cookie_key: cookie_key()?,
             settings: None,
         };
         for (slot, name) in (0_u32..).zip(&config.interfaces) {
@@ -313,6 +332,7 @@ impl Dataplane {
             local_port_first: *self.host_ports.start(),
             local_port_last: *self.host_ports.end(),
             hash_seed: self.hash_seed,
+            cookie_key: self.cookie_key,
             ..tables.settings
         };
         let mut settings: Array<&mut MapData, Settings> = self.map_mut("SETTINGS")?;

@@ -43,7 +43,7 @@ pub fn is_dead(key: &FlowKey, flow: &Flow, now_ns: u64, settings: &Settings) -> 
         proto: key.proto,
         _pad: [0; 3],
     };
-    tuple_owner(flow, &nobody, now_ns, settings) == TupleOwner::Free
+    tuple_owner(flow, &nobody, now_ns, settings, false) == TupleOwner::Free
 }
 
 /// The running sweeper; stops (and is joined) on drop.
@@ -200,6 +200,7 @@ mod tests {
             local_port_first: 32_768,
             local_port_last: 60_999,
             hash_seed: 0,
+            cookie_key: [0; 2],
             udp_timeout_ns: 30 * SEC,
             tcp_idle_timeout_ns: 7200 * SEC,
             tcp_handshake_timeout_ns: 10 * SEC,
@@ -231,6 +232,13 @@ mod tests {
             retired: 0,
             next_hop_mtu: 0,
             peer_window: 0,
+            seq_shift: 0,
+            ack_shift: 0,
+            proxy_isn: 0,
+            proxy: 0,
+            client_window_scale: 0,
+            backend_window_scale: 0,
+            _pad: 0,
         }
     }
 

@@ -11,11 +11,12 @@ use std::{
 use lb_common::{
     limits::{MAX_BACKENDS, MAX_SERVICES, MAX_SLOTS_PER_SERVICE},
     maps::{
-        BackendSlot, Service, ServiceKey, Settings, MAX_SNAT_ADDRS, SERVICE_RESET_WHEN_EMPTY, SETTINGS_READY,
+        BackendSlot, Service, ServiceKey, Settings, MAX_SNAT_ADDRS, SERVICE_RESET_WHEN_EMPTY,
+        SERVICE_SYN_COOKIES_ALWAYS, SERVICE_SYN_COOKIES_NEVER, SETTINGS_READY,
     },
 };
 
-use crate::config::{Config, OnEmpty};
+use crate::config::{Config, OnEmpty, SynCookies};
 
 /// Identity of a backend across reloads: same service, name and address.
 pub type BackendKey = (String, String, SocketAddrV4);
@@ -161,7 +162,8 @@ const CLOSE_LINGER_NS: u64 = 2_000_000_000;
 
 /// The map contents for `config`. `weight(service, backend)` is a backend's
 /// effective weight: its configured weight, or 0 while it is down or drained.
-/// The host's own port range and the hash seed are the data plane's to
+/// The host's own port range, the hash seed and the SYN cookies' key are
+/// the data plane's to
 /// fill in (see `Dataplane::apply`).
 #[must_use]
 pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> Tables {
@@ -185,6 +187,7 @@ pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> 
         tcp_close_linger_ns: CLOSE_LINGER_NS,
         flags: SETTINGS_READY,
         _pad: 0,
+        cookie_key: [0; 2],
     };
     let mut services = Vec::new();
     let mut vip_addrs: Vec<u32> = Vec::new();
@@ -228,6 +231,10 @@ pub fn build(config: &Config, ids: &Ids, weight: impl Fn(&str, &str) -> u32) -> 
         let flags = match service.on_empty {
             OnEmpty::Reset => SERVICE_RESET_WHEN_EMPTY,
             OnEmpty::Drop => 0,
+        } | match service.syn_cookies {
+            SynCookies::UnderPressure => 0,
+            SynCookies::Always => SERVICE_SYN_COOKIES_ALWAYS,
+            SynCookies::Never => SERVICE_SYN_COOKIES_NEVER,
         };
         services.push(ServiceTable {
             id,
