@@ -62,6 +62,9 @@ struct Cli {
     /// the half-open timeouts at the default.
     #[arg(long, default_value_t = 70, value_parser = clap::value_parser!(u64).range(0..=600))]
     synflood_after_secs: u64,
+    /// The rate of `synflood`'s second, paced flood, in SYNs per second.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    synflood_paced_rate: u64,
     /// How many frames `fuzz` runs through the data plane.
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     fuzz_frames: u64,
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         synflood: synflood::Timing {
             flood: Duration::from_secs(cli.synflood_secs),
             after: Duration::from_secs(cli.synflood_after_secs),
+            paced: cli.synflood_paced_rate,
         },
         fuzz_frames: cli.fuzz_frames,
         fuzz_seed: cli.fuzz_seed,

@@ -46,6 +46,10 @@ pub const HEADING: &str = "## SYN flood: new connections while spoofed SYNs arri
 pub struct Timing {
     pub flood: Duration,
     pub after: Duration,
+    /// The second pass's flood rate, SYNs/s: one the link takes whole, so
+    /// that what remains is the load balancer's doing, not the testbed's
+    /// shared CPU.
+    pub paced: u64,
 }
 /// Probing before the flood: the configuration serves.
 const BEFORE: Duration = Duration::from_secs(3);
@@ -175,6 +179,8 @@ pub struct Conntrack {
 
 pub struct Run {
     pub system: System,
+    /// The flood's rate when paced (SYNs/s); None: as fast as it can.
+    pub paced: Option<u64>,
     pub flood: FloodStats,
     /// The client's eth0 over the flood: frames sent and dropped.
     pub link_tx: u64,
@@ -202,6 +208,17 @@ pub struct Run {
 
 /// A share of probes: (succeeded, of).
 pub type Share = (usize, usize);
+
+impl Run {
+    /// The configuration and the flood's pace, as a table's first cell.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self.paced {
+            Some(rate) => format!("{}, flood paced at {}/s", self.system.name(), grouped(rate)),
+            None => self.system.name(),
+        }
+    }
+}
 
 impl Run {
     fn share(&self, keep: impl Fn(&Attempt) -> bool) -> Share {
@@ -305,6 +322,7 @@ fn calibrate() -> anyhow::Result<FloodStats> {
         "eth0",
         (NOBODY, mac_of(&bed.client, "eth0")?),
         CALIBRATION,
+        None,
         seed(),
     )?;
     flood.finish()
@@ -322,17 +340,21 @@ pub fn measure(timing: Timing) -> anyhow::Result<Results> {
         grouped(alone.sent_per_s().round() as u64)
     );
     let mut runs = Vec::new();
-    for system in System::ALL {
+    for (paced, system) in [None, Some(timing.paced)]
+        .into_iter()
+        .flat_map(|paced| System::ALL.map(|system| (paced, system)))
+    {
         super::check_interrupted()?;
         eprintln!(
-            "xtask bench: SYN flood through {} for {} s, probing {} s before and {} s after",
+            "xtask bench: SYN flood through {} for {} s{}, probing {} s before and {} s after",
             system.name(),
             timing.flood.as_secs(),
+            paced.map_or_else(String::new, |rate| format!(" at {}/s", grouped(rate))),
             BEFORE.as_secs(),
             timing.after.as_secs()
         );
-        let run =
-            measure_system(system, timing).with_context(|| format!("SYN flood through {}", system.name()))?;
+        let run = measure_system(system, timing, paced)
+            .with_context(|| format!("SYN flood through {}", system.name()))?;
         let pct = |(ok, of): Share| percent(ok, of);
         eprintln!(
             "  flood: {} SYNs/s offered, {} taken; probes ok before {}, during {}, after {}; 100% again after {}",
@@ -349,7 +371,7 @@ pub fn measure(timing: Timing) -> anyhow::Result<Results> {
     Ok(Results { timing, alone, runs })
 }
 
-fn measure_system(system: System, timing: Timing) -> anyhow::Result<Run> {
+fn measure_system(system: System, timing: Timing, paced: Option<u64>) -> anyhow::Result<Run> {
     let tag = lb_tests::unique_tag("xs");
     let mut bed = Testbed::new(&tag).context("build the testbed")?;
     route_spoofed_sources(&bed)?;
@@ -367,7 +389,7 @@ fn measure_system(system: System, timing: Timing) -> anyhow::Result<Run> {
             // On error the testbed kills it.
             bed.daemon = Some(Daemon::start(&bed.lb, &path, &[]).context("start xlb")?);
             e2e::answers_from_both_backends(&bed, Duration::from_secs(5)).context("xlb")?;
-            let run = flood_and_probe(&bed, system, timing)?;
+            let run = flood_and_probe(&bed, system, timing, paced)?;
             let daemon = bed.daemon.take().context("xlb is not running")?;
             let status = daemon
                 .stop_with(libc::SIGTERM, Duration::from_secs(10))
@@ -380,7 +402,7 @@ fn measure_system(system: System, timing: Timing) -> anyhow::Result<Run> {
             let ports = (system == System::NftablesSmall).then_some(SMALL_SNAT);
             let table = NftTable::install_with(&bed.lb, &bed.dir, ports)?;
             e2e::answers_from_both_backends(&bed, Duration::from_secs(5)).context("nftables")?;
-            let run = flood_and_probe(&bed, system, timing)?;
+            let run = flood_and_probe(&bed, system, timing, paced)?;
             drop(table);
             Ok(run)
         }
@@ -390,7 +412,7 @@ fn measure_system(system: System, timing: Timing) -> anyhow::Result<Run> {
                 let exited = if haproxy.running() { "" } else { " (it exited)" };
                 bail!("HAProxy{exited}: {e:#}; its log:\n{}", haproxy.log());
             }
-            let run = flood_and_probe(&bed, system, timing)?;
+            let run = flood_and_probe(&bed, system, timing, paced)?;
             drop(haproxy);
             Ok(run)
         }
@@ -414,7 +436,7 @@ fn route_spoofed_sources(bed: &Testbed) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn flood_and_probe(bed: &Testbed, system: System, timing: Timing) -> anyhow::Result<Run> {
+fn flood_and_probe(bed: &Testbed, system: System, timing: Timing, paced: Option<u64>) -> anyhow::Result<Run> {
     let xlb = system == System::Xlb;
     let nft = matches!(system, System::Nftables | System::NftablesSmall);
     let dataplane_before = if xlb {
@@ -440,7 +462,7 @@ fn flood_and_probe(bed: &Testbed, system: System, timing: Timing) -> anyhow::Res
     wait(BEFORE)?;
     let link_before = link_tx(&bed.client, "eth0")?;
     let flood_start = Instant::now();
-    let flood = Flood::start(&bed.client, "eth0", macs, timing.flood, seed())?;
+    let flood = Flood::start(&bed.client, "eth0", macs, timing.flood, paced, seed())?;
     let stats = flood.finish()?;
     let flood_end = Instant::now();
     let link_after = link_tx(&bed.client, "eth0")?;
@@ -477,6 +499,7 @@ fn flood_and_probe(bed: &Testbed, system: System, timing: Timing) -> anyhow::Res
     };
     Ok(Run {
         system,
+        paced,
         flood: stats,
         link_tx: link_after.0.saturating_sub(link_before.0),
         link_dropped: link_after.1.saturating_sub(link_before.1),
@@ -698,12 +721,13 @@ impl Flood {
         dev: &str,
         macs: ([u8; 6], [u8; 6]),
         duration: Duration,
+        paced: Option<u64>,
         seed: u64,
     ) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let dev = dev.to_owned();
-        let handle = ns.spawn(move || send_flood(&dev, macs, duration, seed, &flag))?;
+        let handle = ns.spawn(move || send_flood(&dev, macs, duration, paced, seed, &flag))?;
         Ok(Self {
             stop,
             handle: Some(handle),
@@ -861,6 +885,7 @@ fn send_flood(
     dev: &str,
     macs: ([u8; 6], [u8; 6]),
     duration: Duration,
+    paced: Option<u64>,
     seed: u64,
     stop: &AtomicBool,
 ) -> std::io::Result<FloodStats> {
@@ -887,7 +912,14 @@ fn send_flood(
     let mut stats = FloodStats::default();
     let started = Instant::now();
     let deadline = started + duration;
+    let mut offered: u64 = 0;
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        if let Some(rate) = paced {
+            // Each batch when its turn comes at the paced rate.
+            let due = started + Duration::from_secs_f64(offered as f64 / rate.max(1) as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        offered += BATCH as u64;
         if stats.sent + stats.refused >= MAX_FRAMES {
             stats.capped = true;
             break;
@@ -957,7 +989,7 @@ pub fn section(r: &Results) -> String {
     for run in &r.runs {
         let failures = run.failures();
         main.row(vec![
-            run.system.name(),
+            run.label(),
             grouped(run.flood.offered_per_s().round() as u64),
             grouped(run.flood.sent_per_s().round() as u64),
             share_cell(run.before()),
@@ -988,7 +1020,7 @@ pub fn section(r: &Results) -> String {
     columns.extend(heads.iter().map(|h| (h.as_str(), true)));
     let mut timeline = Table::new(&columns);
     for run in &r.runs {
-        let mut cells = vec![run.system.name()];
+        let mut cells = vec![run.label()];
         let shares = run.after_by_period(r.timing.after);
         cells.extend((0..periods).map(|i| {
             shares
@@ -1013,6 +1045,7 @@ pub fn section(r: &Results) -> String {
                     .filter(|(name, value)| {
                         *value > 0
                             && (name.starts_with("forward_new")
+                                || name.starts_with("syn_")
                                 || name.starts_with("drop_")
                                 || name.starts_with("reset_")
                                 || name.starts_with("pass_no_"))
@@ -1040,7 +1073,7 @@ pub fn section(r: &Results) -> String {
             ),
         };
         counters.row(vec![
-            run.system.name(),
+            run.label(),
             lb,
             grouped(run.backend_syncookies),
             grouped(run.client_syn_retransmits),
@@ -1048,7 +1081,12 @@ pub fn section(r: &Results) -> String {
         ]);
     }
 
-    let rates: Vec<f64> = r.runs.iter().map(|run| run.flood.offered_per_s()).collect();
+    let rates: Vec<f64> = r
+        .runs
+        .iter()
+        .filter(|run| run.paced.is_none())
+        .map(|run| run.flood.offered_per_s())
+        .collect();
     let fastest = rates.iter().copied().fold(0.0, f64::max);
     let slowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
     let capped = if r.runs.iter().any(|run| run.flood.capped) {
@@ -1063,11 +1101,15 @@ pub fn section(r: &Results) -> String {
     let link_dropped: u64 = r.runs.iter().map(|run| run.link_dropped).sum();
     let link_tx: u64 = r.runs.iter().map(|run| run.link_tx).sum();
     let taken: u64 = r.runs.iter().map(|run| run.flood.sent).sum();
-    let xlb = r.runs.iter().find(|run| run.system == System::Xlb);
-    let verdict = xlb.map_or_else(String::new, |x| {
+    let verdicts: Vec<String> = r
+        .runs
+        .iter()
+        .filter(|run| run.system == System::Xlb)
+        .map(|x| {
         format!(
-            "**xlb with {} SNAT ports: {} of probes succeeded during the flood, {} after it, 100% again {}.**",
+            "**xlb with {} SNAT ports, flood {}: {} of probes succeeded during the flood, {} after it, 100% again {}.**",
             grouped(u64::from(SMALL_SNAT.1 - SMALL_SNAT.0) + 1),
+            x.paced.map_or_else(|| "as fast as the client sends".to_owned(), |rate| format!("paced at {}/s", grouped(rate))),
             percent(x.during().0, x.during().1),
             percent(x.after().0, x.after().1),
             x.back_to_full().map_or_else(
@@ -1079,7 +1121,9 @@ pub fn section(r: &Results) -> String {
                 }
             ),
         )
-    });
+    })
+    .collect();
+    let verdict = verdicts.join("\n\n");
     format!(
         "{HEADING}\n\n\
          One thread in the client namespace sends SYNs from a packet socket (AF_PACKET, \
@@ -1093,7 +1137,10 @@ pub fn section(r: &Results) -> String {
          answer: a SYN lost once fails the probe, since the client's first retransmission comes \
          after 1 s). Probing starts {before} s before the flood and goes on {after_secs} s after \
          it. Each configuration on a fresh testbed: xlb with {small} SNAT ports ({first}-{last}), \
-         so that their exhaustion shows; nftables (DNAT and SNAT, conntrack) from any free port, \
+         so that their exhaustion shows, and its default `syn_cookies = \"under-pressure\"`: once \
+         a SYN finds no tuple, or takes one from a half-open connection, the XDP program answers \
+         the service's SYNs itself with SYN cookies for 10 s, and opens a backend connection only \
+         for a client that answers its cookie; nftables (DNAT and SNAT, conntrack) from any free port, \
          and from the same {small} ports; HAProxy with the reference configuration, whose \
          kernel answers the SYNs itself (SYN cookies once its queue is full). The flood's rate \
          depends on what receives it: on veth, the receiving side's work (XDP, or the kernel's \
@@ -1103,9 +1150,15 @@ pub fn section(r: &Results) -> String {
          the prober's included, and {link_dropped} dropped). \
          The spoofed sources never leave the testbed: the LB namespace routes {SPOOFED} to the \
          client namespace, which does not forward and has a blackhole route for it, so every \
-         answer to a spoofed source (the backends' SYN-ACKs, HAProxy's kernel's SYN cookies) \
-         ends there (last column below). *100% again after*: from the end of the flood to the \
+         answer to a spoofed source (the backends' SYN-ACKs, xlb's and HAProxy's kernel's SYN \
+         cookies) ends there (last column below). *100% again after*: from the end of the flood to the \
          first probe from which on every probe succeeded, for at least {steady} s to the end.\n\n\
+         On this 2-core machine the flood and the link's receiving side share a CPU, so at full \
+         speed the link drops frames before any load balancer sees them: the prober's SYNs and \
+         ACKs among them, whatever the load balancer does. Every configuration is therefore run \
+         a second time with the flood paced at {paced} SYNs/s (about {paced_mbit} Mbit/s of \
+         64-byte frames), which the link takes whole through xlb: what fails then fails in the \
+         load balancer.\n\n\
          {main}\n\
          Probes succeeded after the flood, by {period} s:\n\n\
          {timeline}\n\
@@ -1133,6 +1186,8 @@ pub fn section(r: &Results) -> String {
         link_tx = grouped(link_tx),
         link_dropped = grouped(link_dropped),
         steady = STEADY.as_secs(),
+        paced = grouped(r.timing.paced),
+        paced_mbit = r.timing.paced * 64 * 8 / 1_000_000,
         period = PERIOD.as_secs(),
         main = main.render(),
         timeline = timeline.render(),
@@ -1190,6 +1245,7 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         Run {
             system: System::Xlb,
+            paced: None,
             flood: FloodStats::default(),
             link_tx: 0,
             link_dropped: 0,
@@ -1245,6 +1301,7 @@ mod tests {
             timing: Timing {
                 flood: Duration::from_secs(1),
                 after: Duration::from_secs(10),
+                paced: 100_000,
             },
             alone: FloodStats::default(),
             runs: vec![run(&outcomes, (1000, 2000), 12_000)],

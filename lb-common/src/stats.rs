@@ -100,11 +100,9 @@ counters! {
     /// 10 s.
     SynCookieSent = "syn_cookie_sent",
     /// A client's ACK that carried a valid SYN cookie opened a connection:
-    /// sent to the backend as the client's SYN.
+    /// sent to the backend as the client's SYN (also again, when the
+    /// backend has not answered the first in a second).
     ForwardNewByCookie = "forward_new_by_cookie",
-    /// A segment from a client whose connection was opened by cookie while
-    /// the backend had not answered: the SYN sent to the backend again.
-    SynProxyResend = "syn_proxy_resend",
     /// The backend's SYN-ACK of a connection opened by cookie, answered with
     /// the ACK that completes its handshake; from then on the backend's
     /// sequence numbers are shifted onto the cookie's.

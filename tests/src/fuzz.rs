@@ -25,7 +25,11 @@
 //! nothing but MACs (then the next hop's), TTL (by one), addresses, ports
 //! and checksums, and keeping each checksum exactly as right or wrong as it
 //! was (RFC 1624); for a SYN to a service with an empty pool that resets,
-//! the RST+ACK of RFC 9293 3.10.7.1; and, with a peer, a segment for a
+//! the RST+ACK of RFC 9293 3.10.7.1; for a SYN to the service with SYN
+//! cookies, a SYN-ACK from the service acknowledging it (the cookie is the
+//! program's), and for a client's ACK of such a cookie (the generator
+//! answers some), the client's SYN sent to an active backend from a SNAT
+//! address with the client's ISN; and, with a peer, a segment for a
 //! service sent on to it unchanged but for the MACs. XDP_ABORTED is always
 //! bad. Per batch, the program's global counters must have counted every
 //! frame exactly once, in the group of the outcome the checker saw. Which
@@ -74,6 +78,8 @@ pub const DRAINED_PORT: u16 = 4200;
 pub const DRAINED_DROP_PORT: u16 = 4300;
 /// A UDP service whose only backend is drained: datagrams are dropped.
 pub const DRAINED_UDP_PORT: u16 = 4400;
+/// A TCP service that answers every SYN with a SYN cookie.
+pub const GUARDED_PORT: u16 = 4500;
 
 /// Frames per counter check.
 const BATCH: u64 = 10_000;
@@ -179,6 +185,9 @@ pub struct ServiceSpec {
     pub backends: Vec<(SocketAddrV4, u32)>,
     /// `on_empty = "reset"` (else "drop").
     pub reset_when_empty: bool,
+    /// `syn_cookies = "always"` (else "never": the fuzz fixture has no
+    /// service whose mode would change with the traffic).
+    pub syn_cookies: bool,
 }
 
 impl ServiceSpec {
@@ -218,6 +227,7 @@ pub fn fuzz_services() -> Vec<ServiceSpec> {
         port,
         backends,
         reset_when_empty,
+        syn_cookies: false,
     };
     let drained = |port| vec![(SocketAddrV4::new(WEB_ADDRS[0], port), 0)];
     vec![
@@ -264,6 +274,10 @@ pub fn fuzz_services() -> Vec<ServiceSpec> {
             drained(DRAINED_UDP_PORT),
             true,
         ),
+        ServiceSpec {
+            syn_cookies: true,
+            ..service("guarded", TCP, &[VIP], GUARDED_PORT, webs(GUARDED_PORT), true)
+        },
     ]
 }
 
@@ -293,6 +307,13 @@ pub fn services_toml(services: &[ServiceSpec]) -> String {
             if service.proto == TCP { "tcp" } else { "udp" },
             if service.reset_when_empty { "reset" } else { "drop" },
         );
+        if service.proto == TCP {
+            let _ = writeln!(
+                text,
+                "syn_cookies = \"{}\"",
+                if service.syn_cookies { "always" } else { "never" }
+            );
+        }
     }
     text
 }
@@ -385,10 +406,15 @@ pub enum Kind {
     /// A packet too big for its path, with DF, answered with ICMP
     /// "fragmentation needed" back to its sender.
     FragNeeded,
+    /// A SYN to a service with SYN cookies, answered with a SYN-ACK whose
+    /// sequence number is the cookie.
+    CookieAnswer,
+    /// A client's ACK of a SYN cookie, sent to a backend as the client's SYN.
+    CookieOpen,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::PassUntouched,
         Kind::Drop,
         Kind::Forward,
@@ -398,6 +424,8 @@ impl Kind {
         Kind::Refusal,
         Kind::Handoff,
         Kind::FragNeeded,
+        Kind::CookieAnswer,
+        Kind::CookieOpen,
     ];
 
     #[must_use]
@@ -412,6 +440,8 @@ impl Kind {
             Kind::Refusal => "reset_refusal",
             Kind::Handoff => "handoff_to_peer",
             Kind::FragNeeded => "frag_needed_answer",
+            Kind::CookieAnswer => "syn_cookie_answer",
+            Kind::CookieOpen => "opened_by_cookie",
         }
     }
 
@@ -433,6 +463,8 @@ impl Kind {
             Kind::Refusal => "refused",
             Kind::Handoff => "handed off",
             Kind::FragNeeded => "answered as too big",
+            Kind::CookieAnswer => "answered with a cookie",
+            Kind::CookieOpen => "opened by cookie",
         }
     }
 
@@ -452,6 +484,8 @@ pub fn counter_group(name: &str) -> Option<&'static str> {
         "forward_reply" => Kind::Reply.counter_group(),
         "pass_no_neighbour" | "pass_no_route" | "pass_to_fragment" => Kind::ForwardToKernel.counter_group(),
         "icmp_frag_needed" => Kind::FragNeeded.counter_group(),
+        "syn_cookie_sent" => Kind::CookieAnswer.counter_group(),
+        "forward_new_by_cookie" => Kind::CookieOpen.counter_group(),
         _ if name.starts_with("forward_") => Kind::Forward.counter_group(),
         _ if name.starts_with("pass_") => Kind::PassUntouched.counter_group(),
         _ if name.starts_with("drop_") => Kind::Drop.counter_group(),
@@ -525,7 +559,10 @@ impl Translations {
             return;
         }
         let Some(m) = checked.mapping else { return };
-        if !matches!(checked.kind, Kind::Forward | Kind::ForwardToKernel) {
+        if !matches!(
+            checked.kind,
+            Kind::Forward | Kind::ForwardToKernel | Kind::CookieOpen
+        ) {
             return;
         }
         self.unseen.remove(&(m.proto, m.client, m.service));
@@ -748,6 +785,9 @@ fn check_translation(
     let packet = ours_to_handle(net, ingress, input, "rewrote")?;
     let (src, dst) = (packet.src(), packet.dst());
     if let Some(service) = net.service_at(packet.proto, dst) {
+        if service.syn_cookies && is_syn_proxy_frame(&packet, output) {
+            return check_cookie(net, ingress, &packet, service, output, egress);
+        }
         if !service.has_active_backend() {
             return match egress {
                 Egress::Direct => check_refusal(net, ingress, &packet, service, output)
@@ -1218,6 +1258,192 @@ fn check_refusal(
         return Err(format!("the reset's {}", wrong.join(", ")));
     }
     Ok(Checked::plain(Kind::Refusal))
+}
+
+/// Whether `output` is what the SYN proxy makes of `input` (a cookie SYN-ACK
+/// for a SYN, a SYN for an ACK), which no translation does: a translation
+/// keeps the flags.
+fn is_syn_proxy_frame(input: &Translatable<'_>, output: &[u8]) -> bool {
+    let flags = input.tcp_flags();
+    output.len() > L4_AT + 13
+        && ((opens_connection(flags) && output[L4_AT + 13] == SYN | ACK)
+            || (flags & (SYN | ACK | RST) == ACK && output[L4_AT + 13] == SYN))
+}
+
+/// What a service with SYN cookies may do with a segment of no connection
+/// it knows (`input`): answer a SYN with a cookie SYN-ACK, or send a
+/// backend the client's SYN for an ACK of a cookie.
+fn check_cookie(
+    net: &Network,
+    ingress: u32,
+    input: &Translatable<'_>,
+    service: &ServiceSpec,
+    output: &[u8],
+    egress: Egress,
+) -> Result<Checked, String> {
+    let frame = input.frame;
+    let flags = input.tcp_flags();
+    if !verifies(ones_sum(&frame[14..34])) {
+        return Err("answered or opened on a segment whose IPv4 header checksum is wrong".into());
+    }
+    const LEN: usize = L4_AT + 32;
+    if output.len() != LEN {
+        return Err(format!(
+            "a SYN-proxy frame of {} bytes, not {LEN} (headers and 12 bytes of options)",
+            output.len()
+        ));
+    }
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str, ok: bool, got: String| {
+        if !ok {
+            wrong.push(format!("{what} {got}"));
+        }
+    };
+    expect(
+        "EtherType",
+        be16(output, 12) == 0x0800,
+        format!("{:#06x}", be16(output, 12)),
+    );
+    expect("version/IHL", output[14] == 0x45, format!("{:#04x}", output[14]));
+    expect(
+        "total length",
+        be16(output, 16) == 52,
+        be16(output, 16).to_string(),
+    );
+    expect(
+        "fragment",
+        be16(output, 20) & 0x3fff == 0,
+        format!("{:#06x}", be16(output, 20)),
+    );
+    expect("TTL", output[22] > 0, output[22].to_string());
+    expect("protocol", output[23] == TCP, output[23].to_string());
+    expect(
+        "IPv4 header checksum",
+        verifies(ones_sum(&output[14..34])),
+        format!("{:#06x}", be16(output, 24)),
+    );
+    expect(
+        "data offset and reserved bits",
+        output[46] == 0x80,
+        format!("{:#04x}", output[46]),
+    );
+    let pseudo = ones_sum(&output[26..34]) + u64::from(TCP) + 32;
+    expect(
+        "TCP checksum",
+        verifies(pseudo + ones_sum(&output[L4_AT..])),
+        format!("{:#06x}", be16(output, 50)),
+    );
+    // MSS (one of Linux's four cookie values), window scale or NOPs,
+    // then NOPs: never SACK-permitted or timestamps.
+    let options = &output[L4_AT + 20..];
+    expect(
+        "options",
+        options[..2] == [2, 4]
+            && [536, 1300, 1440, 1460].contains(&be16(options, 2))
+            && (options[4..8] == [1, 1, 1, 1] || (options[4..7] == [1, 3, 3] && options[7] <= 14))
+            && options[8..] == [1, 1, 1, 1],
+        hex(options),
+    );
+    let kind = if opens_connection(flags) && output[47] == SYN | ACK {
+        // The cookie SYN-ACK: back where the SYN came from, from the
+        // service to the client, acknowledging the SYN alone.
+        if egress != Egress::Direct {
+            return Err("a cookie SYN-ACK handed to the kernel".into());
+        }
+        if input.l4_residue(frame) != 0 {
+            return Err("answered a SYN whose TCP checksum is wrong with a cookie".into());
+        }
+        let header_len = usize::from(frame[L4_AT + 12] >> 4) * 4;
+        if input.checked_len != header_len {
+            return Err("answered a SYN carrying data with a cookie".into());
+        }
+        let interface_mac = net
+            .interface_mac(ingress)
+            .ok_or_else(|| format!("answered on ifindex {ingress}, whose MAC the program was not told"))?;
+        expect(
+            "destination MAC",
+            output[..6] == frame[6..12],
+            mac_text(&output[..6]),
+        );
+        expect(
+            "source MAC (must be the interface's)",
+            output[6..12] == interface_mac,
+            mac_text(&output[6..12]),
+        );
+        expect(
+            "source",
+            endpoint(output, 26, L4_AT) == input.dst(),
+            endpoint(output, 26, L4_AT).to_string(),
+        );
+        expect(
+            "destination",
+            endpoint(output, 30, L4_AT + 2) == input.src(),
+            endpoint(output, 30, L4_AT + 2).to_string(),
+        );
+        let expected_ack = be32(frame, L4_AT + 4).wrapping_add(1);
+        expect(
+            &format!("acknowledgment (SEG.SEQ + 1 = {expected_ack})"),
+            be32(output, 42) == expected_ack,
+            be32(output, 42).to_string(),
+        );
+        expect(
+            "MSS announced",
+            be16(options, 2) == 1460,
+            be16(options, 2).to_string(),
+        );
+        Kind::CookieAnswer
+    } else if flags & (SYN | ACK | RST) == ACK && output[47] == SYN {
+        // The client's answer to a cookie: its SYN, to a backend.
+        let (out_src, out_dst) = (endpoint(output, 26, L4_AT), endpoint(output, 30, L4_AT + 2));
+        expect(
+            "source (a SNAT address)",
+            net.snat_addrs.contains(out_src.ip()),
+            out_src.to_string(),
+        );
+        expect(
+            &format!("destination (an active backend of {:?})", service.name),
+            service.takes(out_dst),
+            out_dst.to_string(),
+        );
+        let client_isn = be32(frame, L4_AT + 4).wrapping_sub(1);
+        expect(
+            &format!("sequence number (the client's ISN, {client_isn})"),
+            be32(output, 38) == client_isn,
+            be32(output, 38).to_string(),
+        );
+        if egress == Egress::Direct {
+            let (mac, via) = net
+                .neighbour(*out_dst.ip())
+                .ok_or_else(|| format!("sent a SYN to {out_dst}, which has no neighbour entry"))?;
+            expect("destination MAC", output[..6] == mac, mac_text(&output[..6]));
+            expect("source MAC", output[6..12] == via, mac_text(&output[6..12]));
+        }
+        if wrong.is_empty() {
+            return Ok(Checked {
+                kind: Kind::CookieOpen,
+                mapping: Some(Mapping {
+                    proto: TCP,
+                    client: input.src(),
+                    service: input.dst(),
+                    snat: out_src,
+                    backend: out_dst,
+                }),
+                opens: true,
+                answered_opening: None,
+            });
+        }
+        Kind::CookieOpen
+    } else {
+        return Err(format!(
+            "sent a frame with flags {} for a segment with flags {} to a service with SYN cookies",
+            flags_text(output[47]),
+            flags_text(flags)
+        ));
+    };
+    if !wrong.is_empty() {
+        return Err(format!("the {}'s {}", kind.name(), wrong.join(", ")));
+    }
+    Ok(Checked::plain(kind))
 }
 
 /// The violations of "every frame counted once, in its outcome's group"
@@ -1743,12 +1969,13 @@ struct Seed {
     conn: Option<(usize, Step)>,
 }
 
-const SEEDS: [(&str, u64); 12] = [
+const SEEDS: [(&str, u64); 13] = [
     ("tcp_client", 22),
     ("tcp_backend", 16),
     ("udp_client", 8),
     ("udp_backend", 6),
     ("new_syn", 12),
+    ("cookie_answer", 3),
     ("empty_pool", 4),
     ("new_udp", 3),
     ("no_flow_segment", 4),
@@ -1777,6 +2004,9 @@ struct Fuzzer<'a> {
     bad: u64,
     bad_frames: u64,
     bad_reasons: HashMap<String, u64>,
+    /// The latest cookie SYN-ACKs: (client, service, the client's next
+    /// sequence number, the acknowledgement that answers the cookie).
+    cookies: Vec<(SocketAddrV4, SocketAddrV4, u32, u32)>,
     first_bad: Vec<String>,
 }
 
@@ -1813,6 +2043,7 @@ impl<'a> Fuzzer<'a> {
             bad_frames: 0,
             bad_reasons: HashMap::new(),
             first_bad: Vec::new(),
+            cookies: Vec::new(),
         };
         let [first, second] = CLIENT_ADDRS;
         let tracked = [
@@ -1896,6 +2127,9 @@ impl<'a> Fuzzer<'a> {
                         tally[checked.kind.index()] += 1;
                         self.seen.record(&checked);
                         self.learn(&case, &checked);
+                        if checked.kind == Kind::CookieAnswer {
+                            self.remember_cookie(&output);
+                        }
                     }
                     Err(why) => {
                         self.bad_frames += 1;
@@ -1993,6 +2227,20 @@ impl<'a> Fuzzer<'a> {
         *self.bad_reasons.entry(reason_of(why)).or_default() += 1;
         if self.first_bad.len() < DESCRIBED {
             self.first_bad.push(description);
+        }
+    }
+
+    /// Keeps the cookie of a SYN-ACK the program answered with (`answer`),
+    /// for the client's answer to it (the "cookie_answer" seed).
+    fn remember_cookie(&mut self, answer: &[u8]) {
+        const REMEMBERED: usize = 64;
+        let service = endpoint(answer, 26, L4_AT);
+        let client = endpoint(answer, 30, L4_AT + 2);
+        let (cookie, next_seq) = (be32(answer, L4_AT + 4), be32(answer, L4_AT + 8));
+        self.cookies
+            .push((client, service, next_seq, cookie.wrapping_add(1)));
+        if self.cookies.len() > REMEMBERED {
+            self.cookies.remove(0);
         }
     }
 
@@ -2140,6 +2388,27 @@ impl<'a> Fuzzer<'a> {
                 segment.ack = self.rng.u32();
                 segment.payload = self.random_payload(300);
                 seed(self.client_frame(segment), public)
+            }
+            "cookie_answer" if !self.cookies.is_empty() => {
+                // The client's ACK of a cookie, now and then with its
+                // request on it.
+                let (client, service, seq, ack) = self.rng.pick(&self.cookies);
+                let mut answer = Datagram::tcp(client, service, ACK);
+                answer.seq = seq;
+                answer.ack = ack;
+                if self.rng.percent(30) {
+                    answer.tcp_flags |= PSH;
+                    answer.payload = self.random_payload(300);
+                }
+                seed(self.client_frame(answer), public)
+            }
+            "cookie_answer" => {
+                // No cookie yet: ask for one.
+                let client = self.new_client();
+                let mut syn = Datagram::tcp(client, SocketAddrV4::new(VIP, GUARDED_PORT), SYN);
+                syn.seq = self.rng.u32();
+                syn.tcp_options = syn_options(&mut self.rng);
+                seed(self.client_frame(syn), public)
             }
             "stray_reply" => {
                 let backend = self.rng.pick(&[

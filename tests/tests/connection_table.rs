@@ -1182,7 +1182,6 @@ fn cookie_counters(bed: &Testbed) -> String {
     [
         "syn_cookie_sent",
         "forward_new_by_cookie",
-        "syn_proxy_resend",
         "syn_proxy_handshake",
         "drop_syn_proxy_pending",
         "forward_new",
