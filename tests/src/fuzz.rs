@@ -1199,24 +1199,7 @@ fn check_refusal(
         output[6..12] == interface_mac,
         mac_text(&output[6..12]),
     );
-    expect(
-        "EtherType",
-        be16(output, 12) == 0x0800,
-        format!("{:#06x}", be16(output, 12)),
-    );
-    expect("version/IHL", output[14] == 0x45, format!("{:#04x}", output[14]));
-    expect(
-        "total length",
-        be16(output, 16) == 40,
-        be16(output, 16).to_string(),
-    );
-    expect(
-        "fragment",
-        be16(output, 20) & 0x3fff == 0,
-        format!("{:#06x}", be16(output, 20)),
-    );
-    expect("TTL", output[22] > 0, output[22].to_string());
-    expect("protocol", output[23] == TCP, output[23].to_string());
+    expect_answer_ip_header(&mut expect, output, 40);
     expect(
         "source",
         endpoint(output, 26, L4_AT) == input.dst(),
@@ -1260,6 +1243,29 @@ fn check_refusal(
     Ok(Checked::plain(Kind::Refusal))
 }
 
+/// The IPv4 header of a TCP segment the program built as an answer
+/// (`total_len` bytes, no options, not a fragment), judged with `expect`.
+fn expect_answer_ip_header(expect: &mut impl FnMut(&str, bool, String), output: &[u8], total_len: u16) {
+    expect(
+        "EtherType",
+        be16(output, 12) == 0x0800,
+        format!("{:#06x}", be16(output, 12)),
+    );
+    expect("version/IHL", output[14] == 0x45, format!("{:#04x}", output[14]));
+    expect(
+        "total length",
+        be16(output, 16) == total_len,
+        be16(output, 16).to_string(),
+    );
+    expect(
+        "fragment",
+        be16(output, 20) & 0x3fff == 0,
+        format!("{:#06x}", be16(output, 20)),
+    );
+    expect("TTL", output[22] > 0, output[22].to_string());
+    expect("protocol", output[23] == TCP, output[23].to_string());
+}
+
 /// Whether `output` is what the SYN proxy makes of `input` (a cookie SYN-ACK
 /// for a SYN, a SYN for an ACK), which no translation does: a translation
 /// keeps the flags.
@@ -1299,24 +1305,7 @@ fn check_cookie(
             wrong.push(format!("{what} {got}"));
         }
     };
-    expect(
-        "EtherType",
-        be16(output, 12) == 0x0800,
-        format!("{:#06x}", be16(output, 12)),
-    );
-    expect("version/IHL", output[14] == 0x45, format!("{:#04x}", output[14]));
-    expect(
-        "total length",
-        be16(output, 16) == 52,
-        be16(output, 16).to_string(),
-    );
-    expect(
-        "fragment",
-        be16(output, 20) & 0x3fff == 0,
-        format!("{:#06x}", be16(output, 20)),
-    );
-    expect("TTL", output[22] > 0, output[22].to_string());
-    expect("protocol", output[23] == TCP, output[23].to_string());
+    expect_answer_ip_header(&mut expect, output, 52);
     expect(
         "IPv4 header checksum",
         verifies(ones_sum(&output[14..34])),
