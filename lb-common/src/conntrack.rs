@@ -7,7 +7,7 @@ use crate::{
     headers::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{
         Flow, FlowKey, Settings, FLOW_BACKEND_TIME_WAIT, FLOW_CHALLENGED, FLOW_CLOSING, FLOW_ESTABLISHED,
-        FLOW_FIN_FROM_BACKEND, FLOW_FIN_FROM_CLIENT, FLOW_RESET, FLOW_SEQ_KNOWN,
+        FLOW_FIN_FROM_BACKEND, FLOW_FIN_FROM_CLIENT, FLOW_RESET, FLOW_SEQ_KNOWN, PROXY_NONE,
     },
 };
 
@@ -89,7 +89,8 @@ pub enum TupleOwner {
 ///
 /// A `proven` client (its ACK carried a valid SYN cookie) may also take
 /// the tuple of a half-open connection younger than a second: under a SYN
-/// flood the young half-open ones are the flood's.
+/// flood the young half-open ones are the flood's; not one that another
+/// proven client opened.
 #[inline(always)]
 #[must_use]
 pub fn tuple_owner(
@@ -133,7 +134,8 @@ pub fn tuple_owner(
         if idle > settings.tcp_handshake_timeout_ns {
             return TupleOwner::Free;
         }
-        if idle > HALF_OPEN_EVICTABLE_NS || proven {
+        // A connection opened by cookie is a proven client's too.
+        if idle > HALF_OPEN_EVICTABLE_NS || (proven && owner.proxy == PROXY_NONE) {
             return TupleOwner::Evictable {
                 age_ns: idle,
                 half_open: true,
@@ -583,6 +585,21 @@ mod tests {
         assert_eq!(
             tuple_owner(&flow(EST, 0), &conn(OTHER_CLIENT, 40_000, VIP), SEC / 2, &s, true),
             TupleOwner::Held
+        );
+        let opened_by_cookie = Flow {
+            proxy: crate::maps::PROXY_PENDING,
+            ..half_open
+        };
+        assert_eq!(
+            tuple_owner(
+                &opened_by_cookie,
+                &conn(OTHER_CLIENT, 40_000, VIP),
+                SEC / 2,
+                &s,
+                true
+            ),
+            TupleOwner::Held,
+            "another proven client's"
         );
     }
 

@@ -77,7 +77,10 @@ pub fn rewrite(ip: &mut Ipv4Hdr, l4: L4<'_>, to: &Endpoints) -> Result<(), Rewri
 /// sent before translation (from `to.dst`, to `to.src`). The outer IPv4,
 /// quoted IPv4, quoted UDP (when present) and ICMP checksums are updated
 /// incrementally; the quoted TCP checksum is not among the quoted bytes.
-/// Nothing is written on error.
+/// A quoted TCP sequence number moves by `quoted_seq_shift` (a connection
+/// opened by SYN cookie: the error quotes a segment in the sequence space
+/// its receiver saw, its sender must find its own). Nothing is written on
+/// error.
 #[inline(always)]
 pub fn rewrite_icmp_error(
     ip: &mut Ipv4Hdr,
@@ -85,6 +88,7 @@ pub fn rewrite_icmp_error(
     quoted_ip: &mut Ipv4Hdr,
     quoted: &mut QuotedPorts,
     to: &Endpoints,
+    quoted_seq_shift: u32,
 ) -> Result<(), RewriteError> {
     if ip.ttl <= 1 {
         return Err(RewriteError::TtlExceeded);
@@ -122,6 +126,12 @@ pub fn rewrite_icmp_error(
         let udp_check = if udp_check == 0 { 0xffff } else { udp_check };
         icmp_delta = icmp_delta.replace16(quoted.rest[1], udp_check);
         quoted.rest[1] = udp_check;
+    }
+    if quoted_ip.protocol == crate::headers::IPPROTO_TCP && quoted_seq_shift != 0 {
+        let seq = u32::from_be(crate::headers::join_words(quoted.rest)).wrapping_add(quoted_seq_shift);
+        let new = split_words(seq.to_be());
+        icmp_delta = icmp_delta.replace32(quoted.rest, new);
+        quoted.rest = new;
     }
     quoted_ip.check = quoted_check;
     quoted_ip.saddr = quoted_saddr;
@@ -388,7 +398,7 @@ mod tests {
             let datagram_head = as_bytes(&quoted).to_vec();
             sum_bytes(pseudo_sum(&quoted_ip, 1472), &datagram_head)
         };
-        rewrite_icmp_error(&mut ip, &mut icmp, &mut quoted_ip, &mut quoted, &to).unwrap();
+        rewrite_icmp_error(&mut ip, &mut icmp, &mut quoted_ip, &mut quoted, &to, 0).unwrap();
 
         assert_eq!((ip.src(), ip.dst(), ip.ttl), (vip, client, 63));
         assert_eq!(checksum(0, as_bytes(&ip)), 0, "outer IPv4 checksum");
@@ -413,7 +423,7 @@ mod tests {
         let (mut ip, mut icmp) = icmp_error([10, 0, 0, 1], quoted_ip, quoted);
         ip.ttl = 1;
         let before = (ip, icmp, quoted_ip, quoted);
-        assert!(rewrite_icmp_error(&mut ip, &mut icmp, &mut quoted_ip, &mut quoted, &to).is_err());
+        assert!(rewrite_icmp_error(&mut ip, &mut icmp, &mut quoted_ip, &mut quoted, &to, 0).is_err());
         assert_eq!((ip, icmp, quoted_ip, quoted), before);
     }
 

@@ -107,6 +107,11 @@ counters! {
     /// the ACK that completes its handshake; from then on the backend's
     /// sequence numbers are shifted onto the cookie's.
     SynProxyHandshake = "syn_proxy_handshake",
+    /// The backend answered the SYN of a connection opened by cookie with a
+    /// plain ACK (it still has an older connection on the tuple): answered
+    /// with the RST the client's kernel would send, which clears it, so
+    /// that the SYN sent again gets in.
+    ResetStaleBackendConnection = "reset_stale_backend_connection",
     /// Any other segment of a connection opened by cookie while the backend
     /// has not answered (the client sends it again).
     DropSynProxyPending = "drop_syn_proxy_pending",

@@ -5,7 +5,7 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{
     headers::{EthHdr, IcmpHdr, Ipv4Hdr, QuotedPorts, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
-    maps::{FlowKey, SETTINGS_READY},
+    maps::{FlowKey, PROXY_OPEN, SETTINGS_READY},
     nat,
     stats::Counter,
 };
@@ -84,11 +84,17 @@ pub fn icmp_error(ctx: &XdpContext, ip: &mut Ipv4Hdr) -> Outcome {
         proto: quoted_proto,
         _pad: [0; 3],
     };
-    // SAFETY: a copy of a live entry's rewrite, which never changes.
-    let Some(rewrite) = maps::FLOWS.get_ptr(&key).map(|flow| unsafe { (*flow).rewrite }) else {
+    let Some(flow) = maps::FLOWS.get_ptr(&key) else {
         return Outcome::pass(Counter::PassNotService);
     };
-    if nat::rewrite_icmp_error(ip, icmp, quoted_ip, quoted, &rewrite).is_err() {
+    // SAFETY: fields of a live entry: the rewrite never changes; a shift is
+    // written once, when the backend's handshake completes.
+    let (rewrite, proxy, ack_shift) = unsafe { ((*flow).rewrite, (*flow).proxy, (*flow).ack_shift) };
+    // A connection opened by SYN cookie: the quoted segment's sequence
+    // number is shifted back into its sender's space, as its
+    // acknowledgements are (`Flow::ack_shift` of this direction).
+    let quoted_seq_shift = if proxy == PROXY_OPEN { ack_shift } else { 0 };
+    if nat::rewrite_icmp_error(ip, icmp, quoted_ip, quoted, &rewrite, quoted_seq_shift).is_err() {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
     let route = forward::route(ctx, ip.protocol, ip.total_len(), ip.src(), ip.dst(), None);

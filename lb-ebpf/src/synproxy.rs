@@ -14,8 +14,8 @@ use lb_common::{
         split_words, EthHdr, Ipv4Hdr, TcpHdr, ETH_P_IP, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
     },
     maps::{
-        Endpoints, Flow, FlowKey, Service, Settings, DIRECTION_FORWARD, FLOW_ESTABLISHED, FLOW_SEQ_KNOWN,
-        PROXY_OPEN, SERVICE_SYN_COOKIES_ALWAYS, SERVICE_SYN_COOKIES_NEVER,
+        Endpoints, Flow, FlowKey, Service, Settings, DIRECTION_FORWARD, FLOW_CLOSING, FLOW_ESTABLISHED,
+        FLOW_SEQ_KNOWN, PROXY_OPEN, SERVICE_SYN_COOKIES_ALWAYS, SERVICE_SYN_COOKIES_NEVER,
     },
     stats::Counter,
     synproxy::{
@@ -47,6 +47,54 @@ struct AckFrame {
     eth: EthHdr,
     ip: Ipv4Hdr,
     tcp: TcpHdr,
+}
+
+/// A frame the program builds, with its Ethernet header first.
+trait Built {
+    fn eth(&mut self) -> &mut EthHdr;
+}
+
+impl Built for SynFrame {
+    fn eth(&mut self) -> &mut EthHdr {
+        &mut self.eth
+    }
+}
+
+impl Built for AckFrame {
+    fn eth(&mut self) -> &mut EthHdr {
+        &mut self.eth
+    }
+}
+
+/// The frame's sender's MAC and the ingress interface's own, read before
+/// the frame is rebuilt.
+#[inline(always)]
+fn macs(ctx: &XdpContext) -> Result<([u8; 6], [u8; 6]), Outcome> {
+    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
+        return Err(Outcome::drop(Counter::DropMalformed));
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let sender = unsafe { (*eth).src };
+    let own = interface_mac(ctx).ok_or(Outcome::pass(Counter::PassNotReady))?;
+    Ok((sender, own))
+}
+
+/// The frame resized to a `T`, which the caller writes whole, its Ethernet
+/// header already addressed to `dst` from `src`.
+#[inline(always)]
+fn rebuild<'a, T: Built>(ctx: &'a XdpContext, dst: [u8; 6], src: [u8; 6]) -> Result<&'a mut T, Outcome> {
+    if !resize(ctx, core::mem::size_of::<T>()) {
+        return Err(Outcome::drop(Counter::DropSynProxyFrame));
+    }
+    let frame = parse::ptr_at::<T>(ctx, 0).ok_or(Outcome::drop(Counter::DropSynProxyFrame))?;
+    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
+    let frame = unsafe { &mut *frame };
+    *frame.eth() = EthHdr {
+        dst,
+        src,
+        ether_type: ETH_P_IP,
+    };
+    Ok(frame)
 }
 
 /// Whether the service's SYNs are answered with cookies now.
@@ -107,38 +155,29 @@ pub fn answer_syn(
     if segment.payload_len != 0 {
         return Outcome::drop(Counter::DropSynWithData);
     }
-    let (Some(eth), Some(ip), Some(tcp)) = (
-        parse::ptr_at::<EthHdr>(ctx, 0),
+    let (Some(ip), Some(tcp)) = (
         parse::ptr_at::<Ipv4Hdr>(ctx, crate::IP_OFFSET),
         parse::ptr_at::<TcpHdr>(ctx, L4_OFFSET),
     ) else {
         return Outcome::drop(Counter::DropTruncatedL4);
     };
     // SAFETY: bounds-checked by ptr_at.
-    let (client_mac, header_len) = unsafe { ((*eth).src, (*tcp).header_len()) };
+    let header_len = unsafe { (*tcp).header_len() };
     // SAFETY: as above.
     if !tcp_checksum_ok(ctx, unsafe { &*ip }, header_len) {
         return Outcome::drop(Counter::DropBadChecksum);
     }
-    let Some(own_mac) = interface_mac(ctx) else {
-        return Outcome::pass(Counter::PassNotReady);
+    let (client_mac, own_mac) = match macs(ctx) {
+        Ok(macs) => macs,
+        Err(outcome) => return outcome,
     };
     let client = syn_options(ctx, header_len);
     let cookie = make_cookie(&settings.cookie_key, key, segment.seq, now_ns, &client);
     let answer = cookie_syn_ack(key, segment.seq, cookie);
     let options = syn_option_bytes(&advertised_options(&client));
-    if !resize(ctx, core::mem::size_of::<SynFrame>()) {
-        return Outcome::drop(Counter::DropSynProxyFrame);
-    }
-    let Some(frame) = parse::ptr_at::<SynFrame>(ctx, 0) else {
-        return Outcome::drop(Counter::DropSynProxyFrame);
-    };
-    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
-    let frame = unsafe { &mut *frame };
-    frame.eth = EthHdr {
-        dst: client_mac,
-        src: own_mac,
-        ether_type: ETH_P_IP,
+    let frame = match rebuild::<SynFrame>(ctx, client_mac, own_mac) {
+        Ok(frame) => frame,
+        Err(outcome) => return outcome,
     };
     frame.options = options;
     write_segment(&mut frame.ip, &mut frame.tcp, Some(&options), &answer);
@@ -199,33 +238,20 @@ pub fn send_syn(
     counter: Counter,
 ) -> Outcome {
     const LEN: usize = core::mem::size_of::<SynFrame>();
-    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return Outcome::drop(Counter::DropMalformed);
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    let sender_mac = unsafe { (*eth).src };
-    let Some(own_mac) = interface_mac(ctx) else {
-        return Outcome::pass(Counter::PassNotReady);
+    let (sender_mac, own_mac) = match macs(ctx) {
+        Ok(macs) => macs,
+        Err(outcome) => return outcome,
     };
     let window = if window > u32::from(u16::MAX) {
         u16::MAX
     } else {
         window as u16
     };
-    if !resize(ctx, LEN) {
-        return Outcome::drop(Counter::DropSynProxyFrame);
-    }
-    let Some(frame) = parse::ptr_at::<SynFrame>(ctx, 0) else {
-        return Outcome::drop(Counter::DropSynProxyFrame);
-    };
-    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
-    let frame = unsafe { &mut *frame };
     // Addressed to this host, for the kernel to forward if the next hop is
     // not resolved (deliver sets the MACs otherwise).
-    frame.eth = EthHdr {
-        dst: own_mac,
-        src: sender_mac,
-        ether_type: ETH_P_IP,
+    let frame = match rebuild::<SynFrame>(ctx, own_mac, sender_mac) {
+        Ok(frame) => frame,
+        Err(outcome) => return outcome,
     };
     // Written in place, and the route looked up after: the stack is short.
     frame.options = syn_option_bytes(&cookie_options(cookie));
@@ -284,7 +310,8 @@ pub fn pending(
 ) -> Pending {
     let flags = segment.flags;
     if current.direction == DIRECTION_FORWARD {
-        if flags & TCP_RST != 0 {
+        // A RST may close it; once closed, a SYN opens the port anew.
+        if flags & TCP_RST != 0 || (flags & TCP_SYN != 0 && current.state & FLOW_CLOSING != 0) {
             return Pending::Ordinary;
         }
         if flags & (TCP_SYN | TCP_ACK) == TCP_ACK
@@ -307,6 +334,14 @@ pub fn pending(
             window_scale: (*client_side).window_scale,
         }
     };
+    if flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK && segment.payload_len == 0 {
+        // A plain ACK answering the SYN: the backend still has an older
+        // connection on the tuple (TIME_WAIT, SYN_RECV). The client's
+        // kernel would answer it with a RST carrying its acknowledgement
+        // number (RFC 9293 SYN-SENT), which clears the old connection so
+        // that the SYN sent again gets in; the program answers for it.
+        return Pending::Done(reset_backend(ctx, key, segment.ack));
+    }
     if segment.ack != client_side_view.seq_next {
         return Pending::Done(Outcome::drop(Counter::DropSynProxyPending));
     }
@@ -338,6 +373,39 @@ pub fn pending(
     Pending::Done(Outcome::drop(Counter::DropSynProxyPending))
 }
 
+/// Answers a segment from the backend (key `key`) with a RST whose
+/// sequence number is `seq`, back where it came from.
+#[inline(always)]
+fn reset_backend(ctx: &XdpContext, key: &FlowKey, seq: u32) -> Outcome {
+    const LEN: usize = core::mem::size_of::<AckFrame>();
+    let frame =
+        match macs(ctx).and_then(|(backend_mac, own_mac)| rebuild::<AckFrame>(ctx, backend_mac, own_mac)) {
+            Ok(frame) => frame,
+            Err(outcome) => return outcome,
+        };
+    write_segment(
+        &mut frame.ip,
+        &mut frame.tcp,
+        None,
+        &NewSegment {
+            src_addr: key.dst_addr,
+            dst_addr: key.src_addr,
+            src_port: key.dst_port,
+            dst_port: key.src_port,
+            seq,
+            ack: 0,
+            flags: TCP_RST,
+            window: 0,
+        },
+    );
+    forward::send_back(
+        ctx,
+        LEN,
+        Counter::ResetStaleBackendConnection,
+        Counter::DropSynProxyFrame,
+    )
+}
+
 /// What the backend's SYN-ACK needs of the client side's entry.
 struct ClientSide {
     seq_next: u32,
@@ -360,14 +428,21 @@ fn complete_backend_handshake(
     now_ns: u64,
 ) -> Outcome {
     const LEN: usize = core::mem::size_of::<AckFrame>();
-    let backend_scale = crate::syn_window_scale(ctx, segment);
-    let Some(eth) = parse::ptr_at::<EthHdr>(ctx, 0) else {
-        return Outcome::drop(Counter::DropMalformed);
+    // Nothing of the SYN-ACK survives in the ACK built from it: a corrupted
+    // one must not set the connection's shift.
+    let Some(ip) = parse::ptr_at::<Ipv4Hdr>(ctx, crate::IP_OFFSET) else {
+        return Outcome::drop(Counter::DropTruncatedL4);
     };
     // SAFETY: bounds-checked by ptr_at.
-    let backend_mac = unsafe { (*eth).src };
-    let Some(own_mac) = interface_mac(ctx) else {
-        return Outcome::pass(Counter::PassNotReady);
+    let ip = unsafe { &*ip };
+    let segment_len = usize::from(ip.total_len()).saturating_sub(Ipv4Hdr::LEN);
+    if segment.payload_len != 0 || !ip.checksum_ok() || !tcp_checksum_ok(ctx, ip, segment_len) {
+        return Outcome::drop(Counter::DropBadChecksum);
+    }
+    let backend_scale = crate::syn_window_scale(ctx, segment);
+    let (backend_mac, own_mac) = match macs(ctx) {
+        Ok(macs) => macs,
+        Err(outcome) => return outcome,
     };
     let backend_isn = segment.seq;
     // SAFETY: field reads of live map values.
@@ -404,18 +479,9 @@ fn complete_backend_handshake(
             client_window as u16
         },
     };
-    if !resize(ctx, LEN) {
-        return Outcome::drop(Counter::DropSynProxyFrame);
-    }
-    let Some(frame) = parse::ptr_at::<AckFrame>(ctx, 0) else {
-        return Outcome::drop(Counter::DropSynProxyFrame);
-    };
-    // SAFETY: bounds-checked by ptr_at; the frame is ours for the run.
-    let frame = unsafe { &mut *frame };
-    frame.eth = EthHdr {
-        dst: backend_mac,
-        src: own_mac,
-        ether_type: ETH_P_IP,
+    let frame = match rebuild::<AckFrame>(ctx, backend_mac, own_mac) {
+        Ok(frame) => frame,
+        Err(outcome) => return outcome,
     };
     write_segment(&mut frame.ip, &mut frame.tcp, None, &ack);
     forward::send_back(ctx, LEN, Counter::SynProxyHandshake, Counter::DropSynProxyFrame)

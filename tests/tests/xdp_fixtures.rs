@@ -1574,6 +1574,14 @@ fn cookie_for(fx: &Fixture, client: (Ipv4Addr, u16)) -> u32 {
     fields.seq
 }
 
+/// CLIENT's connection to the hairpin service opened by cookie: its cookie,
+/// and the SYN the backend was sent.
+fn open_by_cookie(fx: &Fixture) -> (u32, Parsed) {
+    let cookie = cookie_for(fx, CLIENT);
+    let answer = Frame::tcp(CLIENT, (VIP, HAIRPIN_PORT), ACK).with_seq(CLIENT_ISN + 1, cookie + 1);
+    (cookie, forwarded(&from_client(fx, &answer)))
+}
+
 #[test]
 fn with_syn_cookies_a_syn_is_answered_by_the_program_and_only_its_answer_opens_a_connection() {
     with_fixture(&services_with_cookies("always"), |fx| {
@@ -1676,6 +1684,17 @@ fn with_syn_cookies_a_syn_is_answered_by_the_program_and_only_its_answer_opens_a
         assert_eq!((fields.seq, fields.ack), (cookie + 1, CLIENT_ISN + 4));
         // The backend's window (scale 6) in the scale the client was told (7).
         assert_eq!(fields.window, 0xfaf0 / 2);
+        // A router on the client's side answers that segment with
+        // "fragmentation needed": the backend gets it about its own
+        // segment, its sequence number shifted back.
+        let router = Ipv4Addr::new(203, 0, 113, 1);
+        let error = frag_needed(PUBLIC_MAC, router, VIP, &verdict.frame);
+        let translated = fx.run(&error, fx.public_ifindex);
+        let (outer, quoted) = icmp_translation(&translated);
+        assert_eq!(outer, (LB_PRIVATE, PUBLIC_BACKEND));
+        assert_eq!(quoted, (backend.0, backend.1, snat.0, snat.1));
+        let quoted_seq = u32::from_be_bytes(translated.frame[66..70].try_into().unwrap());
+        assert_eq!(quoted_seq, BACKEND_ISN + 1, "in the backend's own sequence space");
 
         // A RST out of the window (the backend's, 4 MB in its scale) is
         // refused; one in the client's own sequence space closes.
@@ -1700,11 +1719,7 @@ fn with_syn_cookies_a_syn_is_answered_by_the_program_and_only_its_answer_opens_a
 fn a_backend_refusing_a_connection_opened_by_cookie_resets_the_client_in_its_sequence_space() {
     with_fixture(&services_with_cookies("always"), |fx| {
         let to = (VIP, HAIRPIN_PORT);
-        let cookie = cookie_for(fx, CLIENT);
-        let syn = forwarded(&from_client(
-            fx,
-            &Frame::tcp(CLIENT, to, ACK).with_seq(CLIENT_ISN + 1, cookie + 1),
-        ));
+        let (cookie, syn) = open_by_cookie(fx);
         // A stray segment from the backend's side changes nothing.
         let stray = Frame::tcp((syn.dst, syn.dst_port), (syn.src, syn.src_port), RST | ACK)
             .with_seq(0, CLIENT_ISN + 7);
@@ -1728,6 +1743,50 @@ fn a_backend_refusing_a_connection_opened_by_cookie_resets_the_client_in_its_seq
         assert_eq!(fields.flags & RST, RST);
         assert_eq!(fields.seq, cookie + 1, "in the sequence space the client knows");
         assert_reset(fx, CLIENT, to);
+        // The port is free again: the client's next SYN gets its cookie.
+        cookie_for(fx, CLIENT);
+        assert_eq!(counter(fx, Counter::SynCookieSent), 2);
+    })
+    .expect("fixture");
+}
+
+#[test]
+fn a_backend_still_holding_the_tuple_gets_the_clients_reset_and_a_corrupted_syn_ack_changes_nothing() {
+    with_fixture(&services_with_cookies("always"), |fx| {
+        let (_, syn) = open_by_cookie(fx);
+        let (backend, snat) = ((syn.dst, syn.dst_port), (syn.src, syn.src_port));
+        // The backend answers the SYN with a plain ACK of an older
+        // connection on the tuple: it gets the RST the client's kernel
+        // would send, carrying that acknowledgement number.
+        let challenge = Frame::tcp(backend, snat, ACK).with_seq(0x5000_0000, 0x6000_0000);
+        let verdict = from_backend(fx, &challenge);
+        assert_eq!(verdict.action, XDP_REDIRECT, "{verdict:?}");
+        let reset = parse_and_verify(&verdict.frame).expect("the RST's checksums");
+        assert_eq!(
+            (reset.src, reset.src_port, reset.dst, reset.dst_port),
+            (snat.0, snat.1, backend.0, backend.1)
+        );
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.flags, fields.seq), (RST, 0x6000_0000));
+        assert_eq!(counter(fx, Counter::ResetStaleBackendConnection), 1);
+
+        // A SYN-ACK corrupted on the way (its checksum no longer matches)
+        // sets nothing; the intact one completes the handshake.
+        let syn_ack = Frame::tcp(backend, snat, SYN | ACK).with_seq(BACKEND_ISN, CLIENT_ISN + 1);
+        let mut corrupted = syn_ack.clone().addressed_to(fx.private_mac).build();
+        corrupted[38] ^= 0x40;
+        assert_outcome(
+            fx,
+            "corrupted SYN-ACK",
+            &corrupted,
+            fx.private_ifindex,
+            XDP_DROP,
+            Counter::DropBadChecksum,
+        );
+        let verdict = from_backend(fx, &syn_ack);
+        assert_eq!(verdict.action, XDP_REDIRECT, "{verdict:?}");
+        let fields = tcp_fields(&verdict.frame);
+        assert_eq!((fields.flags, fields.ack), (ACK, BACKEND_ISN + 1));
     })
     .expect("fixture");
 }
