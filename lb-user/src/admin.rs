@@ -44,22 +44,16 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
-use hyper::server::conn::http1;
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
 use serde_json::json;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, UnixListener, UnixStream},
     sync::watch,
     task::JoinSet,
 };
-use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::{
+    bounded_http::{self, Limits},
     config::Secret,
     control::{self, ControlHandle},
     status::Status,
@@ -68,15 +62,10 @@ use crate::{
 /// How long a handler waits for the controller. Below the CLI's 10 s timeout,
 /// so that the operator sees this error rather than a bare client timeout.
 pub const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(8);
-/// A client must send its request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection is closed after this long, whatever it is doing: a client
-/// that stops reading must not hold a connection slot forever.
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
-/// Connections served at once per listener; more are closed on accept.
-const MAX_CONNECTIONS: usize = 32;
-/// On shutdown, requests in flight get this long to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// The listeners' bounds (connections, header and connection time-outs).
+const LIMITS: Limits = Limits::DEFAULT;
+/// How the admin API is named in logs.
+const WHAT: &str = "admin API";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -209,15 +198,16 @@ impl AdminServer {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, removes the
-    /// socket file, and gives requests in flight 2 s (`SHUTDOWN_GRACE`) to finish.
-    /// Errors on single connections are logged, never returned.
+    /// socket file, and gives requests in flight 2 s to finish (see
+    /// `bounded_http`). Errors on single connections are logged, never
+    /// returned.
     pub async fn serve(self, control: ControlHandle, shutdown: impl Future<Output = ()>) {
-        let (stop, stopped) = watch::channel(false);
-        let mut connections = JoinSet::new();
         let router = router(control);
-        let mut shutdown = std::pin::pin!(shutdown);
         match self.listener {
             Listener::Unix { listener, _file } => {
+                let (stop, stopped) = watch::channel(false);
+                let mut connections = JoinSet::new();
+                let mut shutdown = std::pin::pin!(shutdown);
                 let root_router = router;
                 let refused_router = forbidden_router();
                 loop {
@@ -226,11 +216,14 @@ impl AdminServer {
                         Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, _)) => stream,
-                            Err(e) => { accept_failed(&e).await; continue; }
+                            Err(e) => { bounded_http::accept_failed(WHAT, &e).await; continue; }
                         },
                     };
-                    if connections.len() >= MAX_CONNECTIONS {
-                        warn!("admin API: {MAX_CONNECTIONS} connections open, closing a new one");
+                    if connections.len() >= LIMITS.max_connections {
+                        warn!(
+                            "admin API: {} connections open, closing a new one",
+                            LIMITS.max_connections
+                        );
                         continue;
                     }
                     let cred = match stream.peer_cred() {
@@ -245,54 +238,32 @@ impl AdminServer {
                         pid: cred.pid(),
                     };
                     let router = unix_peer_router(&peer, &root_router, &refused_router);
-                    connections.spawn(serve_connection(stream, router, peer, stopped.clone()));
+                    connections.spawn(bounded_http::serve_connection(
+                        stream,
+                        router.layer(Extension(peer.clone())),
+                        WHAT,
+                        peer.to_string(),
+                        LIMITS,
+                        stopped.clone(),
+                    ));
                 }
                 // Dropping the listener and then the guard (`_file`) removes
                 // the socket, so new clients see "is xlb running?" at once.
                 drop(listener);
+                bounded_http::finish(WHAT, LIMITS, &stop, connections).await;
             }
             Listener::Tcp { listener, token } => {
                 let router = router.layer(middleware::from_fn_with_state(token, require_token));
-                loop {
-                    let (stream, addr) = tokio::select! {
-                        () = &mut shutdown => break,
-                        Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                        accepted = listener.accept() => match accepted {
-                            Ok(accepted) => accepted,
-                            Err(e) => { accept_failed(&e).await; continue; }
-                        },
-                    };
-                    if connections.len() >= MAX_CONNECTIONS {
-                        warn!(peer = %addr, "admin API: {MAX_CONNECTIONS} connections open, closing a new one");
-                        continue;
-                    }
-                    // Best effort: only latency is at stake.
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(
-                        stream,
-                        router.clone(),
-                        Peer::Tcp(addr),
-                        stopped.clone(),
-                    ));
-                }
-                drop(listener);
+                bounded_http::serve_tcp(
+                    listener,
+                    WHAT,
+                    LIMITS,
+                    |addr| router.clone().layer(Extension(Peer::Tcp(addr))),
+                    shutdown,
+                )
+                .await;
             }
         }
-        // Every connection task sees this and shuts down gracefully: it
-        // finishes the request in flight and then closes.
-        let _ = stop.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            debug!(
-                connections = connections.len(),
-                "admin API: closing connections still open after the grace period"
-            );
-        }
-        // Dropping the JoinSet aborts what is left.
-        info!("admin API stopped");
     }
 }
 
@@ -333,49 +304,6 @@ pub async fn serve_tcp(
         .serve(control, shutdown)
         .await;
     Ok(())
-}
-
-/// Accept fails on resource exhaustion (EMFILE, ENOBUFS); retrying at once
-/// would spin, so wait a little and let connections close.
-async fn accept_failed(error: &io::Error) {
-    warn!(error = %error, "admin API: accept failed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-async fn serve_connection<I>(io: I, router: Router, peer: Peer, mut stopped: watch::Receiver<bool>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let log_peer = peer.clone();
-    let service = TowerToHyperService::new(router.map_request(move |mut request: Request<_>| {
-        request.extensions_mut().insert(peer.clone());
-        request
-    }));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        // One request per connection, as the CLI does: an idle keep-alive
-        // connection would hold one of the MAX_CONNECTIONS slots.
-        .keep_alive(false);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    let mut connection = std::pin::pin!(connection);
-    let served = tokio::time::timeout(CONNECTION_DEADLINE, async {
-        tokio::select! {
-            result = connection.as_mut() => result,
-            // The guard `wait_for` returns is not Send: drop it at once.
-            () = async { drop(stopped.wait_for(|stop| *stop).await) } => {
-                connection.as_mut().graceful_shutdown();
-                connection.as_mut().await
-            }
-        }
-    })
-    .await;
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => debug!(peer = %log_peer, error = %e, "admin API: connection error"),
-        Err(_) => debug!(peer = %log_peer, "admin API: connection closed after {CONNECTION_DEADLINE:?}"),
-    }
 }
 
 // ---- the socket file -------------------------------------------------------
@@ -714,6 +642,7 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tokio::sync::{mpsc, oneshot};
+    use tower::ServiceExt;
 
     use super::*;
     use crate::{

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod bounded_http;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
+    bounded_http::{self, Limits},
     control::ControlHandle,
     status::{BackendState, BackendStatus, ServiceStatus, Status, VrrpStatus},
 };
@@ -724,22 +725,33 @@ pub async fn serve(
 
 /// Serves the metrics endpoint on an already bound listener (so a caller can
 /// bind first and fail early, or bind port 0 and learn the port) until
-/// `shutdown` completes; then waits for requests in progress.
+/// `shutdown` completes; then waits for requests in progress. Bounded like
+/// the admin API (`bounded_http`): 32 connections at once, 10 s for a
+/// request's headers, 60 s for a connection, one request per connection.
 ///
 /// # Errors
 /// When the listener has no local address; serving itself does not fail
-/// (axum logs and retries failed accepts).
+/// (failed accepts are logged and retried).
 pub async fn serve_listener(
     listener: TcpListener,
     control: ControlHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_bounded(listener, control, STATUS_TIMEOUT, Limits::DEFAULT, shutdown).await
+}
+
+async fn serve_bounded(
+    listener: TcpListener,
+    control: ControlHandle,
+    status_timeout: Duration,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("metrics listener has no address")?;
     info!(%addr, "metrics endpoint listening: GET /metrics");
-    axum::serve(listener, router(control, STATUS_TIMEOUT))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .with_context(|| format!("metrics endpoint on {addr} failed"))
+    let router = router(control, status_timeout);
+    bounded_http::serve_tcp(listener, "metrics endpoint", limits, |_| router.clone(), shutdown).await;
+    Ok(())
 }
 
 fn router(control: ControlHandle, status_timeout: Duration) -> Router {
@@ -1370,18 +1382,74 @@ mod tests {
         oneshot::Sender<()>,
         tokio::task::JoinHandle<anyhow::Result<()>>,
     ) {
+        start_with(control, status_timeout, Limits::DEFAULT).await
+    }
+
+    /// As `start`, with the listener's bounds given.
+    async fn start_with(
+        control: ControlHandle,
+        status_timeout: Duration,
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router(control, status_timeout))
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .context("serve")
-        });
+        let server = tokio::spawn(serve_bounded(listener, control, status_timeout, limits, async {
+            let _ = stopped.await;
+        }));
         (addr, stop, server)
+    }
+
+    /// Whether the server closes `stream` (end of file, or a reset) within
+    /// a bound far above any time-out involved.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0_u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn silent_clients_are_closed_and_connections_capped() {
+        let limits = Limits {
+            max_connections: 2,
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::DEFAULT
+        };
+        let control = fake_controller(Some(Ok(sample_status())));
+        let (addr, stop, server) = start_with(control, STATUS_TIMEOUT, limits).await;
+        // Two clients connect and send nothing: they hold both slots...
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        // ...so a third connection is closed at once, before it says anything...
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(
+            closed_by_server(&mut third).await,
+            "the third connection stays open"
+        );
+        // ...and the silent ones are closed once their headers are overdue.
+        for stream in &mut silent {
+            assert!(
+                closed_by_server(stream).await,
+                "a silent client keeps its connection"
+            );
+        }
+        // Then the endpoint answers again.
+        let answer = http_get(addr, "/metrics").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        stop.send(()).expect("server still running");
+        within("the server's stop", server)
+            .await
+            .expect("server task")
+            .expect("serve");
     }
 
     #[tokio::test(flavor = "current_thread")]
