@@ -92,14 +92,10 @@ pub struct Controller {
     last_reload: Option<ReloadOutcome>,
     rates: Rates,
     snat_pressure: PressureWatch,
-    census: std::cell::RefCell<Option<(Instant, ConnectionCensus)>>,
     /// What VRRP's tracks need to know of the data plane and the pools.
     node_health: watch::Sender<NodeHealth>,
     vrrp_status: Option<watch::Receiver<VrrpStatus>>,
 }
-
-/// How stale the connection census in a status may be.
-const CENSUS_MAX_AGE: Duration = Duration::from_secs(2);
 
 fn key_of(service: &str, backend: &crate::config::BackendConfig) -> BackendKey {
     (service.to_owned(), backend.name.clone(), backend.address)
@@ -130,7 +126,6 @@ impl Controller {
             last_reload: None,
             rates: Rates::default(),
             snat_pressure: PressureWatch::default(),
-            census: std::cell::RefCell::new(None),
             node_health: watch::channel(NodeHealth::default()).0,
             vrrp_status: None,
         };
@@ -608,21 +603,13 @@ impl Controller {
         }
     }
 
-    /// The connection table's census, rescanned when older than
-    /// [`CENSUS_MAX_AGE`]: scrapes and status calls in a burst share one scan.
+    /// The connection table's census: the sweeper's latest, a copy (no
+    /// request ever scans the table). Empty before its first pass.
     fn census(&self) -> ConnectionCensus {
-        let mut cache = self.census.borrow_mut();
-        if let Some((at, census)) = cache.as_ref() {
-            if at.elapsed() < CENSUS_MAX_AGE {
-                return census.clone();
-            }
-        }
-        let census = self.dataplane.scan_connections().unwrap_or_else(|e| {
-            warn!(error = %e, "cannot scan the connection table");
-            ConnectionCensus::default()
-        });
-        *cache = Some((Instant::now(), census.clone()));
-        census
+        self.dataplane
+            .census()
+            .map(|(_, census)| census)
+            .unwrap_or_default()
     }
 
     /// Stops the checks (the data plane detaches when the controller drops).

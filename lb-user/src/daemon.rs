@@ -273,7 +273,7 @@ fn log_counters(controller: &Controller) {
                 .filter(|(_, n)| *n > 0)
                 .map(|(c, n)| format!("{}={n}", c.name()))
                 .collect();
-            let flows = dataplane.scan_connections().map_or(0, |census| census.entries);
+            let flows = dataplane.census().map_or(0, |(_, census)| census.entries);
             info!(conntrack_entries = flows, "counters: {}", line.join(" "));
         }
         Err(e) => warn!(error = %e, "cannot read counters"),

@@ -6,7 +6,7 @@ use std::{net::TcpStream, os::unix::fs::PermissionsExt, time::Duration};
 use lb_tests::{
     http, status,
     testbed::{base_services, Testbed, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, VIP},
-    unique_tag,
+    unique_tag, wait,
 };
 
 /// The bodies of `n` requests to the VIP's `port`, sorted.
@@ -59,7 +59,12 @@ fn drain_keeps_established_connections_and_steers_new_ones_away() {
     let json = bed.node_status(0).unwrap();
     let web1 = status::backend(&json, "frontend", "web1").unwrap();
     assert_eq!(web1["state"], "DRAIN", "{web1}");
-    assert_eq!(web1["active_connections"], 1, "{web1}");
+    // The census comes from the sweeper's passes (every 2 s).
+    wait::until("web1's connection in the census", Duration::from_secs(10), || {
+        let json = bed.node_status(0).unwrap();
+        status::backend(&json, "frontend", "web1").is_ok_and(|web1| web1["active_connections"] == 1)
+    })
+    .unwrap();
 
     let unknown = cli(&bed, &["drain", "frontend", "nosuch"]);
     assert!(!unknown.status.success());

@@ -922,8 +922,10 @@ fn table_entries(bed: &Testbed) -> u64 {
 /// Twenty connections that the client closes first (nobody keeps a
 /// TIME_WAIT for them, so their tuples are free for anyone after two
 /// seconds) leave forty entries; the daemon's sweeper removes them within a
-/// couple of passes (every 10 s), and leaves alone an idle live connection,
-/// which still answers afterwards.
+/// couple of passes (every 2 s), and leaves alone an idle live connection,
+/// which still answers afterwards. (The status's count of entries is the
+/// sweeper's census: it need not ever show the forty, which a pass after
+/// their hold removes uncounted.)
 #[test]
 fn closed_connections_are_swept_and_an_idle_live_one_is_kept() {
     let mut bed = testbed();
@@ -936,11 +938,6 @@ fn closed_connections_are_swept_and_an_idle_live_one_is_kept() {
         close_from_client(stream);
     }
     assert_eq!(counter(&bed, "forward_new"), 21, "{}", counters(&bed));
-    assert!(
-        table_entries(&bed) >= 40,
-        "closed a moment ago, still in the table: {}",
-        table_entries(&bed)
-    );
     wait::until(
         "the closed connections are swept",
         Duration::from_secs(35),

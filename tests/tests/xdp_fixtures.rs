@@ -978,6 +978,21 @@ fn the_sweeper_removes_every_dead_entry_across_batches_and_no_live_one() {
         }
         assert!(flows.get(&flow_key(CLIENT, FRONTEND, TCP), 0).is_ok());
         assert!(flows.get(&reply_key(&out), 0).is_ok());
+
+        // Each pass publishes the census of what it left, which the status
+        // and metrics use: on a table that no longer changes, exactly what
+        // a scan finds.
+        let scan = fx.dataplane.lock().unwrap().scan_connections().expect("scan");
+        assert_eq!(scan.entries, u64::from(LIVE) + 2);
+        assert_eq!(
+            scan.active_by_backend.get(&template.backend_id),
+            Some(&(u64::from(LIVE) + 1))
+        );
+        let census = || fx.dataplane.lock().unwrap().census().map(|(_, census)| census);
+        while census().as_ref() != Some(&scan) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(census(), Some(scan), "the sweeper's census");
     });
 }
 

@@ -156,6 +156,8 @@ pub struct Dataplane {
     cookie_key: [u64; 2],
     /// The settings last written, to judge entries as the program does.
     settings: Option<Settings>,
+    /// The sweeper's latest census of the connection table.
+    census: sweeper::Census,
 }
 
 impl Dataplane {
@@ -188,6 +190,7 @@ impl Dataplane {
             hash_seed: random_seed(),
             cookie_key: cookie_key()?,
             settings: None,
+            census: sweeper::Census::default(),
         };
         for (slot, name) in (0_u32..).zip(&config.interfaces) {
             let served = Served {
@@ -362,10 +365,11 @@ impl Dataplane {
         Ok(connections)
     }
 
-    /// One pass over the connection table: its entries, and the open
+    /// One pass over the connection table, now: its entries, and the open
     /// connections (client-side entries not closing) per backend id. The
     /// cost grows with the entries in use (two syscalls each), not with the
-    /// table's capacity.
+    /// table's capacity: for what must be exact now (a drain's end), not
+    /// for the status and metrics, which use the sweeper's `census`.
     pub fn scan_connections(&self) -> Result<ConnectionCensus, DataplaneError> {
         let map = self
             .ebpf
@@ -400,7 +404,19 @@ impl Dataplane {
             };
             Ok(data.info().map_err(map_err(name))?.id())
         };
-        sweeper::Sweeper::start(id("FLOWS")?, id("SETTINGS")?).map_err(DataplaneError::Sweeper)
+        sweeper::Sweeper::start(id("FLOWS")?, id("SETTINGS")?, self.census.clone())
+            .map_err(DataplaneError::Sweeper)
+    }
+
+    /// The connection table's census as of the sweeper's last pass (a
+    /// copy: no scan), and its age. None before the first pass (or without
+    /// a sweeper).
+    #[must_use]
+    pub fn census(&self) -> Option<(std::time::Duration, ConnectionCensus)> {
+        let published = self.census.lock().ok()?;
+        published
+            .as_ref()
+            .map(|(at, census)| (at.elapsed(), census.clone()))
     }
 
     /// A service's traffic counters, summed over CPUs.

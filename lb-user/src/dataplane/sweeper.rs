@@ -4,25 +4,34 @@
 //! live connection while dead ones remain. It runs on its own thread with
 //! its own handles on the maps, at a bounded pace and in bounded memory
 //! (a batch of keys at a time), so it never delays the daemon's loop.
+//!
+//! Each pass also takes the table's census (entries, open connections and
+//! held SNAT tuples per backend) of what it leaves, and publishes it: the
+//! status and the metrics are answered from that snapshot, never by a scan
+//! of their own, whatever the table's size.
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use lb_common::{
     conntrack::{tuple_owner, TupleOwner},
-    maps::{Flow, FlowKey, Settings, SETTINGS_READY},
+    maps::{Flow, FlowKey, Settings, DIRECTION_FORWARD, DIRECTION_REPLY, FLOW_CLOSING, SETTINGS_READY},
 };
+
+use super::ConnectionCensus;
 use tracing::{debug, warn};
 
-/// A pass over the table starts this often.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// A pass over the table starts this long after the last one ended (so the
+/// census is at most this old, plus a pass: a table of a million entries
+/// takes 20 s at the pace below).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Entries looked at between pauses, and the pause: at most about 50,000
 /// entries a second, a small share of one core.
 const BATCH: usize = 5_000;
@@ -46,6 +55,9 @@ pub fn is_dead(key: &FlowKey, flow: &Flow, now_ns: u64, settings: &Settings) -> 
     tuple_owner(flow, &nobody, now_ns, settings, false) == TupleOwner::Free
 }
 
+/// The census of the last complete pass, and when it ended.
+pub type Census = Arc<Mutex<Option<(Instant, ConnectionCensus)>>>;
+
 /// The running sweeper; stops (and is joined) on drop.
 pub struct Sweeper {
     stop: Arc<AtomicBool>,
@@ -53,13 +65,14 @@ pub struct Sweeper {
 }
 
 impl Sweeper {
-    /// Starts sweeping the maps with these ids (FLOWS, SETTINGS).
-    pub fn start(flows_id: u32, settings_id: u32) -> std::io::Result<Self> {
+    /// Starts sweeping the maps with these ids (FLOWS, SETTINGS), publishing
+    /// each pass's census in `census`.
+    pub fn start(flows_id: u32, settings_id: u32, census: Census) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("xlb-sweeper".into())
-            .spawn(move || run(flows_id, settings_id, &flag))?;
+            .spawn(move || run(flows_id, settings_id, &census, &flag))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -76,7 +89,7 @@ impl Drop for Sweeper {
     }
 }
 
-fn run(flows_id: u32, settings_id: u32, stop: &AtomicBool) {
+fn run(flows_id: u32, settings_id: u32, census: &Census, stop: &AtomicBool) {
     // Two handles on the table: one walks its keys while the other removes.
     let opened = MapData::from_id(flows_id)
         .and_then(|walk| Ok((walk, MapData::from_id(flows_id)?, MapData::from_id(settings_id)?)));
@@ -95,23 +108,54 @@ fn run(flows_id: u32, settings_id: u32, stop: &AtomicBool) {
         warn!("the connection-table sweeper's maps have unexpected types; it does not run");
         return;
     };
-    while !sleep_unless_stopped(SWEEP_INTERVAL, stop) {
+    // The first pass at once: the status has a census from the start.
+    let mut pause = Duration::ZERO;
+    while !sleep_unless_stopped(pause, stop) {
+        pause = SWEEP_INTERVAL;
         let Ok(current) = settings.get(&0, 0) else {
             continue;
         };
         if current.flags & SETTINGS_READY == 0 {
+            pause = Duration::from_millis(100);
             continue;
         }
-        let removed = sweep(&walk, &mut flows, &current, stop);
-        if removed > 0 {
-            debug!(removed, "swept dead connection-table entries");
+        let Some(pass) = sweep(&walk, &mut flows, &current, stop) else {
+            return;
+        };
+        if pass.removed > 0 {
+            debug!(removed = pass.removed, "swept dead connection-table entries");
+        }
+        if let Ok(mut published) = census.lock() {
+            *published = Some((Instant::now(), pass.census));
+        }
+    }
+}
+
+/// What a pass did and left.
+#[derive(Debug, Default)]
+struct Pass {
+    removed: usize,
+    census: ConnectionCensus,
+}
+
+impl Pass {
+    /// Counts an entry the pass leaves in the table: one that is not dead,
+    /// so a reply entry among them holds its SNAT tuple.
+    fn count(&mut self, flow: &Flow) {
+        let census = &mut self.census;
+        census.entries += 1;
+        if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
+            *census.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
+        }
+        if flow.direction == DIRECTION_REPLY {
+            *census.snat_tuples_by_backend.entry(flow.backend_id).or_insert(0) += 1;
         }
     }
 }
 
 /// One pass: walks the keys through `walk`, removes dead entries through
-/// `flows` a batch at a time, pausing between batches. Returns how many
-/// were removed.
+/// `flows` a batch at a time, pausing between batches, and counts the rest.
+/// None when stopped midway.
 ///
 /// The walk's position is the last key it returned, and a hash map's
 /// "next key" after a key that is gone starts over from the first: so each
@@ -121,33 +165,47 @@ fn run(flows_id: u32, settings_id: u32, stop: &AtomicBool) {
 /// judged are judged again and the pass still ends, but under heavy churn
 /// the far end of the table is swept less often (`BPF_MAP_LOOKUP_BATCH`,
 /// whose cursor survives removals, would not be; aya 0.14 has no wrapper).
+/// A walk that starts over shows as the first key met again: the census
+/// then starts over too, so that no entry is counted twice.
 fn sweep(
     walk: &HashMap<MapData, FlowKey, Flow>,
     flows: &mut HashMap<MapData, FlowKey, Flow>,
     settings: &Settings,
     stop: &AtomicBool,
-) -> usize {
-    let mut removed = 0;
+) -> Option<Pass> {
+    let mut pass = Pass::default();
+    let mut first: Option<FlowKey> = None;
     let mut batch: Vec<FlowKey> = Vec::with_capacity(BATCH + 1);
     for key in walk.keys().filter_map(Result::ok) {
+        match first {
+            None => first = Some(key),
+            Some(first) if first == key => pass.census = ConnectionCensus::default(),
+            Some(_) => {}
+        }
         batch.push(key);
         if batch.len() <= BATCH {
             continue;
         }
         let walked_past = batch.len() - 1;
-        removed += remove_dead(flows, &batch[..walked_past], settings);
+        remove_dead(flows, &batch[..walked_past], settings, &mut pass);
         batch.drain(..walked_past);
         if sleep_unless_stopped(PAUSE, stop) {
-            return removed;
+            return None;
         }
     }
-    removed + remove_dead(flows, &batch, settings)
+    remove_dead(flows, &batch, settings, &mut pass);
+    Some(pass)
 }
 
-/// Removes the entries under `keys` that are dead now; returns how many.
-fn remove_dead(flows: &mut HashMap<MapData, FlowKey, Flow>, keys: &[FlowKey], settings: &Settings) -> usize {
+/// Removes the entries under `keys` that are dead now, and counts the rest,
+/// in `pass`.
+fn remove_dead(
+    flows: &mut HashMap<MapData, FlowKey, Flow>,
+    keys: &[FlowKey],
+    settings: &Settings,
+    pass: &mut Pass,
+) {
     let now = super::coarse_clock_ns();
-    let mut removed = 0;
     for key in keys {
         // Read right before the removal: the program may have just given
         // the tuple to a new connection, which must stay. (A take-over
@@ -157,11 +215,12 @@ fn remove_dead(flows: &mut HashMap<MapData, FlowKey, Flow>, keys: &[FlowKey], se
         let Ok(flow) = flows.get(key, 0) else {
             continue;
         };
-        if is_dead(key, &flow, now, settings) && flows.remove(key).is_ok() {
-            removed += 1;
+        if !is_dead(key, &flow, now, settings) {
+            pass.count(&flow);
+        } else if flows.remove(key).is_ok() {
+            pass.removed += 1;
         }
     }
-    removed
 }
 
 /// Sleeps `duration` in short steps; true once `stop` is set.
