@@ -185,28 +185,38 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
 
 /// After the floating IP has moved, keeps forwarding this node's
 /// established connections (the new master hands their packets here) until
-/// none is left or `limit` has passed.
+/// none is left or `limit` has passed. One scan of the table says how many
+/// there are; then the sweeper's census, once a pass has ended since the
+/// drain began, says when they are gone: no repeated walks of the table.
 async fn drain_connections(controller: &Controller, limit: Duration) {
-    let active = || {
-        controller
-            .dataplane()
-            .scan_connections()
-            .map_or(0, |census| census.active_by_backend.values().sum::<u64>())
-    };
-    let left = active();
+    let open = |census: &crate::dataplane::ConnectionCensus| census.active_by_backend.values().sum::<u64>();
+    let started = std::time::Instant::now();
+    let left = controller
+        .dataplane()
+        .scan_connections()
+        .map_or(0, |census| open(&census));
     if limit.is_zero() || left == 0 {
         return;
     }
     info!(connections = left, limit = ?limit, "draining established connections");
+    // The open connections as of a pass that ended after the drain began.
+    let counted_since_start = || {
+        controller
+            .dataplane()
+            .census()
+            .filter(|(age, _)| *age < started.elapsed())
+            .map(|(_, census)| open(&census))
+    };
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if active() == 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if counted_since_start() == Some(0) {
             info!("drained");
             return;
         }
     }
-    info!(connections = active(), "drain time over; the rest will be reset");
+    let left = counted_since_start().map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+    info!(connections = %left, "drain time over; the rest will be reset");
 }
 
 type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
