@@ -4,7 +4,10 @@
 //! a connection's sequence space is followed.
 
 use crate::{
-    headers::{IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    headers::{
+        find_option, TcpOption, IPPROTO_TCP, IPPROTO_UDP, KIND_WINDOW_SCALE, TCP_ACK, TCP_FIN, TCP_RST,
+        TCP_SYN,
+    },
     maps::{
         Flow, FlowKey, Settings, FLOW_BACKEND_TIME_WAIT, FLOW_CHALLENGED, FLOW_CLOSING, FLOW_ESTABLISHED,
         FLOW_FIN_FROM_BACKEND, FLOW_FIN_FROM_CLIENT, FLOW_RESET, FLOW_SEQ_KNOWN, PROXY_NONE,
@@ -289,9 +292,6 @@ pub fn completes_handshake(segment: &Segment, reply: &Flow) -> bool {
         && segment.ack == reply.seq_next
 }
 
-/// Options of a SYN scanned for the window scale: real stacks send at most
-/// eight (macOS: MSS, NOP, WS, NOP, NOP, TS, SACK-permitted, EOL).
-pub const SCANNED_OPTIONS: usize = 8;
 /// The largest window scale (RFC 7323).
 pub const MAX_WINDOW_SCALE: u8 = 14;
 
@@ -302,36 +302,11 @@ pub const MAX_WINDOW_SCALE: u8 = 14;
 #[inline(always)]
 #[must_use]
 pub fn window_scale(byte: impl Fn(usize) -> Option<u8>) -> u8 {
-    const KIND_END: u8 = 0;
-    const KIND_NOP: u8 = 1;
-    const KIND_WINDOW_SCALE: u8 = 3;
-    let mut at = 0;
-    for _ in 0..SCANNED_OPTIONS {
-        let Some(kind) = byte(at) else {
-            return 0;
-        };
-        if kind == KIND_END {
-            return 0;
-        }
-        if kind == KIND_NOP {
-            at += 1;
-            continue;
-        }
-        let Some(len) = byte(at + 1) else {
-            return MAX_WINDOW_SCALE;
-        };
-        if kind == KIND_WINDOW_SCALE && len == 3 {
-            return match byte(at + 2) {
-                Some(scale) if scale < MAX_WINDOW_SCALE => scale,
-                _ => MAX_WINDOW_SCALE,
-            };
-        }
-        if len < 2 {
-            return MAX_WINDOW_SCALE;
-        }
-        at += usize::from(len);
+    match find_option(&byte, KIND_WINDOW_SCALE, 3) {
+        TcpOption::At(at) => byte(at + 2).map_or(MAX_WINDOW_SCALE, |scale| scale.min(MAX_WINDOW_SCALE)),
+        TcpOption::Absent => 0,
+        TcpOption::Unreadable => MAX_WINDOW_SCALE,
     }
-    MAX_WINDOW_SCALE
 }
 
 #[cfg(test)]
@@ -372,26 +347,10 @@ mod tests {
                 src_port: 80,
                 dst_port: 40_000,
             },
-            backend_id: 0,
-            service_id: 0,
             direction: DIRECTION_REPLY,
             state,
-            next_hop: crate::maps::NextHop::default(),
-            claim: 0,
             last_seen_ns,
-            seq_next: 0,
-            max_window: 0,
-            window_scale: 0,
-            retired: 0,
-            next_hop_mtu: 0,
-            peer_window: 0,
-            seq_shift: 0,
-            ack_shift: 0,
-            proxy_isn: 0,
-            proxy: 0,
-            client_window_scale: 0,
-            backend_window_scale: 0,
-            _pad: 0,
+            ..Flow::default()
         }
     }
 

@@ -160,6 +160,61 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
+/// TCP option kinds (RFC 9293, RFC 7323).
+pub const KIND_END: u8 = 0;
+pub const KIND_NOP: u8 = 1;
+pub const KIND_MSS: u8 = 2;
+pub const KIND_WINDOW_SCALE: u8 = 3;
+
+/// Options scanned in a TCP header: real stacks send at most eight
+/// (macOS: MSS, NOP, WS, NOP, NOP, TS, SACK-permitted, EOL).
+pub const SCANNED_OPTIONS: usize = 8;
+
+/// Where [`find_option`] found an option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpOption {
+    /// It starts at this byte of the options.
+    At(usize),
+    /// The options end without it.
+    Absent,
+    /// The options are malformed, or longer than scanned, before it.
+    Unreadable,
+}
+
+/// Where the option of `kind`, `len` bytes long, is among a segment's
+/// options; `byte(i)` is the options' i-th byte, None past their end. One
+/// search that stops at its option: the verifier follows every path
+/// through such a loop, and a pass that went on recording every option
+/// has too many.
+#[inline(always)]
+#[must_use]
+pub fn find_option(byte: &impl Fn(usize) -> Option<u8>, kind: u8, len: u8) -> TcpOption {
+    let mut at = 0;
+    for _ in 0..SCANNED_OPTIONS {
+        let Some(found) = byte(at) else {
+            return TcpOption::Absent;
+        };
+        if found == KIND_END {
+            return TcpOption::Absent;
+        }
+        if found == KIND_NOP {
+            at += 1;
+            continue;
+        }
+        let Some(found_len) = byte(at + 1) else {
+            return TcpOption::Unreadable;
+        };
+        if found == kind && found_len == len {
+            return TcpOption::At(at);
+        }
+        if found_len < 2 {
+            return TcpOption::Unreadable;
+        }
+        at += usize::from(found_len);
+    }
+    TcpOption::Unreadable
+}
+
 /// Whether TCP `flags` open a connection: SYN alone among SYN, ACK, RST, FIN.
 #[inline(always)]
 #[must_use]

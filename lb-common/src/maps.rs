@@ -101,7 +101,7 @@ impl FlowKey {
 
 /// The addresses and ports a packet leaves with.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Endpoints {
     pub src_addr: u32,
     pub dst_addr: u32,
@@ -173,7 +173,7 @@ pub struct NextHop {
 /// A connection-table entry: how to rewrite packets matching its key. Each
 /// connection has two, one per direction, created together.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
     pub rewrite: Endpoints,
     pub backend_id: u32,

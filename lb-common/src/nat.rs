@@ -4,7 +4,7 @@
 
 use crate::{
     csum::ChecksumDelta,
-    headers::{split_words, IcmpHdr, Ipv4Hdr, QuotedPorts, TcpHdr, UdpHdr, IPPROTO_UDP},
+    headers::{split_words, IcmpHdr, Ipv4Hdr, QuotedPorts, TcpHdr, UdpHdr, IPPROTO_TCP, IPPROTO_UDP},
     maps::Endpoints,
 };
 
@@ -148,50 +148,98 @@ pub fn rewrite_icmp_error(
 /// scratch: nothing of the original header survives.
 #[inline(always)]
 pub fn refuse_syn(ip: &mut Ipv4Hdr, tcp: &mut TcpHdr, payload_len: u16) {
-    let (client, server) = (ip.saddr, ip.daddr);
-    let (client_port, server_port) = (tcp.source, tcp.dest);
     let seq = u32::from_be(crate::headers::join_words(tcp.seq));
-    // The SYN itself counts as one sequence number.
-    let ack = seq.wrapping_add(1).wrapping_add(u32::from(payload_len));
+    let refusal = NewSegment {
+        src_addr: ip.dst(),
+        dst_addr: ip.src(),
+        src_port: tcp.dest,
+        dst_port: tcp.source,
+        seq: 0,
+        // The SYN itself counts as one sequence number.
+        ack: seq.wrapping_add(1).wrapping_add(u32::from(payload_len)),
+        flags: crate::headers::TCP_RST | crate::headers::TCP_ACK,
+        window: 0,
+    };
+    write_segment(ip, tcp, None, &refusal);
+}
 
+/// A TCP segment without data that the program builds from scratch (the
+/// RST+ACK refusing a SYN; the SYN proxy's cookie SYN-ACK, SYN and ACK).
+/// Addresses and ports in network order, the rest in host order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewSegment {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+}
+
+/// Writes `segment` into `ip` and `tcp`, with `options` (a SYN's) after
+/// the TCP header or none; the caller has sized the frame to match
+/// (`Ipv4Hdr::LEN + TcpHdr::LEN`, plus SYN_OPTIONS_LEN with options).
+/// Checksums are computed from scratch.
+#[inline(always)]
+pub fn write_segment(
+    ip: &mut Ipv4Hdr,
+    tcp: &mut TcpHdr,
+    options: Option<&[u8; crate::synproxy::SYN_OPTIONS_LEN]>,
+    segment: &NewSegment,
+) {
+    let tcp_len = TcpHdr::LEN
+        + if options.is_some() {
+            crate::synproxy::SYN_OPTIONS_LEN
+        } else {
+            0
+        };
     *ip = Ipv4Hdr {
         version_ihl: 0x45,
         tos: 0,
-        tot_len: ((Ipv4Hdr::LEN + TcpHdr::LEN) as u16).to_be(),
+        tot_len: ((Ipv4Hdr::LEN + tcp_len) as u16).to_be(),
         id: 0,
         frag_off: 0x4000_u16.to_be(),
         ttl: 64,
-        protocol: crate::headers::IPPROTO_TCP,
+        protocol: IPPROTO_TCP,
         check: 0,
-        saddr: server,
-        daddr: client,
+        saddr: split_words(segment.src_addr),
+        daddr: split_words(segment.dst_addr),
     };
+    ip.check = !fold(ipv4_header_sum(ip));
     *tcp = TcpHdr {
-        source: server_port,
-        dest: client_port,
-        seq: [0, 0],
-        ack_seq: split_words(ack.to_be()),
-        doff_flags: [0x50, crate::headers::TCP_RST | crate::headers::TCP_ACK],
-        window: 0,
+        source: segment.src_port,
+        dest: segment.dst_port,
+        seq: split_words(segment.seq.to_be()),
+        ack_seq: split_words(segment.ack.to_be()),
+        doff_flags: [((tcp_len / 4) as u8) << 4, segment.flags],
+        window: segment.window.to_be(),
         check: 0,
         urg_ptr: 0,
     };
-    ip.check = !fold(ipv4_header_sum(ip));
-    tcp.check = !fold(words_sum(&[
-        // Pseudo-header.
-        ip.saddr[0],
-        ip.saddr[1],
-        ip.daddr[0],
-        ip.daddr[1],
-        u16::from_ne_bytes([0, crate::headers::IPPROTO_TCP]),
-        (TcpHdr::LEN as u16).to_be(),
-        // Header (no payload, checksum field zero).
-        tcp.source,
-        tcp.dest,
-        tcp.ack_seq[0],
-        tcp.ack_seq[1],
-        u16::from_ne_bytes(tcp.doff_flags),
-    ]));
+    let mut sum: u32 = u32::from(ip.saddr[0])
+        + u32::from(ip.saddr[1])
+        + u32::from(ip.daddr[0])
+        + u32::from(ip.daddr[1])
+        + u32::from(u16::from_ne_bytes([0, IPPROTO_TCP]))
+        + u32::from((tcp_len as u16).to_be())
+        + u32::from(tcp.source)
+        + u32::from(tcp.dest)
+        + u32::from(tcp.seq[0])
+        + u32::from(tcp.seq[1])
+        + u32::from(tcp.ack_seq[0])
+        + u32::from(tcp.ack_seq[1])
+        + u32::from(u16::from_ne_bytes(tcp.doff_flags))
+        + u32::from(tcp.window);
+    if let Some(options) = options {
+        let mut i = 0;
+        while i < options.len() {
+            sum += u32::from(u16::from_ne_bytes([options[i], options[i + 1]]));
+            i += 2;
+        }
+    }
+    tcp.check = !fold(sum);
 }
 
 /// The IPv4 and ICMP headers of the "fragmentation needed" error (type 3,

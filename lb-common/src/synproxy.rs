@@ -24,9 +24,12 @@
 
 use crate::{
     csum::ChecksumDelta,
-    headers::{join_words, split_words, Ipv4Hdr, TcpHdr, IPPROTO_TCP, TCP_ACK, TCP_SYN},
+    headers::{
+        find_option, join_words, split_words, TcpHdr, TcpOption, KIND_MSS, KIND_WINDOW_SCALE, TCP_ACK,
+        TCP_SYN,
+    },
     maps::FlowKey,
-    nat::{fold, ipv4_header_sum},
+    nat::NewSegment,
 };
 
 /// The MSS values a cookie can carry (Linux's table for IPv4): the
@@ -216,16 +219,18 @@ pub const fn cookie_options(cookie: u32) -> SynOptions {
 #[inline(always)]
 #[must_use]
 pub fn parse_syn_options(byte: impl Fn(usize) -> Option<u8>) -> SynOptions {
-    const KIND_MSS: u8 = 2;
-    const KIND_WINDOW_SCALE: u8 = 3;
     let mss = match find_option(&byte, KIND_MSS, 4) {
-        Some(at) => match (byte(at + 2), byte(at + 3)) {
+        TcpOption::At(at) => match (byte(at + 2), byte(at + 3)) {
             (Some(high), Some(low)) => u16::from_be_bytes([high, low]),
             _ => MSS_TABLE[0],
         },
-        None => MSS_TABLE[0],
+        TcpOption::Absent | TcpOption::Unreadable => MSS_TABLE[0],
     };
-    let window_scale = match find_option(&byte, KIND_WINDOW_SCALE, 3).and_then(|at| byte(at + 2)) {
+    let scale = match find_option(&byte, KIND_WINDOW_SCALE, 3) {
+        TcpOption::At(at) => byte(at + 2),
+        TcpOption::Absent | TcpOption::Unreadable => None,
+    };
+    let window_scale = match scale {
         // RFC 7323 §2.3: a larger shift is taken as 14.
         Some(scale) => scale.min(crate::conntrack::MAX_WINDOW_SCALE),
         None => NO_WINDOW_SCALE,
@@ -235,34 +240,6 @@ pub fn parse_syn_options(byte: impl Fn(usize) -> Option<u8>) -> SynOptions {
         window_scale,
         sack_permitted: false,
     }
-}
-
-/// Where the option of `kind` and `len` bytes starts among the options
-/// (`byte` as in `parse_syn_options`), if it is there.
-#[inline(always)]
-fn find_option(byte: &impl Fn(usize) -> Option<u8>, kind: u8, len: u8) -> Option<usize> {
-    const KIND_END: u8 = 0;
-    const KIND_NOP: u8 = 1;
-    let mut at = 0;
-    for _ in 0..crate::conntrack::SCANNED_OPTIONS {
-        let found = byte(at)?;
-        if found == KIND_END {
-            return None;
-        }
-        if found == KIND_NOP {
-            at += 1;
-            continue;
-        }
-        let found_len = byte(at + 1)?;
-        if found == kind && found_len == len {
-            return Some(at);
-        }
-        if found_len < 2 {
-            return None;
-        }
-        at += usize::from(found_len);
-    }
-    None
 }
 
 /// The option bytes of a SYN or SYN-ACK announcing `options` (absent ones
@@ -284,81 +261,6 @@ pub fn syn_option_bytes(options: &SynOptions) -> [u8; SYN_OPTIONS_LEN] {
     [
         2, 4, mss_high, mss_low, scale[0], scale[1], scale[2], scale[3], sack[0], sack[1], sack[2], sack[3],
     ]
-}
-
-/// A TCP segment without data that the program builds from scratch (the
-/// cookie SYN-ACK, the SYN to the backend, the ACK that completes the
-/// backend's handshake). Addresses and ports in network order, the rest in
-/// host order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NewSegment {
-    pub src_addr: u32,
-    pub dst_addr: u32,
-    pub src_port: u16,
-    pub dst_port: u16,
-    pub seq: u32,
-    pub ack: u32,
-    pub flags: u8,
-    pub window: u16,
-}
-
-/// Writes `segment` into `ip` and `tcp`, with `options` (a SYN's) after
-/// the TCP header or none; the caller has sized the frame to match
-/// (`Ipv4Hdr::LEN + TcpHdr::LEN`, plus SYN_OPTIONS_LEN with options).
-/// Checksums are computed from scratch.
-#[inline(always)]
-pub fn write_segment(
-    ip: &mut Ipv4Hdr,
-    tcp: &mut TcpHdr,
-    options: Option<&[u8; SYN_OPTIONS_LEN]>,
-    segment: &NewSegment,
-) {
-    let tcp_len = TcpHdr::LEN + if options.is_some() { SYN_OPTIONS_LEN } else { 0 };
-    *ip = Ipv4Hdr {
-        version_ihl: 0x45,
-        tos: 0,
-        tot_len: ((Ipv4Hdr::LEN + tcp_len) as u16).to_be(),
-        id: 0,
-        frag_off: 0x4000_u16.to_be(),
-        ttl: 64,
-        protocol: IPPROTO_TCP,
-        check: 0,
-        saddr: split_words(segment.src_addr),
-        daddr: split_words(segment.dst_addr),
-    };
-    ip.check = !fold(ipv4_header_sum(ip));
-    *tcp = TcpHdr {
-        source: segment.src_port,
-        dest: segment.dst_port,
-        seq: split_words(segment.seq.to_be()),
-        ack_seq: split_words(segment.ack.to_be()),
-        doff_flags: [((tcp_len / 4) as u8) << 4, segment.flags],
-        window: segment.window.to_be(),
-        check: 0,
-        urg_ptr: 0,
-    };
-    let mut sum: u32 = u32::from(ip.saddr[0])
-        + u32::from(ip.saddr[1])
-        + u32::from(ip.daddr[0])
-        + u32::from(ip.daddr[1])
-        + u32::from(u16::from_ne_bytes([0, IPPROTO_TCP]))
-        + u32::from((tcp_len as u16).to_be())
-        + u32::from(tcp.source)
-        + u32::from(tcp.dest)
-        + u32::from(tcp.seq[0])
-        + u32::from(tcp.seq[1])
-        + u32::from(tcp.ack_seq[0])
-        + u32::from(tcp.ack_seq[1])
-        + u32::from(u16::from_ne_bytes(tcp.doff_flags))
-        + u32::from(tcp.window);
-    if let Some(options) = options {
-        let mut i = 0;
-        while i < SYN_OPTIONS_LEN {
-            sum += u32::from(u16::from_ne_bytes([options[i], options[i + 1]]));
-            i += 2;
-        }
-    }
-    tcp.check = !fold(sum);
 }
 
 /// The cookie SYN-ACK answering a SYN with key `client` and sequence number
@@ -440,6 +342,10 @@ pub fn shift_segment(tcp: &mut TcpHdr, seq_shift: u32, ack_shift: u32, window: O
 mod tests {
     use super::*;
     use crate::csum::sum_bytes;
+    use crate::{
+        headers::{Ipv4Hdr, IPPROTO_TCP},
+        nat::write_segment,
+    };
     use siphasher::sip::SipHasher24;
     use std::hash::Hasher;
 
@@ -704,25 +610,16 @@ mod tests {
         assert_eq!(u16::from_be(tcp.window), 300);
 
         // Without ACK the acknowledgement number is left alone.
-        tcp.doff_flags[1] = crate::headers::TCP_RST;
-        tcp.check = 0;
-        tcp.check = !(sum_check(&ip, &tcp));
+        let reset = NewSegment {
+            flags: crate::headers::TCP_RST,
+            ack: 73,
+            ..segment
+        };
+        write_segment(&mut ip, &mut tcp, None, &reset);
         let delta = shift_segment(&mut tcp, 1, 1, None);
         tcp.check = delta.apply(tcp.check);
         assert_eq!(u32::from_be(join_words(tcp.ack_seq)), 73);
         assert!(segment_checksum_ok(&ip, &tcp, &[]));
-    }
-
-    fn sum_check(ip: &Ipv4Hdr, tcp: &TcpHdr) -> u16 {
-        let mut bytes = std::vec::Vec::new();
-        for word in [ip.saddr[0], ip.saddr[1], ip.daddr[0], ip.daddr[1]] {
-            bytes.extend_from_slice(&word.to_ne_bytes());
-        }
-        bytes.extend_from_slice(&[0, IPPROTO_TCP, 0, 20]);
-        // SAFETY: TcpHdr is repr(C) plain integers, 20 bytes.
-        let header: [u8; 20] = unsafe { core::mem::transmute(*tcp) };
-        bytes.extend_from_slice(&header);
-        sum_bytes(0, &bytes) as u16
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::bpf_fib_lookup as FibParams,
-    helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_tail},
+    helpers::{bpf_fib_lookup, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use lb_common::{
@@ -150,15 +150,28 @@ pub fn deliver(ctx: &XdpContext, route: Route, forwarded: Counter) -> Outcome {
 /// it, `failed` a frame that could not be cut.
 #[inline(always)]
 pub fn send_back(ctx: &XdpContext, len: usize, sent: Counter, failed: Counter) -> Outcome {
-    let frame_len = ctx.data_end() - ctx.data();
-    if frame_len > len {
-        // SAFETY: ctx.ctx is the program's xdp_md; shrinking within the frame.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - len) as i32)) } != 0 {
-            return Outcome::drop(failed);
-        }
+    if !resize(ctx, len) {
+        return Outcome::drop(failed);
     }
     // A redirect rather than XDP_TX, for veth: see `deliver`.
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect(ctx.ingress_ifindex() as u32, 0) } as u32;
     Outcome::new(action, sent)
+}
+
+/// Resizes the frame to `len` bytes: cut at the end, or grown at the front
+/// (the caller then writes every byte in front of what was there).
+#[inline(always)]
+pub fn resize(ctx: &XdpContext, len: usize) -> bool {
+    let frame_len = ctx.data_end() - ctx.data();
+    // SAFETY: ctx.ctx is the program's xdp_md; the kernel checks the bounds.
+    unsafe {
+        if frame_len > len {
+            bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - len) as i32)) == 0
+        } else if frame_len < len {
+            bpf_xdp_adjust_head(ctx.ctx, -((len - frame_len) as i32)) == 0
+        } else {
+            true
+        }
+    }
 }

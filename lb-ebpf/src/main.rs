@@ -235,7 +235,7 @@ fn process(ctx: &XdpContext) -> Outcome {
             return hand_off(ctx);
         }
     }
-    let by_cookie = answer.as_ref().is_some_and(|opening| opening.by_cookie.is_some());
+    let by_cookie = answer.is_some();
     if ip.ttl <= 1 {
         return Outcome::drop(Counter::DropTtlExceeded);
     }
@@ -332,15 +332,8 @@ pub(crate) fn syn_window_scale(ctx: &XdpContext, segment: &Segment) -> u8 {
         return 0;
     };
     // SAFETY: bounds-checked by ptr_at.
-    let options_len = unsafe { (*tcp).header_len() } - TcpHdr::LEN;
-    let options = L4_OFFSET + TcpHdr::LEN;
-    window_scale(|at| {
-        if at >= options_len || at >= 40 {
-            return None;
-        }
-        // SAFETY: bounds-checked by ptr_at.
-        parse::ptr_at::<u8>(ctx, options + at).map(|byte| unsafe { *byte })
-    })
+    let header_len = unsafe { (*tcp).header_len() };
+    window_scale(parse::tcp_option_bytes(ctx, L4_OFFSET, header_len))
 }
 
 /// Why a frame is not this node's to handle, if it is not. A unicast frame

@@ -18,3 +18,24 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
 pub fn bytes_from(ctx: &XdpContext, offset: usize) -> usize {
     (ctx.data_end() - ctx.data()).saturating_sub(offset)
 }
+
+/// The options of the TCP header at `l4_offset`, `header_len` bytes long,
+/// as the option readers of lb_common want them: byte `i`, or None past
+/// their end (at most 40 bytes, for the verifier).
+#[inline(always)]
+pub fn tcp_option_bytes(
+    ctx: &XdpContext,
+    l4_offset: usize,
+    header_len: usize,
+) -> impl Fn(usize) -> Option<u8> + '_ {
+    const TCP_HEADER: usize = 20;
+    let options_len = header_len.saturating_sub(TCP_HEADER);
+    let options = l4_offset + TCP_HEADER;
+    move |at| {
+        if at >= options_len || at >= 40 {
+            return None;
+        }
+        // SAFETY: bounds-checked by ptr_at.
+        ptr_at::<u8>(ctx, options + at).map(|byte| unsafe { *byte })
+    }
+}

@@ -3,10 +3,7 @@
 //! the backend's SYN-ACK into the ACK that completes its handshake, and the
 //! sequence shift of such connections.
 
-use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
-    programs::XdpContext,
-};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
     conntrack::Segment,
     csum::ChecksumDelta,
@@ -17,11 +14,11 @@ use lb_common::{
         Endpoints, Flow, FlowKey, Service, Settings, DIRECTION_FORWARD, FLOW_CLOSING, FLOW_ESTABLISHED,
         FLOW_SEQ_KNOWN, PROXY_OPEN, SERVICE_SYN_COOKIES_ALWAYS, SERVICE_SYN_COOKIES_NEVER,
     },
+    nat::{write_segment, NewSegment},
     stats::Counter,
     synproxy::{
         advertised_options, check_cookie, cookie_options, cookie_syn_ack, make_cookie, parse_syn_options,
-        rescale_window, shift_segment, syn_option_bytes, write_segment, NewSegment, SynOptions,
-        SYN_OPTIONS_LEN,
+        rescale_window, shift_segment, syn_option_bytes, SYN_OPTIONS_LEN,
     },
 };
 
@@ -83,7 +80,7 @@ fn macs(ctx: &XdpContext) -> Result<([u8; 6], [u8; 6]), Outcome> {
 /// header already addressed to `dst` from `src`.
 #[inline(always)]
 fn rebuild<'a, T: Built>(ctx: &'a XdpContext, dst: [u8; 6], src: [u8; 6]) -> Result<&'a mut T, Outcome> {
-    if !resize(ctx, core::mem::size_of::<T>()) {
+    if !forward::resize(ctx, core::mem::size_of::<T>()) {
         return Err(Outcome::drop(Counter::DropSynProxyFrame));
     }
     let frame = parse::ptr_at::<T>(ctx, 0).ok_or(Outcome::drop(Counter::DropSynProxyFrame))?;
@@ -108,38 +105,6 @@ pub fn cookies_active(service: &Service, now_ns: u64) -> bool {
     }
     // SAFETY: a plain u64 slot, written whole.
     SYN_PRESSURE.get(service.id).is_some_and(|until| *until > now_ns)
-}
-
-/// Resizes the frame to `len` bytes: cut at the end, or grown at the front
-/// (the caller rewrites every byte of it).
-#[inline(always)]
-fn resize(ctx: &XdpContext, len: usize) -> bool {
-    let frame_len = ctx.data_end() - ctx.data();
-    // SAFETY: ctx.ctx is the program's xdp_md; the kernel checks the bounds.
-    unsafe {
-        if frame_len > len {
-            bpf_xdp_adjust_tail(ctx.ctx, -((frame_len - len) as i32)) == 0
-        } else if frame_len < len {
-            bpf_xdp_adjust_head(ctx.ctx, -((len - frame_len) as i32)) == 0
-        } else {
-            true
-        }
-    }
-}
-
-/// The options of the SYN in the frame, whose TCP header is `header_len`
-/// bytes.
-#[inline(always)]
-fn syn_options(ctx: &XdpContext, header_len: usize) -> SynOptions {
-    let options_len = header_len.saturating_sub(TcpHdr::LEN);
-    let options = L4_OFFSET + TcpHdr::LEN;
-    parse_syn_options(|at| {
-        if at >= options_len || at >= 40 {
-            return None;
-        }
-        // SAFETY: bounds-checked by ptr_at.
-        parse::ptr_at::<u8>(ctx, options + at).map(|byte| unsafe { *byte })
-    })
 }
 
 /// Answers the SYN in the frame (key `key`) with a cookie SYN-ACK, sent
@@ -171,7 +136,7 @@ pub fn answer_syn(
         Ok(macs) => macs,
         Err(outcome) => return outcome,
     };
-    let client = syn_options(ctx, header_len);
+    let client = parse_syn_options(parse::tcp_option_bytes(ctx, L4_OFFSET, header_len));
     let cookie = make_cookie(&settings.cookie_key, key, segment.seq, now_ns, &client);
     let answer = cookie_syn_ack(key, segment.seq, cookie);
     let options = syn_option_bytes(&advertised_options(&client));
@@ -242,11 +207,6 @@ pub fn send_syn(
         Ok(macs) => macs,
         Err(outcome) => return outcome,
     };
-    let window = if window > u32::from(u16::MAX) {
-        u16::MAX
-    } else {
-        window as u16
-    };
     // Addressed to this host, for the kernel to forward if the next hop is
     // not resolved (deliver sets the MACs otherwise).
     let frame = match rebuild::<SynFrame>(ctx, own_mac, sender_mac) {
@@ -267,7 +227,8 @@ pub fn send_syn(
             seq: client_isn,
             ack: 0,
             flags: TCP_SYN,
-            window,
+            // A SYN's window is never scaled.
+            window: u16::try_from(window).unwrap_or(u16::MAX),
         },
     );
     let route = forward::route(
@@ -473,11 +434,7 @@ fn complete_backend_handshake(
         seq: segment.ack,
         ack: backend_isn.wrapping_add(1),
         flags: TCP_ACK,
-        window: if client_window > u32::from(u16::MAX) {
-            u16::MAX
-        } else {
-            client_window as u16
-        },
+        window: u16::try_from(client_window).unwrap_or(u16::MAX),
     };
     let frame = match rebuild::<AckFrame>(ctx, backend_mac, own_mac) {
         Ok(frame) => frame,

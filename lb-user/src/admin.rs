@@ -45,11 +45,7 @@ use axum::{
     Extension, Json, Router,
 };
 use serde_json::json;
-use tokio::{
-    net::{TcpListener, UnixListener, UnixStream},
-    sync::watch,
-    task::JoinSet,
-};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -205,52 +201,30 @@ impl AdminServer {
         let router = router(control);
         match self.listener {
             Listener::Unix { listener, _file } => {
-                let (stop, stopped) = watch::channel(false);
-                let mut connections = JoinSet::new();
-                let mut shutdown = std::pin::pin!(shutdown);
-                let root_router = router;
-                let refused_router = forbidden_router();
-                loop {
-                    let stream = tokio::select! {
-                        () = &mut shutdown => break,
-                        Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-                        accepted = listener.accept() => match accepted {
-                            Ok((stream, _)) => stream,
-                            Err(e) => { bounded_http::accept_failed(WHAT, &e).await; continue; }
-                        },
-                    };
-                    if connections.len() >= LIMITS.max_connections {
-                        warn!(
-                            "admin API: {} connections open, closing a new one",
-                            LIMITS.max_connections
-                        );
-                        continue;
-                    }
+                let (root_router, refused_router) = (router, forbidden_router());
+                let (listening, root, refused) = (&listener, &root_router, &refused_router);
+                let accept = move || async move {
+                    let (stream, _) = listening.accept().await?;
                     let cred = match stream.peer_cred() {
                         Ok(cred) => cred,
                         Err(e) => {
                             warn!(error = %e, "admin socket: cannot read the peer's credentials, closing");
-                            continue;
+                            return Ok(None);
                         }
                     };
                     let peer = Peer::Unix {
                         uid: cred.uid(),
                         pid: cred.pid(),
                     };
-                    let router = unix_peer_router(&peer, &root_router, &refused_router);
-                    connections.spawn(bounded_http::serve_connection(
-                        stream,
-                        router.layer(Extension(peer.clone())),
-                        WHAT,
-                        peer.to_string(),
-                        LIMITS,
-                        stopped.clone(),
-                    ));
-                }
-                // Dropping the listener and then the guard (`_file`) removes
-                // the socket, so new clients see "is xlb running?" at once.
+                    let router = unix_peer_router(&peer, root, refused).layer(Extension(peer.clone()));
+                    Ok(Some((stream, router, peer.to_string())))
+                };
+                let draining = bounded_http::accept_until(WHAT, LIMITS, accept, shutdown).await;
+                // Dropping the listener and then the guard removes the
+                // socket, so new clients see "is xlb running?" at once.
                 drop(listener);
-                bounded_http::finish(WHAT, LIMITS, &stop, connections).await;
+                drop(_file);
+                draining.finish().await;
             }
             Listener::Tcp { listener, token } => {
                 let router = router.layer(middleware::from_fn_with_state(token, require_token));

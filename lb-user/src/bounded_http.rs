@@ -56,63 +56,102 @@ pub async fn serve_tcp(
     for_peer: impl Fn(SocketAddr) -> Router,
     shutdown: impl Future<Output = ()>,
 ) {
+    let (listening, for_peer) = (&listener, &for_peer);
+    let accept = move || async move {
+        let (stream, addr) = listening.accept().await?;
+        // Best effort: only latency is at stake.
+        let _ = stream.set_nodelay(true);
+        Ok(Some((stream, for_peer(addr), addr.to_string())))
+    };
+    let draining = accept_until(what, limits, accept, shutdown).await;
+    drop(listener);
+    draining.finish().await;
+}
+
+/// A connection `accept` took: the stream, the router that serves it, and
+/// its peer's name for logs; None: refused (the acceptor said why).
+pub type Accepted<S> = io::Result<Option<(S, Router, String)>>;
+
+/// Serves the connections `accept` takes, each on a task of its own, until
+/// `shutdown` completes; beyond the cap a new connection is closed at once.
+/// Returns the connections still open, for the caller to `finish` once it
+/// has stopped listening (so that new clients are refused at once).
+pub async fn accept_until<S, F>(
+    what: &'static str,
+    limits: Limits,
+    mut accept: impl FnMut() -> F,
+    shutdown: impl Future<Output = ()>,
+) -> Draining
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = Accepted<S>>,
+{
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, addr) = tokio::select! {
+        let (stream, router, peer) = tokio::select! {
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+            accepted = accept() => match accepted {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => continue,
                 Err(e) => { accept_failed(what, &e).await; continue; }
             },
         };
         if connections.len() >= limits.max_connections {
-            warn!(peer = %addr, "{what}: {} connections open, closing a new one", limits.max_connections);
+            warn!(%peer, "{what}: {} connections open, closing a new one", limits.max_connections);
             continue;
         }
-        // Best effort: only latency is at stake.
-        let _ = stream.set_nodelay(true);
         connections.spawn(serve_connection(
             stream,
-            for_peer(addr),
+            router,
             what,
-            addr.to_string(),
+            peer,
             limits,
             stopped.clone(),
         ));
     }
-    drop(listener);
-    finish(what, limits, &stop, connections).await;
+    Draining {
+        what,
+        limits,
+        stop,
+        connections,
+    }
 }
 
-/// After the accept loop: tells every connection to finish its request in
-/// flight and close, waits the grace period, then aborts what is left.
-pub async fn finish(
+/// The connections a server had open when it stopped accepting.
+pub struct Draining {
     what: &'static str,
     limits: Limits,
-    stop: &watch::Sender<bool>,
-    mut connections: JoinSet<()>,
-) {
-    let _ = stop.send(true);
-    let drained = tokio::time::timeout(limits.shutdown_grace, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        debug!(
-            connections = connections.len(),
-            "{what}: closing connections still open after the grace period"
-        );
+    stop: watch::Sender<bool>,
+    connections: JoinSet<()>,
+}
+
+impl Draining {
+    /// Tells every connection to finish its request in flight and close,
+    /// waits the grace period, then aborts what is left.
+    pub async fn finish(mut self) {
+        let what = self.what;
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(self.limits.shutdown_grace, async {
+            while self.connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            debug!(
+                connections = self.connections.len(),
+                "{what}: closing connections still open after the grace period"
+            );
+        }
+        // Dropping the JoinSet aborts what is left.
+        info!("{what} stopped");
     }
-    // Dropping the JoinSet aborts what is left.
-    info!("{what} stopped");
 }
 
 /// Accept fails on resource exhaustion (EMFILE, ENOBUFS); retrying at once
 /// would spin, so wait a little and let connections close.
-pub async fn accept_failed(what: &'static str, error: &io::Error) {
+async fn accept_failed(what: &'static str, error: &io::Error) {
     warn!(error = %error, "{what}: accept failed");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
@@ -120,7 +159,7 @@ pub async fn accept_failed(what: &'static str, error: &io::Error) {
 /// Serves one connection with `router` within `limits`; `peer` names the
 /// client in logs. On `stopped`, the request in flight finishes and the
 /// connection closes.
-pub async fn serve_connection<I>(
+async fn serve_connection<I>(
     io: I,
     router: Router,
     what: &'static str,

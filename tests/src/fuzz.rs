@@ -1180,41 +1180,14 @@ fn check_refusal(
             output.len()
         ));
     }
-    let interface_mac = net
-        .interface_mac(ingress)
-        .ok_or_else(|| format!("answered on ifindex {ingress}, whose MAC the program was not told"))?;
     let mut wrong = Vec::new();
     let mut expect = |what: &str, ok: bool, got: String| {
         if !ok {
             wrong.push(format!("{what} {got}"));
         }
     };
-    expect(
-        "destination MAC",
-        output[..6] == frame[6..12],
-        mac_text(&output[..6]),
-    );
-    expect(
-        "source MAC (must be the interface's)",
-        output[6..12] == interface_mac,
-        mac_text(&output[6..12]),
-    );
-    expect_answer_ip_header(&mut expect, output, 40);
-    expect(
-        "source",
-        endpoint(output, 26, L4_AT) == input.dst(),
-        endpoint(output, 26, L4_AT).to_string(),
-    );
-    expect(
-        "destination",
-        endpoint(output, 30, L4_AT + 2) == input.src(),
-        endpoint(output, 30, L4_AT + 2).to_string(),
-    );
-    expect(
-        "IPv4 header checksum",
-        verifies(ones_sum(&output[14..34])),
-        format!("{:#06x}", be16(output, 24)),
-    );
+    expect_sent_back(&mut expect, net, ingress, input, output)?;
+    expect_built_segment(&mut expect, output, 20);
     expect(
         "sequence number",
         be32(output, 38) == 0,
@@ -1225,27 +1198,17 @@ fn check_refusal(
         be32(output, 42) == expected_ack,
         be32(output, 42).to_string(),
     );
-    expect(
-        "data offset and reserved bits",
-        output[46] == 0x50,
-        format!("{:#04x}", output[46]),
-    );
     expect("flags", output[47] == RST | ACK, flags_text(output[47]));
-    let pseudo = ones_sum(&output[26..34]) + u64::from(TCP) + 20;
-    expect(
-        "TCP checksum",
-        verifies(pseudo + ones_sum(&output[L4_AT..])),
-        format!("{:#06x}", be16(output, 50)),
-    );
     if !wrong.is_empty() {
         return Err(format!("the reset's {}", wrong.join(", ")));
     }
     Ok(Checked::plain(Kind::Refusal))
 }
 
-/// The IPv4 header of a TCP segment the program built as an answer
-/// (`total_len` bytes, no options, not a fragment), judged with `expect`.
-fn expect_answer_ip_header(expect: &mut impl FnMut(&str, bool, String), output: &[u8], total_len: u16) {
+/// The headers of a TCP segment the program built from scratch, with a
+/// TCP header of `tcp_header_len` bytes and no data: IPv4 without options,
+/// not a fragment, both checksums right; judged with `expect`.
+fn expect_built_segment(expect: &mut impl FnMut(&str, bool, String), output: &[u8], tcp_header_len: u8) {
     expect(
         "EtherType",
         be16(output, 12) == 0x0800,
@@ -1254,7 +1217,7 @@ fn expect_answer_ip_header(expect: &mut impl FnMut(&str, bool, String), output: 
     expect("version/IHL", output[14] == 0x45, format!("{:#04x}", output[14]));
     expect(
         "total length",
-        be16(output, 16) == total_len,
+        be16(output, 16) == 20 + u16::from(tcp_header_len),
         be16(output, 16).to_string(),
     );
     expect(
@@ -1264,6 +1227,58 @@ fn expect_answer_ip_header(expect: &mut impl FnMut(&str, bool, String), output: 
     );
     expect("TTL", output[22] > 0, output[22].to_string());
     expect("protocol", output[23] == TCP, output[23].to_string());
+    expect(
+        "IPv4 header checksum",
+        verifies(ones_sum(&output[14..34])),
+        format!("{:#06x}", be16(output, 24)),
+    );
+    expect(
+        "data offset and reserved bits",
+        output[46] == (tcp_header_len / 4) << 4,
+        format!("{:#04x}", output[46]),
+    );
+    let pseudo = ones_sum(&output[26..34]) + u64::from(TCP) + u64::from(tcp_header_len);
+    expect(
+        "TCP checksum",
+        verifies(pseudo + ones_sum(&output[L4_AT..])),
+        format!("{:#06x}", be16(output, 50)),
+    );
+}
+
+/// An answer the program sent back where `input` came from, as its
+/// destination answering its source: MACs and endpoints swapped (the
+/// source MAC the ingress interface's own); judged with `expect`.
+fn expect_sent_back(
+    expect: &mut impl FnMut(&str, bool, String),
+    net: &Network,
+    ingress: u32,
+    input: &Translatable<'_>,
+    output: &[u8],
+) -> Result<(), String> {
+    let interface_mac = net
+        .interface_mac(ingress)
+        .ok_or_else(|| format!("answered on ifindex {ingress}, whose MAC the program was not told"))?;
+    expect(
+        "destination MAC",
+        output[..6] == input.frame[6..12],
+        mac_text(&output[..6]),
+    );
+    expect(
+        "source MAC (must be the interface's)",
+        output[6..12] == interface_mac,
+        mac_text(&output[6..12]),
+    );
+    expect(
+        "source",
+        endpoint(output, 26, L4_AT) == input.dst(),
+        endpoint(output, 26, L4_AT).to_string(),
+    );
+    expect(
+        "destination",
+        endpoint(output, 30, L4_AT + 2) == input.src(),
+        endpoint(output, 30, L4_AT + 2).to_string(),
+    );
+    Ok(())
 }
 
 /// Whether `output` is what the SYN proxy makes of `input` (a cookie SYN-ACK
@@ -1305,23 +1320,7 @@ fn check_cookie(
             wrong.push(format!("{what} {got}"));
         }
     };
-    expect_answer_ip_header(&mut expect, output, 52);
-    expect(
-        "IPv4 header checksum",
-        verifies(ones_sum(&output[14..34])),
-        format!("{:#06x}", be16(output, 24)),
-    );
-    expect(
-        "data offset and reserved bits",
-        output[46] == 0x80,
-        format!("{:#04x}", output[46]),
-    );
-    let pseudo = ones_sum(&output[26..34]) + u64::from(TCP) + 32;
-    expect(
-        "TCP checksum",
-        verifies(pseudo + ones_sum(&output[L4_AT..])),
-        format!("{:#06x}", be16(output, 50)),
-    );
+    expect_built_segment(&mut expect, output, 32);
     // MSS (one of Linux's four cookie values), window scale or NOPs,
     // then NOPs: never SACK-permitted or timestamps.
     let options = &output[L4_AT + 20..];
@@ -1346,29 +1345,7 @@ fn check_cookie(
         if input.checked_len != header_len {
             return Err("answered a SYN carrying data with a cookie".into());
         }
-        let interface_mac = net
-            .interface_mac(ingress)
-            .ok_or_else(|| format!("answered on ifindex {ingress}, whose MAC the program was not told"))?;
-        expect(
-            "destination MAC",
-            output[..6] == frame[6..12],
-            mac_text(&output[..6]),
-        );
-        expect(
-            "source MAC (must be the interface's)",
-            output[6..12] == interface_mac,
-            mac_text(&output[6..12]),
-        );
-        expect(
-            "source",
-            endpoint(output, 26, L4_AT) == input.dst(),
-            endpoint(output, 26, L4_AT).to_string(),
-        );
-        expect(
-            "destination",
-            endpoint(output, 30, L4_AT + 2) == input.src(),
-            endpoint(output, 30, L4_AT + 2).to_string(),
-        );
+        expect_sent_back(&mut expect, net, ingress, input, output)?;
         let expected_ack = be32(frame, L4_AT + 4).wrapping_add(1);
         expect(
             &format!("acknowledgment (SEG.SEQ + 1 = {expected_ack})"),

@@ -114,6 +114,20 @@ pub struct ConnectionCensus {
     pub snat_tuples_by_backend: std::collections::HashMap<u32, u64>,
 }
 
+impl ConnectionCensus {
+    /// Counts the entry `flow`; `holds_tuple`: it is not dead (see
+    /// `sweeper::is_dead`), so a reply entry holds its SNAT tuple.
+    pub fn count(&mut self, flow: &Flow, holds_tuple: bool) {
+        self.entries += 1;
+        if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
+            *self.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
+        }
+        if flow.direction == DIRECTION_REPLY && holds_tuple {
+            *self.snat_tuples_by_backend.entry(flow.backend_id).or_insert(0) += 1;
+        }
+    }
+}
+
 /// Where the program sends TCP segments of connections it does not know:
 /// the VRRP peer, which may still track them (see `PeerHandoff`).
 pub struct PeerHandoffMap(Array<aya::maps::MapData, lb_common::maps::PeerHandoff>);
@@ -379,16 +393,10 @@ impl Dataplane {
         let mut census = ConnectionCensus::default();
         let now = coarse_clock_ns();
         for (key, flow) in flows.iter().filter_map(Result::ok) {
-            census.entries += 1;
-            if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
-                *census.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
-            }
             let held = self
                 .settings
                 .is_some_and(|settings| !sweeper::is_dead(&key, &flow, now, &settings));
-            if flow.direction == DIRECTION_REPLY && held {
-                *census.snat_tuples_by_backend.entry(flow.backend_id).or_insert(0) += 1;
-            }
+            census.count(&flow, held);
         }
         Ok(census)
     }

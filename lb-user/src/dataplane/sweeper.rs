@@ -22,7 +22,7 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData};
 use lb_common::{
     conntrack::{tuple_owner, TupleOwner},
-    maps::{Flow, FlowKey, Settings, DIRECTION_FORWARD, DIRECTION_REPLY, FLOW_CLOSING, SETTINGS_READY},
+    maps::{Flow, FlowKey, Settings, SETTINGS_READY},
 };
 
 use super::ConnectionCensus;
@@ -138,21 +138,6 @@ struct Pass {
     census: ConnectionCensus,
 }
 
-impl Pass {
-    /// Counts an entry the pass leaves in the table: one that is not dead,
-    /// so a reply entry among them holds its SNAT tuple.
-    fn count(&mut self, flow: &Flow) {
-        let census = &mut self.census;
-        census.entries += 1;
-        if flow.direction == DIRECTION_FORWARD && flow.state & FLOW_CLOSING == 0 {
-            *census.active_by_backend.entry(flow.backend_id).or_insert(0) += 1;
-        }
-        if flow.direction == DIRECTION_REPLY {
-            *census.snat_tuples_by_backend.entry(flow.backend_id).or_insert(0) += 1;
-        }
-    }
-}
-
 /// One pass: walks the keys through `walk`, removes dead entries through
 /// `flows` a batch at a time, pausing between batches, and counts the rest.
 /// None when stopped midway.
@@ -216,7 +201,8 @@ fn remove_dead(
             continue;
         };
         if !is_dead(key, &flow, now, settings) {
-            pass.count(&flow);
+            // Not dead: a reply entry among those left holds its tuple.
+            pass.census.count(&flow, true);
         } else if flows.remove(key).is_ok() {
             pass.removed += 1;
         }
@@ -243,7 +229,7 @@ mod tests {
     use lb_common::{
         headers::{IPPROTO_TCP, IPPROTO_UDP},
         maps::{
-            Endpoints, NextHop, DIRECTION_FORWARD, DIRECTION_REPLY, FLOW_BACKEND_TIME_WAIT, FLOW_CLOSING,
+            Endpoints, DIRECTION_FORWARD, DIRECTION_REPLY, FLOW_BACKEND_TIME_WAIT, FLOW_CLOSING,
             FLOW_ESTABLISHED, FLOW_FIN_FROM_BACKEND, FLOW_FIN_FROM_CLIENT, FLOW_SEQ_KNOWN, MAX_SNAT_ADDRS,
         },
     };
@@ -278,26 +264,10 @@ mod tests {
                 src_port: 3,
                 dst_port: 4,
             },
-            backend_id: 0,
-            service_id: 0,
             direction,
             state,
-            next_hop: NextHop::default(),
-            claim: 0,
             last_seen_ns,
-            seq_next: 0,
-            max_window: 0,
-            window_scale: 0,
-            retired: 0,
-            next_hop_mtu: 0,
-            peer_window: 0,
-            seq_shift: 0,
-            ack_shift: 0,
-            proxy_isn: 0,
-            proxy: 0,
-            client_window_scale: 0,
-            backend_window_scale: 0,
-            _pad: 0,
+            ..Flow::default()
         }
     }
 
