@@ -542,7 +542,8 @@ pub struct Translations {
     /// Connections whose opening packet was answered as too big instead of
     /// translated: the program recorded the connection (a router answers
     /// after routing), but no translation showed where it goes; the next
-    /// forward translation of the connection does.
+    /// forward translation of the connection does. Until then its replies
+    /// are judged by their backend and service alone.
     unseen: std::collections::HashSet<(u8, SocketAddrV4, SocketAddrV4)>,
 }
 
@@ -873,7 +874,10 @@ fn check_translation(
         ));
     }
     let owners = seen.owners.get(&(packet.proto, dst, src));
-    if !owners.is_some_and(|owners| owners.contains(&(out_dst, out_src))) {
+    // A connection whose opening packet was answered as too big has a
+    // tuple no translation showed (see `Translations::unseen`).
+    let unseen = seen.unseen.contains(&(packet.proto, out_dst, out_src));
+    if !unseen && !owners.is_some_and(|owners| owners.contains(&(out_dst, out_src))) {
         return Err(format!(
             "reply from {src} to {dst} sent to {out_dst} as {out_src}, but no forward translation from \
              {out_dst} to {out_src} went out as {dst} -> {src} (seen: {owners:?})"
@@ -3157,6 +3161,46 @@ mod tests {
                 &frag_needed_of(&stray, 1500),
             ),
             "belongs to no connection",
+        );
+    }
+
+    #[test]
+    fn a_connection_opened_by_a_packet_answered_as_too_big_gets_its_replies() {
+        let net = net();
+        let mut seen = Translations::default();
+        let mut syn = Datagram::tcp(client(), frontend(), SYN);
+        syn.dst_mac = PUBLIC.1;
+        syn.payload = vec![7; 1600];
+        let big = syn.build();
+        let answered = check(
+            &net,
+            &seen,
+            PUBLIC.0,
+            &big,
+            XDP_REDIRECT,
+            &frag_needed_of(&big, 1500),
+        )
+        .unwrap();
+        assert_eq!(answered.kind, Kind::FragNeeded);
+        seen.record(&answered);
+        // The program recorded the connection with a tuple no translation
+        // showed: its backend's replies reach its client...
+        let mut reply = Datagram::tcp(backend(), snat(), SYN | ACK);
+        reply.dst_mac = PRIVATE.1;
+        let reply = reply.build();
+        let back = translated(&reply, (CLIENT_MAC, PUBLIC.1), frontend(), client());
+        assert_eq!(
+            check(&net, &seen, PRIVATE.0, &reply, XDP_REDIRECT, &back)
+                .unwrap()
+                .kind,
+            Kind::Reply
+        );
+        // ...and no other client.
+        let elsewhere = SocketAddrV4::new(CLIENT_ADDRS[1], 1);
+        let misdirected = translated(&reply, (CLIENT_MAC, PUBLIC.1), frontend(), elsewhere);
+        assert_flagged(
+            check(&net, &seen, PRIVATE.0, &reply, XDP_REDIRECT, &misdirected),
+            "no forward translation",
         );
     }
 
