@@ -26,6 +26,10 @@ pub enum Command {
         /// Log the data-plane counters at this interval (e.g. "2s").
         #[arg(long, value_parser = parse_duration)]
         stats_interval: Option<Duration>,
+        /// For the tests: SIGUSR1 blocks the daemon's main loop this long
+        /// (e.g. "2s"), a stand-in for anything that could hold it.
+        #[arg(long, value_parser = parse_duration, hide = true)]
+        stall_on_sigusr1: Option<Duration>,
     },
     /// Validate a configuration file and exit.
     Check {

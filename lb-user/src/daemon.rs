@@ -28,6 +28,9 @@ const INTERFACE_MAC_REFRESH: Duration = Duration::from_secs(10);
 pub struct RunOptions {
     /// Log the counters this often (for the testbed); `None` keeps quiet.
     pub stats_interval: Option<Duration>,
+    /// A test hook: SIGUSR1 blocks the main loop this long, to show that the
+    /// election does not depend on it.
+    pub stall_on_sigusr1: Option<Duration>,
 }
 
 /// Everything that can be checked before touching the kernel.
@@ -82,6 +85,13 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut stall_hook = match options.stall_on_sigusr1 {
+        Some(stall) => Some((
+            signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?,
+            stall,
+        )),
+        None => None,
+    };
 
     if config.dataplane.manage_sysctls {
         netdev::set_local_port_range(&config.dataplane.local_ports)?;
@@ -109,25 +119,19 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     let servers = spawn_servers(&config, &control, &shutdown_rx).await?;
     // The data plane and the servers are up before this node can win an
     // election (a failed start must not leave it holding the IP).
-    // One monitor of the kernel's link changes wakes the interface tracks and
-    // the data plane's interface MACs.
+    // The kernel's link changes update the data plane's interface MACs.
     let links = match netdev::spawn_link_monitor() {
         Ok((links, _task)) => Some(links),
         Err(e) => {
-            warn!(error = %e, "no link notifications: interface tracks and MACs poll");
+            warn!(error = %e, "no link notifications: the interface MACs poll");
             None
         }
     };
     let vrrp = match &config.vrrp {
         Some(vrrp_config) => {
             let handoff = controller.dataplane_mut().take_peer_handoff()?;
-            let handle = vrrp::driver::start(
-                vrrp_config.clone(),
-                controller.node_health(),
-                Some(handoff),
-                links.clone(),
-            )
-            .await?;
+            let handle =
+                vrrp::driver::start(vrrp_config.clone(), controller.node_health(), Some(handoff)).await?;
             controller.set_vrrp_status(handle.status.clone());
             Some(handle)
         }
@@ -160,6 +164,15 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
             _ = interface_macs.tick() => refresh_interface_macs(&mut controller),
             () = async { stats_ticker.as_mut().expect("guarded").tick().await; }, if stats_ticker.is_some() => {
                 log_counters(&controller);
+            }
+            stall = async {
+                let (signal, stall) = stall_hook.as_mut().expect("guarded");
+                signal.recv().await;
+                *stall
+            }, if stall_hook.is_some() => {
+                warn!(?stall, "test hook: blocking the main loop");
+                std::thread::sleep(stall);
+                warn!("test hook: main loop unblocked");
             }
         }
     }

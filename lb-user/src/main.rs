@@ -22,7 +22,14 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             stats_interval,
-        } => daemon::run(&config, &daemon::RunOptions { stats_interval }),
+            stall_on_sigusr1,
+        } => daemon::run(
+            &config,
+            &daemon::RunOptions {
+                stats_interval,
+                stall_on_sigusr1,
+            },
+        ),
         Command::Check { config } => Config::load(&config).map_err(Into::into).map(|c| {
             let vrrp = c.vrrp.as_ref().map_or(String::new(), |v| {
                 format!(

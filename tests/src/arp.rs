@@ -2,110 +2,39 @@
 //! frames arriving there and sends ARP frames out of it.
 
 use std::{
-    io,
-    mem::{size_of, zeroed},
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 pub use lb_user::failover::garp::{ArpFrame, Mac};
 use lb_user::failover::garp::{ETHERTYPE_ARP, ETHERTYPE_IPV4, FRAME_LEN, HARDWARE_ETHERNET};
 
+use crate::packet_socket::PacketSocket;
+
 /// A packet socket bound to one interface for ARP frames.
 pub struct ArpSocket {
-    fd: OwnedFd,
+    socket: PacketSocket,
 }
 
 impl ArpSocket {
     /// Opens the socket in the calling thread's network namespace (open it
     /// inside `Netns::run`; it may be used from any thread afterwards).
     pub fn open(interface: &str) -> anyhow::Result<Self> {
-        let name = std::ffi::CString::new(interface)?;
-        // SAFETY: `name` is a valid NUL-terminated string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        if ifindex == 0 {
-            bail!("no interface {interface}");
-        }
-        // Protocol 0 receives nothing until bind names ARP and the interface,
-        // so no frame of another interface slips in.
-        // SAFETY: plain socket(2).
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error()).context("packet socket");
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: all zeros is a valid sockaddr_ll.
-        let mut address: libc::sockaddr_ll = unsafe { zeroed() };
-        address.sll_family = libc::AF_PACKET as libc::sa_family_t;
-        address.sll_protocol = ETHERTYPE_ARP.to_be();
-        address.sll_ifindex = i32::try_from(ifindex)?;
-        // SAFETY: `address` is a sockaddr_ll of the length given.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&address).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if bound != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("bind to {interface}"));
-        }
-        Ok(Self { fd })
+        Ok(Self {
+            socket: PacketSocket::open(interface, ETHERTYPE_ARP)?,
+        })
     }
 
     /// The next ARP frame that arrives (not one this host sends) before
     /// `deadline`; `None` if none does.
     pub fn receive_until(&self, deadline: Instant) -> anyhow::Result<Option<ArpFrame>> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut poll = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let timeout = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut poll, 1, timeout) };
-            if ready < 0 {
-                let error = io::Error::last_os_error();
-                if error.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(error).context("poll");
-            }
-            if ready == 0 {
-                return Ok(None);
-            }
-            let mut buffer = [0u8; 1600];
-            // SAFETY: all zeros is a valid sockaddr_ll.
-            let mut from: libc::sockaddr_ll = unsafe { zeroed() };
-            let mut from_len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: the buffer and address pointers are valid for the
-            // lengths given.
-            let length = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                    std::ptr::from_mut(&mut from).cast(),
-                    &mut from_len,
-                )
-            };
-            let length = usize::try_from(length)
-                .map_err(|_| io::Error::last_os_error())
-                .context("recvfrom")?;
-            // A packet socket also sees what this host sends.
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
-                continue;
-            }
-            if let Some(frame) = parse(&buffer[..length]) {
+        while let Some(bytes) = self.socket.receive_until(deadline)? {
+            if let Some(frame) = parse(&bytes) {
                 return Ok(Some(frame));
             }
         }
+        Ok(None)
     }
 
     /// Every ARP frame that arrives until none has for `quiet`.
@@ -119,14 +48,7 @@ impl ArpSocket {
 
     /// Sends `frame` out of the interface.
     pub fn send(&self, frame: &ArpFrame) -> anyhow::Result<()> {
-        let bytes = frame.encode();
-        // SAFETY: the buffer is valid for its length; the socket is bound to
-        // an interface, so no destination address is needed.
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
-        if usize::try_from(sent).ok() != Some(bytes.len()) {
-            return Err(io::Error::last_os_error()).context("send an ARP frame");
-        }
-        Ok(())
+        self.socket.send(&frame.encode()).context("send an ARP frame")
     }
 }
 

@@ -12,6 +12,7 @@ pub mod http;
 pub mod keepalived;
 pub mod netns;
 pub mod packet;
+pub mod packet_socket;
 pub mod probe;
 pub mod status;
 pub mod testbed;

@@ -59,6 +59,23 @@ impl Netns {
     }
 
     /// Writes a sysctl inside the namespace.
+    /// A TcpExt counter of this namespace (/proc/net/netstat, read inside it).
+    pub fn tcp_ext(&self, name: &str) -> u64 {
+        let text = self.exec("cat", &["/proc/net/netstat"]).expect("netstat");
+        let mut lines = text.lines();
+        while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+            if !names.starts_with("TcpExt:") {
+                continue;
+            }
+            let at = names
+                .split_whitespace()
+                .position(|n| n == name)
+                .unwrap_or_else(|| panic!("no TcpExt counter {name} in {}", self.name()));
+            return values.split_whitespace().nth(at).unwrap().parse().unwrap();
+        }
+        panic!("no TcpExt line in {}'s /proc/net/netstat", self.name());
+    }
+
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
         self.exec("sysctl", &["-qw", &format!("{key}={value}")]).map(drop)
     }

@@ -74,6 +74,8 @@ pub struct Testbed {
     pub webs: Vec<Netns>,
     pub switch: Netns,
     pub dir: PathBuf,
+    /// More `[dataplane]` keys for the configs the testbed writes.
+    pub dataplane_extra: String,
 }
 
 impl Testbed {
@@ -120,6 +122,7 @@ impl Testbed {
             webs,
             switch,
             dir,
+            dataplane_extra: String::new(),
         };
         bed.wire().context("wiring the testbed")?;
         // Resolve the neighbours now: on links a few hundred ms old the first
@@ -257,9 +260,10 @@ impl Testbed {
     /// Writes node `i`'s config: its data plane settings, then `rest`.
     pub fn write_node_config(&self, i: usize, name: &str, rest: &str) -> anyhow::Result<PathBuf> {
         let text = format!(
-            "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nsnat_address = \"{}\"\nsnat_ports = \"20000-29999\"\n\n\
+            "[dataplane]\ninterfaces = [\"eth0\", \"eth1\"]\nsnat_address = \"{}\"\nsnat_ports = \"20000-29999\"\n{}\n\n\
              [admin]\nsocket = \"{}\"\n\n{rest}",
             NODE_PRIVATE[i],
+            self.dataplane_extra,
             self.node_admin_socket(i).display()
         );
         let path = self.dir.join(name);
@@ -282,8 +286,19 @@ impl Testbed {
 
     /// Starts node `i`'s daemon with `rest` after the data plane settings.
     pub fn start_node(&mut self, i: usize, rest: &str) -> anyhow::Result<&mut Daemon> {
+        self.start_node_with_args(i, rest, &[])
+    }
+
+    /// Starts node `i`'s daemon with `rest` after the data plane settings
+    /// and `args` after `xlb run --config FILE`.
+    pub fn start_node_with_args(
+        &mut self,
+        i: usize,
+        rest: &str,
+        args: &[&str],
+    ) -> anyhow::Result<&mut Daemon> {
         let config = self.write_node_config(i, &format!("xlb-{i}.toml"), rest)?;
-        let daemon = Daemon::start(self.node(i), &config, &[])?;
+        let daemon = Daemon::start(self.node(i), &config, args)?;
         let slot = if i == 0 {
             &mut self.daemon
         } else {

@@ -143,23 +143,6 @@ fn counters(bed: &Testbed) -> String {
     .join(" ")
 }
 
-/// A TcpExt counter of namespace `ns` (/proc/net/netstat, read inside it).
-fn tcp_ext(ns: &Netns, name: &str) -> u64 {
-    let text = ns.exec("cat", &["/proc/net/netstat"]).expect("netstat");
-    let mut lines = text.lines();
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        if !names.starts_with("TcpExt:") {
-            continue;
-        }
-        let at = names
-            .split_whitespace()
-            .position(|n| n == name)
-            .unwrap_or_else(|| panic!("no TcpExt counter {name} in {}", ns.name()));
-        return values.split_whitespace().nth(at).unwrap().parse().unwrap();
-    }
-    panic!("no TcpExt line in {}'s /proc/net/netstat", ns.name());
-}
-
 /// The (local, peer) addresses of the TCP sockets in `state` in `ns`.
 fn sockets(ns: &Netns, state: &str) -> Vec<(SocketAddrV4, SocketAddrV4)> {
     let text = ns.exec("ss", &["-Htn", "state", state]).expect("ss");
@@ -309,11 +292,11 @@ fn sequential_requests_that_nginx_closes(
     n: usize,
     port: impl Fn(usize) -> u16,
 ) -> Vec<SocketAddrV4> {
-    let paws_before: Vec<u64> = bed.webs.iter().map(|ns| tcp_ext(ns, "PAWSTimewait")).collect();
-    let syn_retrans_before = tcp_ext(&bed.client, "TCPSynRetrans");
+    let paws_before: Vec<u64> = bed.webs.iter().map(|ns| ns.tcp_ext("PAWSTimewait")).collect();
+    let syn_retrans_before = bed.client.tcp_ext("TCPSynRetrans");
     let mut answers: HashMap<String, usize> = HashMap::new();
     for i in 0..n {
-        let paws: Vec<u64> = bed.webs.iter().map(|ns| tcp_ext(ns, "PAWSTimewait")).collect();
+        let paws: Vec<u64> = bed.webs.iter().map(|ns| ns.tcp_ext("PAWSTimewait")).collect();
         let name = request_and_close(bed, (CLIENT_ADDRS[0], port(i))).unwrap_or_else(|e| {
             panic!(
                 "connection {} of {n}: {e:#}; {}; PAWSTimewait at the webs: {paws:?} before it, {:?} now",
@@ -321,7 +304,7 @@ fn sequential_requests_that_nginx_closes(
                 counters(bed),
                 bed.webs
                     .iter()
-                    .map(|ns| tcp_ext(ns, "PAWSTimewait"))
+                    .map(|ns| ns.tcp_ext("PAWSTimewait"))
                     .collect::<Vec<_>>()
             )
         });
@@ -335,14 +318,14 @@ fn sequential_requests_that_nginx_closes(
     assert_eq!(counter(bed, "forward_new_evicting"), 0, "{}", counters(bed));
     for (i, ns) in bed.webs.iter().enumerate() {
         assert_eq!(
-            tcp_ext(ns, "PAWSTimewait"),
+            ns.tcp_ext("PAWSTimewait"),
             paws_before[i],
             "{}: a SYN on a tuple in TIME_WAIT was refused (PAWS): the tuple was reused unsafely",
             WEB_NAMES[i]
         );
     }
     assert_eq!(
-        tcp_ext(&bed.client, "TCPSynRetrans"),
+        bed.client.tcp_ext("TCPSynRetrans"),
         syn_retrans_before,
         "every connection got in with its first SYN"
     );

@@ -4,14 +4,18 @@
 //! split brain heals. Needs root.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     time::{Duration, Instant},
 };
 
+use socket2::{Domain, Protocol, Socket, Type};
+
 use lb_tests::{
+    packet::{Frame, FIN, RST, SYN, TCP},
+    packet_socket::{PacketSocket, ETHERTYPE_IPV4, EVERY_ETHERTYPE},
     probe::{outage, ConnectionProbe},
     status::{dataplane_counter, service_counter},
-    testbed::{base_services, Testbed, FRONTEND_PORT, NODE_PRIVATE, VIP},
+    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, NODE_PRIVATE, UDP_PORT, VIP},
     unique_tag, wait,
 };
 
@@ -62,6 +66,25 @@ fn transition_in(vrrp: &serde_json::Value) -> Option<(String, String, String)> {
     Some((text("from"), text("to"), text("reason")))
 }
 
+/// Both nodes' counts of VRRP state changes.
+fn both_transitions(bed: &Testbed) -> [u64; 2] {
+    [transitions_total(bed, PRIMARY), transitions_total(bed, SECONDARY)]
+}
+
+/// Neither node changed state since `before` (`both_transitions`), and the
+/// primary alone holds the floating IP.
+fn assert_nothing_moved(bed: &Testbed, before: [u64; 2]) {
+    let after = both_transitions(bed);
+    if after != before {
+        panic!(
+            "a state changed ({before:?} -> {after:?}): primary {:?}, secondary {:?}",
+            last_transition(bed, PRIMARY),
+            last_transition(bed, SECONDARY)
+        );
+    }
+    assert!(bed.has_vip(PRIMARY).unwrap() && !bed.has_vip(SECONDARY).unwrap());
+}
+
 /// The last transition of node `i` (from, to, reason).
 fn last_transition(bed: &Testbed, i: usize) -> (String, String, String) {
     let status = bed.node_status(i).expect("status");
@@ -109,6 +132,59 @@ fn the_primary_serves_the_floating_ip_and_the_secondary_waits() {
         )
         .unwrap();
     assert!(status["vrrp"]["adverts_received_total"].as_u64() > Some(0));
+}
+
+/// The election runs on a thread of its own: with the daemon's main loop
+/// blocked for 2 s (a test hook standing in for a slow request, reload or
+/// table walk), the master's adverts keep flowing (100 ms apart, so the
+/// backup would take over after about 360 ms without them) and neither
+/// node changes state.
+#[test]
+fn a_blocked_main_loop_stops_no_advert_and_moves_nothing() {
+    let mut bed = pair();
+    let primary = format!("{}\n{}", base_services(), bed.vrrp_section(PRIMARY, 200, ""));
+    bed.start_node_with_args(PRIMARY, &primary, &["--stall-on-sigusr1", "2s"])
+        .expect("primary starts");
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT)
+        .expect("primary is master");
+    let secondary = format!("{}\n{}", base_services(), bed.vrrp_section(SECONDARY, 100, ""));
+    bed.start_node(SECONDARY, &secondary).expect("secondary starts");
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT)
+        .expect("secondary is backup");
+    let transitions = both_transitions(&bed);
+    let adverts_received = |bed: &Testbed| {
+        bed.node_status(SECONDARY).expect("status")["vrrp"]["adverts_received_total"]
+            .as_u64()
+            .expect("adverts_received_total")
+    };
+
+    let daemon = bed.node_daemon(PRIMARY).expect("primary runs");
+    daemon.signal(libc::SIGUSR1).expect("SIGUSR1");
+    daemon
+        .wait_for_line("test hook: blocking the main loop", WAIT)
+        .expect("the main loop blocks");
+    let received_at_block = adverts_received(&bed);
+    // The primary's admin API is served by the blocked loop: a status
+    // request waits for the stall to end.
+    let asked = Instant::now();
+    bed.node_status(PRIMARY)
+        .expect("the primary answers after the stall");
+    let waited = asked.elapsed();
+    let daemon = bed.node_daemon(PRIMARY).expect("primary runs");
+    daemon
+        .wait_for_line("test hook: main loop unblocked", WAIT)
+        .expect("the main loop resumes");
+    let received_during = adverts_received(&bed) - received_at_block;
+    println!("status waited {waited:?} for the blocked loop; the backup received {received_during} adverts meanwhile");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "the hook did not block the loop the admin API runs on (answered after {waited:?})"
+    );
+    assert!(
+        received_during > 0,
+        "no advertisement reached the backup while the master's main loop was blocked"
+    );
+    assert_nothing_moved(&bed, transitions);
 }
 
 #[test]
@@ -243,10 +319,7 @@ fn with_nopreempt_the_returning_primary_stays_backup() {
             v["state"] == "BACKUP" && v["current_master"] == NODE_PRIVATE[SECONDARY].to_string()
         })
         .unwrap();
-    let transitions = [
-        transitions_total(&bed, PRIMARY),
-        transitions_total(&bed, SECONDARY),
-    ];
+    let transitions = both_transitions(&bed);
     // Twenty advert intervals, far beyond Master_Down_Interval, counted in
     // the adverts the primary hears rather than slept.
     let heard = status["vrrp"]["adverts_received_total"].as_u64().unwrap();
@@ -257,10 +330,7 @@ fn with_nopreempt_the_returning_primary_stays_backup() {
     assert_eq!(bed.vrrp_state(PRIMARY).as_deref(), Some("BACKUP"));
     assert_eq!(bed.vrrp_state(SECONDARY).as_deref(), Some("MASTER"));
     assert_eq!(
-        [
-            transitions_total(&bed, PRIMARY),
-            transitions_total(&bed, SECONDARY)
-        ],
+        both_transitions(&bed),
         transitions,
         "neither node changed state in the meantime"
     );
@@ -965,4 +1035,234 @@ fn the_masters_public_link_going_down_hands_over_at_once() {
     bed.lb.ip(&["link", "set", "eth0", "up"]).unwrap();
     bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT).unwrap();
     bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT).unwrap();
+}
+
+/// The peer link's port (the config's default).
+const PEER_LINK_PORT: u16 = 7480;
+
+/// A segment of the peer link from the primary's listener to the
+/// secondary's outbound connection (the one whose close makes the secondary
+/// take over), captured on the switch: (primary MAC, secondary MAC,
+/// secondary's port, the sequence number just past the segment).
+fn sniff_peer_link(bed: &Testbed) -> ([u8; 6], [u8; 6], u16, u32) {
+    let capture = bed
+        .switch
+        .run(|| PacketSocket::open("lb", EVERY_ETHERTYPE))
+        .expect("switch namespace")
+        .expect("capture on the primary's switch port");
+    // Idle links carry keepalives every 2 s (probes and their answers).
+    let deadline = Instant::now() + WAIT;
+    while let Some(frame) = capture.receive_until(deadline).expect("capture") {
+        // Not checksum-verified: a veth leaves TCP checksums to offload.
+        if frame.len() < 54 || frame[12..14] != [0x08, 0x00] || frame[14] != 0x45 || frame[23] != TCP {
+            continue;
+        }
+        let (ip, tcp) = (&frame[14..34], &frame[34..]);
+        let address = |at: usize| Ipv4Addr::new(ip[at], ip[at + 1], ip[at + 2], ip[at + 3]);
+        let port = |at: usize| u16::from_be_bytes([tcp[at], tcp[at + 1]]);
+        if address(12) != NODE_PRIVATE[PRIMARY]
+            || address(16) != NODE_PRIVATE[SECONDARY]
+            || port(0) != PEER_LINK_PORT
+            || tcp[13] & (SYN | FIN | RST) != 0
+        {
+            continue;
+        }
+        let payload = usize::from(u16::from_be_bytes([ip[2], ip[3]])) - 20 - usize::from(tcp[12] >> 4) * 4;
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        let mac = |at: usize| -> [u8; 6] { frame[at..at + 6].try_into().expect("six bytes") };
+        return (mac(6), mac(0), port(2), seq.wrapping_add(payload as u32));
+    }
+    panic!("no segment of the peer link seen on the switch");
+}
+
+/// Forges resets of the secondary's peer link as a third party on the
+/// private segment that sniffed it would: from the primary's address and
+/// port, with the exact sequence number the secondary expects (an idle
+/// link's last segment is either an answer, which ends at it, or a
+/// keepalive probe, one byte before it: both are sent).
+fn forge_peer_link_resets(bed: &Testbed) {
+    let (primary_mac, secondary_mac, port, seq) = sniff_peer_link(bed);
+    let frames: Vec<Vec<u8>> = [seq.wrapping_add(1), seq]
+        .into_iter()
+        .map(|seq| {
+            let mut frame = Frame::tcp(
+                (NODE_PRIVATE[PRIMARY], PEER_LINK_PORT),
+                (NODE_PRIVATE[SECONDARY], port),
+                RST,
+            )
+            .with_seq(seq, 0)
+            .addressed_to(secondary_mac);
+            frame.src_mac = primary_mac;
+            frame.build()
+        })
+        .collect();
+    bed.switch
+        .run(move || -> anyhow::Result<()> {
+            let injector = PacketSocket::open("lb2", ETHERTYPE_IPV4)?;
+            for frame in &frames {
+                injector.send(frame)?;
+            }
+            Ok(())
+        })
+        .expect("switch namespace")
+        .expect("inject the resets");
+}
+
+/// The secondary's peer link to the primary: (up, closes so far).
+fn secondary_peer_link(bed: &Testbed) -> (bool, u64) {
+    let status = bed.node_status(SECONDARY).expect("status");
+    let link = &status["vrrp"]["peer_links"][0];
+    (
+        link["up"] == true,
+        link["closes_total"].as_u64().expect("closes_total"),
+    )
+}
+
+/// Starts the pair with `extra` in both VRRP sections and waits for the
+/// secondary's peer link to the primary.
+fn start_both_linked(bed: &mut Testbed, extra: &str) {
+    start_both(bed, extra, extra);
+    bed.wait_vrrp(SECONDARY, "the peer link up", WAIT, |v| {
+        v["peer_links"][0]["up"] == true
+    })
+    .expect("peer link");
+}
+
+/// Without a key, the forged reset works: the secondary's link closes and,
+/// taking it for the primary's death, the secondary takes over. This is
+/// what the signed link below prevents, and shows the forgery is real.
+#[test]
+fn a_forged_reset_of_an_unsigned_peer_link_makes_the_backup_take_over() {
+    let mut bed = pair();
+    start_both_linked(&mut bed, "");
+    let (_, closes) = secondary_peer_link(&bed);
+    forge_peer_link_resets(&bed);
+    let (_, to, reason) = wait_transition(&bed, SECONDARY, "MASTER");
+    assert_eq!(to, "MASTER");
+    assert!(
+        reason.contains("peer"),
+        "taken over for the closed link: {reason}"
+    );
+    assert!(secondary_peer_link(&bed).1 > closes);
+}
+
+/// With `peer_link_key_file`, the link is signed with TCP-MD5: the same
+/// forged reset is dropped by the secondary's kernel for lacking the
+/// signature; the link stays up and nothing moves.
+#[test]
+fn a_forged_reset_of_a_signed_peer_link_changes_nothing() {
+    let mut bed = pair();
+    let key = bed.dir.join("peer-link.key");
+    std::fs::write(&key, "a secret both nodes share\n").expect("key file");
+    start_both_linked(&mut bed, &format!("peer_link_key_file = \"{}\"", key.display()));
+    let transitions = both_transitions(&bed);
+    let (_, closes) = secondary_peer_link(&bed);
+    let unsigned_before = bed.node(SECONDARY).tcp_ext("TCPMD5NotFound");
+    forge_peer_link_resets(&bed);
+    wait::until("the secondary's kernel dropped the unsigned resets", WAIT, || {
+        bed.node(SECONDARY).tcp_ext("TCPMD5NotFound") >= unsigned_before + 2
+    })
+    .unwrap();
+    // A close would be reported within milliseconds.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        secondary_peer_link(&bed),
+        (true, closes),
+        "the link was not closed"
+    );
+    assert_nothing_moved(&bed, transitions);
+}
+
+/// Opens `flows` UDP flows through the floating IP from the client's first
+/// address (one datagram each, from distinct source ports, through a raw
+/// socket: no socket waits for the answers), paced so the links keep up.
+fn open_udp_flows(bed: &Testbed, flows: u16) {
+    let frames: Vec<(Vec<u8>, SocketAddr)> = (0..flows)
+        .map(|i| {
+            let frame = Frame::udp((CLIENT_ADDRS[0], 1024 + i), (VIP, UDP_PORT), b"fill");
+            (frame.build()[14..].to_vec(), SocketAddr::from((VIP, 0)))
+        })
+        .collect();
+    bed.client
+        .run(move || -> std::io::Result<()> {
+            let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
+            for batch in frames.chunks(500) {
+                for (packet, to) in batch {
+                    socket.send_to(packet, &(*to).into())?;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+        .expect("client namespace")
+        .expect("raw sends");
+}
+
+/// One `/metrics` scrape of node `i` (in its namespace); the body's length.
+fn scrape_metrics(bed: &Testbed, i: usize) -> usize {
+    bed.node(i)
+        .run(|| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 8404)).expect("connect to metrics");
+            lb_tests::http::exchange(
+                &mut stream,
+                "GET /metrics HTTP/1.0\r\n\r\n",
+                Duration::from_secs(10),
+            )
+            .expect("scrape")
+        })
+        .expect("node namespace")
+        .len()
+}
+
+/// A master with more than 100,000 tracked entries answers `xlb status`
+/// and a metrics scrape every 200 ms for 30 s, and nothing moves: neither
+/// node changes state. (With a walk of the table on each request, 0.3 s at
+/// this size on this machine, and adverts 100 ms apart, the backup took
+/// over again and again.) The answer times are printed, not judged here:
+/// `cargo xtask bench --only status` measures them up to a million entries.
+#[test]
+fn status_and_scrapes_on_a_full_table_move_nothing() {
+    let mut bed = pair();
+    bed.dataplane_extra = "conntrack_entries = 524288\nudp_timeout_secs = 600".to_owned();
+    start_both(&mut bed, "", "");
+    open_udp_flows(&bed, 64_000);
+    let entries = |bed: &Testbed| {
+        bed.node_status(PRIMARY).expect("status")["conntrack_entries"]
+            .as_u64()
+            .expect("conntrack_entries")
+    };
+    wait::until("the sweeper's census counts the flows", WAIT, || {
+        entries(&bed) >= 100_000
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {} entries", entries(&bed)));
+    let transitions = both_transitions(&bed);
+
+    let (mut status_times, mut scrape_times) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let round = Instant::now();
+        bed.node_status(PRIMARY).expect("status answers");
+        status_times.push(round.elapsed());
+        let scraped = Instant::now();
+        assert!(scrape_metrics(&bed, PRIMARY) > 0);
+        scrape_times.push(scraped.elapsed());
+        std::thread::sleep(Duration::from_millis(200).saturating_sub(round.elapsed()));
+    }
+    let summary = |times: &mut Vec<Duration>| {
+        times.sort();
+        format!(
+            "median {:?}, max {:?}",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        )
+    };
+    println!(
+        "{} entries; {} rounds; xlb status (the CLI process included): {}; metrics scrape: {}",
+        entries(&bed),
+        status_times.len(),
+        summary(&mut status_times),
+        summary(&mut scrape_times)
+    );
+    assert!(entries(&bed) >= 100_000, "the table stayed full");
+    assert_nothing_moved(&bed, transitions);
 }

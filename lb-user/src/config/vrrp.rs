@@ -32,7 +32,9 @@ pub(super) struct RawVrrp {
     preempt_delay: Option<Spanned<String>>,
     virtual_addresses: Option<Spanned<Vec<Spanned<String>>>>,
     peer_link_port: Option<Spanned<i64>>,
+    peer_link_key_file: Option<Spanned<String>>,
     stop_drain: Option<Spanned<String>>,
+    realtime_priority: Option<Spanned<i64>>,
     #[serde(default)]
     track: Vec<Spanned<RawTrack>>,
     local: Option<Spanned<RawLocal>>,
@@ -115,9 +117,16 @@ pub struct VrrpConfig {
     /// TCP port of the link between xlb peers that reveals a crashed peer at
     /// once (the kernel closes a dead process's connections). None: off.
     pub peer_link_port: Option<u16>,
+    /// The TCP-MD5 key (RFC 2385) that signs the peer link, so that no
+    /// third party can reset it (a close makes the backup take over).
+    pub peer_link_key: Option<Secret>,
     /// On a clean stop, after handing the IP over, keep forwarding this
     /// node's established connections for at most this long.
     pub stop_drain: Duration,
+    /// SCHED_RR priority (1-99) of the thread that runs the election, so a
+    /// saturated CPU cannot delay an advertisement (keepalived's
+    /// vrrp_rt_priority). None: normal scheduling.
+    pub realtime_priority: Option<u8>,
     /// Configured tracks, plus the implicit ones (see `implicit_tracks`).
     pub tracks: Vec<TrackConfig>,
     pub local: Option<LocalSettings>,
@@ -284,6 +293,23 @@ impl Validator<'_> {
             }
             Some(port) => Some(self.ranged(port, 1, 65535, "vrrp.peer_link_port")?),
         };
+        let peer_link_key = match &v.peer_link_key_file {
+            None => None,
+            Some(file) if peer_link_port.is_none() => {
+                return self.error(
+                    file.span(),
+                    "vrrp.peer_link_key_file needs the peer link (vrrp.peer_link_port)",
+                )
+            }
+            Some(file) => {
+                let key = self.secret_file(file, "vrrp.peer_link_key_file")?;
+                let max = crate::vrrp::peer_link::MAX_KEY_LEN;
+                if key.expose().is_empty() || key.expose().len() > max {
+                    return self.error(file.span(), format!("the peer link key must be 1 to {max} bytes"));
+                }
+                Some(key)
+            }
+        };
         let stop_drain = match &v.stop_drain {
             None => DEFAULT_STOP_DRAIN,
             Some(raw) => match super::parse_duration(raw.get_ref()) {
@@ -291,6 +317,11 @@ impl Validator<'_> {
                 _ => return self.error(raw.span(), "vrrp.stop_drain must be a duration up to 1h"),
             },
         };
+        let realtime_priority = v
+            .realtime_priority
+            .as_ref()
+            .map(|p| self.ranged(p, 1, 99, "vrrp.realtime_priority"))
+            .transpose()?;
         let local = v
             .local
             .as_ref()
@@ -345,7 +376,9 @@ impl Validator<'_> {
             preempt_delay,
             virtual_addresses,
             peer_link_port,
+            peer_link_key,
             stop_drain,
+            realtime_priority,
             tracks,
             local,
             digitalocean,
@@ -740,6 +773,45 @@ master = ["/etc/keepalived/master.sh"]
         );
         assert_eq!(vrrp.tracks[3].interval, Duration::from_secs(2));
         let _ = std::fs::remove_file(pass);
+    }
+
+    #[test]
+    fn the_peer_link_key_and_the_real_time_priority_are_read_and_checked() {
+        let head = "[vrrp]\ninterface = \"eth1\"\nvrid = 50\npriority = 100\nsource_address = \"10.108.0.5\"\nunicast_peers = [\"10.108.0.6\"]\nvirtual_addresses = [\"45.55.123.242\"]\n";
+        let key = password_file("a shared secret of the pair\n");
+        let vrrp = parse(&format!(
+            "{head}peer_link_key_file = \"{}\"\nrealtime_priority = 20\n",
+            key.display()
+        ))
+        .unwrap()
+        .vrrp
+        .unwrap();
+        assert_eq!(
+            vrrp.peer_link_key.as_ref().map(Secret::expose),
+            Some("a shared secret of the pair")
+        );
+        assert!(
+            !format!("{vrrp:?}").contains("shared secret"),
+            "the key is redacted"
+        );
+        assert_eq!(vrrp.realtime_priority, Some(20));
+        let defaults = parse(head).unwrap().vrrp.unwrap();
+        assert_eq!((defaults.peer_link_key, defaults.realtime_priority), (None, None));
+
+        let err = error_of(&format!(
+            "{head}peer_link_port = 0\npeer_link_key_file = \"{}\"\n",
+            key.display()
+        ));
+        assert!(err.contains("needs the peer link"), "{err}");
+        let long = password_file(&"k".repeat(81));
+        let err = error_of(&format!("{head}peer_link_key_file = \"{}\"\n", long.display()));
+        assert!(err.contains("1 to 80 bytes"), "{err}");
+        let err = error_of(&format!("{head}peer_link_key_file = \"/nonexistent/xlb-key\"\n"));
+        assert!(err.contains("cannot read vrrp.peer_link_key_file"), "{err}");
+        let err = error_of(&format!("{head}realtime_priority = 100\n"));
+        assert!(err.contains("vrrp.realtime_priority"), "{err}");
+        let _ = std::fs::remove_file(key);
+        let _ = std::fs::remove_file(long);
     }
 
     #[test]

@@ -36,20 +36,27 @@ use crate::{
 /// How long start-up waits for every track's first observation.
 const FIRST_OBSERVATION_WAIT: Duration = Duration::from_secs(3);
 
-/// The running election.
+/// The running election, on its own thread (see `start`).
 pub struct VrrpHandle {
     pub status: watch::Receiver<VrrpStatus>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-    /// Outlives the election: while this node drains its connections after
+    /// Resolves when the election has ended (priority 0 sent, IP released).
+    stopped: Option<oneshot::Receiver<()>>,
+    /// Dropped with the handle: the thread then ends the peer link, which
+    /// outlives the election: while this node drains its connections after
     /// a stop, the new master keeps handing their packets here.
-    peer_link: Option<JoinHandle<()>>,
+    release: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for VrrpHandle {
     fn drop(&mut self) {
-        if let Some(task) = self.peer_link.take() {
-            task.abort();
+        self.stop.take();
+        self.release.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                warn!("the VRRP thread panicked");
+            }
         }
     }
 }
@@ -61,9 +68,10 @@ impl VrrpHandle {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if tokio::time::timeout(limit, &mut self.task).await.is_err() {
-            warn!("VRRP did not stop in time");
-            self.task.abort();
+        if let Some(stopped) = self.stopped.take() {
+            if tokio::time::timeout(limit, stopped).await.is_err() {
+                warn!("VRRP did not stop in time");
+            }
         }
     }
 }
@@ -86,18 +94,144 @@ const fn notify_name(state: State) -> &'static str {
     }
 }
 
-/// Opens the socket, prepares the movers and starts the election task.
+/// Starts the election on a thread of its own, with its own runtime, so
+/// that nothing the rest of the daemon does (a request, a reload, a table
+/// walk, a health check, a stalled runtime) can delay an advertisement, the
+/// peer link or a takeover. With `realtime_priority` the thread runs under
+/// SCHED_RR, so a saturated CPU cannot delay it either; commands it starts
+/// (tracks, notify) run at normal priority.
+///
 /// `handoff` lets the data plane send segments of connections it does not
 /// know to the peer (used with the local mover, where both nodes share the
-/// floating IP's link).
-/// `links`: the daemon's link-change notifications, which wake the interface
-/// tracks (without them, the tracks poll).
+/// floating IP's link). `node` is the data plane's health, kept by the
+/// controller.
 pub async fn start(
     config: VrrpConfig,
     node: watch::Receiver<NodeHealth>,
     handoff: Option<PeerHandoffMap>,
-    links: Option<watch::Receiver<u64>>,
 ) -> anyhow::Result<VrrpHandle> {
+    let (started_tx, started_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (stopped_tx, stopped_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let realtime_priority = config.realtime_priority;
+    let thread = std::thread::Builder::new()
+        .name("xlb-vrrp".into())
+        .spawn(move || {
+            if let Some(priority) = realtime_priority {
+                match set_realtime_priority(priority) {
+                    Ok(()) => info!(priority, "VRRP runs at real-time priority (SCHED_RR)"),
+                    Err(e) => warn!(priority, error = %e, "cannot give VRRP a real-time priority"),
+                }
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started_tx.send(Err(
+                        anyhow::Error::from(e).context("cannot start the VRRP runtime")
+                    ));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let election = match prepare(config, node, handoff).await {
+                    Ok(election) => election,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let Election {
+                    mut driver,
+                    status,
+                    tracks,
+                    track_tasks,
+                    peer_link,
+                    peer_events,
+                    reports,
+                    _links,
+                } = election;
+                if started_tx.send(Ok(status)).is_err() {
+                    return;
+                }
+                driver.run(stop_rx, tracks, peer_events, reports).await;
+                for task in track_tasks {
+                    task.abort();
+                }
+                let _ = stopped_tx.send(());
+                let _ = release_rx.await;
+                if let Some(task) = peer_link {
+                    task.abort();
+                }
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })
+        .context("cannot start the VRRP thread")?;
+    let status = match started_rx.await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = thread.join();
+            anyhow::bail!("the VRRP thread ended during start-up");
+        }
+    };
+    Ok(VrrpHandle {
+        status,
+        stop: Some(stop_tx),
+        stopped: Some(stopped_rx),
+        release: Some(release_tx),
+        thread: Some(thread),
+    })
+}
+
+/// Puts the calling thread under SCHED_RR at `priority` (1-99). Children
+/// it forks start at normal priority (SCHED_RESET_ON_FORK): a track script
+/// or notify command must not run at real-time priority.
+fn set_realtime_priority(priority: u8) -> std::io::Result<()> {
+    // <linux/sched.h>; not in the libc crate.
+    const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | SCHED_RESET_ON_FORK, &param) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// What `prepare` sets up on the VRRP thread's runtime.
+struct Election {
+    driver: Driver,
+    status: watch::Receiver<VrrpStatus>,
+    tracks: mpsc::Receiver<TrackUpdate>,
+    track_tasks: Vec<JoinHandle<()>>,
+    peer_link: Option<JoinHandle<()>>,
+    peer_events: mpsc::Receiver<PeerLinkEvent>,
+    reports: mpsc::UnboundedReceiver<MoverReport>,
+    /// The VRRP thread's own watch of the kernel's link changes, which wakes
+    /// the interface tracks (without it, they poll).
+    _links: Option<(watch::Receiver<u64>, JoinHandle<()>)>,
+}
+
+/// Opens the socket, prepares the movers, the peer link and the tracks.
+async fn prepare(
+    config: VrrpConfig,
+    node: watch::Receiver<NodeHealth>,
+    handoff: Option<PeerHandoffMap>,
+) -> anyhow::Result<Election> {
+    let links = match crate::netdev::spawn_link_monitor() {
+        Ok(monitor) => Some(monitor),
+        Err(e) => {
+            warn!(error = %e, "no link notifications: interface tracks poll");
+            None
+        }
+    };
     let peers = if config.unicast_peers.is_empty() {
         Peers::Multicast
     } else {
@@ -130,25 +264,26 @@ pub async fn start(
     // After the movers: a failed start leaves no task behind.
     let peer_link = match config.peer_link_port {
         Some(port) => {
-            let listener = peer_link::bind(config.source_address, port)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen for the peer link on {}:{port}",
-                        config.source_address
-                    )
-                })?;
-            Some(tokio::spawn(peer_link::run(
-                listener,
-                config.source_address,
-                config.unicast_peers.clone(),
+            let settings = peer_link::LinkSettings {
+                source: config.source_address,
+                peers: config.unicast_peers.clone(),
                 port,
-                Greeting {
+                greeting: Greeting {
                     vrid: config.vrid,
                     mac: handoff_interface.map(|(mac, _)| mac),
                 },
-                peer_tx,
-            )))
+                key: config
+                    .peer_link_key
+                    .as_ref()
+                    .map(|key| std::sync::Arc::from(key.expose().as_bytes())),
+            };
+            let listener = peer_link::bind(&settings).await.with_context(|| {
+                format!(
+                    "cannot listen for the peer link on {}:{port}",
+                    config.source_address
+                )
+            })?;
+            Some(tokio::spawn(peer_link::run(listener, settings, peer_tx)))
         }
         None => None,
     };
@@ -158,7 +293,7 @@ pub async fn start(
         &config.tracks,
         &node,
         &tracks_tx,
-        links.as_ref(),
+        links.as_ref().map(|(changes, _)| changes),
         &config.secret_env,
     );
     let machine = Machine::new(Params {
@@ -212,7 +347,6 @@ pub async fn start(
         })
         .collect();
     let (status_tx, status_rx) = watch::channel(VrrpStatus::default());
-    let (stop_tx, stop_rx) = oneshot::channel();
     let mut driver = Driver {
         config,
         machine,
@@ -241,17 +375,15 @@ pub async fn start(
     };
     driver.priority = driver.config.priority;
     driver.observed = vec![false; driver.config.tracks.len()];
-    let task = tokio::spawn(async move {
-        driver.run(stop_rx, tracks_rx, peer_rx, reports_rx).await;
-        for task in track_tasks {
-            task.abort();
-        }
-    });
-    Ok(VrrpHandle {
+    Ok(Election {
+        driver,
         status: status_rx,
-        stop: Some(stop_tx),
-        task,
+        tracks: tracks_rx,
+        track_tasks,
         peer_link,
+        peer_events: peer_rx,
+        reports: reports_rx,
+        _links: links,
     })
 }
 

@@ -9,9 +9,16 @@
 //! close of an outbound connection (after a greeting from the same VRID) is
 //! reported. Peers that do not speak it (keepalived) just refuse, and the
 //! retries stay quiet.
+//!
+//! Since a close makes the backup take over at once, a reset forged by a
+//! third party would move the floating IP. With a key (`peer_link_key_file`)
+//! every segment of the link is signed with TCP-MD5 (RFC 2385): the kernel
+//! drops segments, resets included, that do not carry the signature.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::AsRawFd,
+    sync::Arc,
     time::Duration,
 };
 
@@ -129,27 +136,97 @@ async fn wait_closed(stream: &mut TcpStream) -> Ending {
     }
 }
 
+/// The longest TCP-MD5 key Linux takes (TCP_MD5SIG_MAXKEYLEN).
+pub const MAX_KEY_LEN: usize = 80;
+
+/// `struct tcp_md5sig` of <linux/tcp.h>.
+#[repr(C)]
+struct TcpMd5Sig {
+    address: libc::sockaddr_storage,
+    flags: u8,
+    prefix_len: u8,
+    key_len: u16,
+    ifindex: i32,
+    key: [u8; MAX_KEY_LEN],
+}
+
+/// Makes the kernel sign every segment `socket` exchanges with `peer` with
+/// `key`, and drop the ones from `peer` that are not signed with it. On a
+/// listener, the accepted connections inherit it.
+fn sign_with(socket: &impl AsRawFd, peer: Ipv4Addr, key: &[u8]) -> std::io::Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a TCP-MD5 key has 1 to {MAX_KEY_LEN} bytes"),
+        ));
+    }
+    // SAFETY: all zeros is a valid tcp_md5sig.
+    let mut sig: TcpMd5Sig = unsafe { std::mem::zeroed() };
+    let address = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(peer.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a sockaddr_in fits in a sockaddr_storage, which is aligned for it.
+    unsafe {
+        std::ptr::write(
+            std::ptr::from_mut(&mut sig.address).cast::<libc::sockaddr_in>(),
+            address,
+        );
+    }
+    sig.key_len = key.len() as u16;
+    sig.key[..key.len()].copy_from_slice(key);
+    // SAFETY: `sig` is a valid tcp_md5sig of the length given.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            std::ptr::from_ref(&sig).cast(),
+            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Where the link runs and how it is secured.
+#[derive(Clone, Debug)]
+pub struct LinkSettings {
+    /// This node's address (the VRRP source address).
+    pub source: Ipv4Addr,
+    pub peers: Vec<Ipv4Addr>,
+    pub port: u16,
+    pub greeting: Greeting,
+    /// TCP-MD5 key shared by the peers; None: unsigned.
+    pub key: Option<Arc<[u8]>>,
+}
+
 /// Binds the listener now, so that a port in use fails the start.
-pub async fn bind(source: Ipv4Addr, port: u16) -> std::io::Result<TcpListener> {
+pub async fn bind(settings: &LinkSettings) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::V4(SocketAddrV4::new(source, port)))?;
+    if let Some(key) = &settings.key {
+        for peer in &settings.peers {
+            sign_with(&socket, *peer, key)?;
+        }
+    }
+    socket.bind(SocketAddr::V4(SocketAddrV4::new(settings.source, settings.port)))?;
     socket.listen(16)
 }
 
 /// Runs the link until the returned future is dropped.
-pub async fn run(
-    listener: TcpListener,
-    source: Ipv4Addr,
-    peers: Vec<Ipv4Addr>,
-    port: u16,
-    greeting: Greeting,
-    events: mpsc::Sender<PeerLinkEvent>,
-) {
+pub async fn run(listener: TcpListener, settings: LinkSettings, events: mpsc::Sender<PeerLinkEvent>) {
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(listener, peers.clone(), greeting));
-    for peer in peers {
-        tasks.spawn(connect_loop(source, peer, port, greeting, events.clone()));
+    tasks.spawn(accept_loop(listener, settings.peers.clone(), settings.greeting));
+    for peer in settings.peers.clone() {
+        tasks.spawn(connect_loop(settings.clone(), peer, events.clone()));
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -181,17 +258,16 @@ async fn accept_loop(listener: TcpListener, peers: Vec<Ipv4Addr>, greeting: Gree
     }
 }
 
-async fn connect(
-    source: Ipv4Addr,
-    peer: Ipv4Addr,
-    port: u16,
-    greeting: Greeting,
-) -> std::io::Result<(TcpStream, Option<[u8; 6]>)> {
+async fn connect(settings: &LinkSettings, peer: Ipv4Addr) -> std::io::Result<(TcpStream, Option<[u8; 6]>)> {
+    let greeting = settings.greeting;
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
+    if let Some(key) = &settings.key {
+        sign_with(&socket, peer, key)?;
+    }
+    socket.bind(SocketAddr::V4(SocketAddrV4::new(settings.source, 0)))?;
     let mut stream = timeout(
         GREETING_TIMEOUT,
-        socket.connect(SocketAddr::V4(SocketAddrV4::new(peer, port))),
+        socket.connect(SocketAddr::V4(SocketAddrV4::new(peer, settings.port))),
     )
     .await
     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -202,16 +278,10 @@ async fn connect(
     Ok((stream, mac))
 }
 
-async fn connect_loop(
-    source: Ipv4Addr,
-    peer: Ipv4Addr,
-    port: u16,
-    greeting: Greeting,
-    events: mpsc::Sender<PeerLinkEvent>,
-) {
+async fn connect_loop(settings: LinkSettings, peer: Ipv4Addr, events: mpsc::Sender<PeerLinkEvent>) {
     let mut retry = RETRY_MIN;
     loop {
-        match connect(source, peer, port, greeting).await {
+        match connect(&settings, peer).await {
             Ok((mut stream, mac)) => {
                 retry = RETRY_MIN;
                 info!(%peer, "peer link up");
@@ -246,42 +316,115 @@ mod tests {
     use super::*;
     use crate::test_support::within;
 
+    fn node(
+        here: Ipv4Addr,
+        there: Ipv4Addr,
+        port: u16,
+        vrid: u8,
+        mac: Option<[u8; 6]>,
+        key: Option<&str>,
+    ) -> LinkSettings {
+        LinkSettings {
+            source: here,
+            peers: vec![there],
+            port,
+            greeting: Greeting { vrid, mac },
+            key: key.map(|k| Arc::from(k.as_bytes())),
+        }
+    }
+
+    /// Starts both ends (each must see the other as a peer: two loopback
+    /// addresses); returns their tasks and the first node's events.
+    async fn pair(
+        here: LinkSettings,
+        there: LinkSettings,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        tokio::task::JoinHandle<()>,
+        mpsc::Receiver<PeerLinkEvent>,
+    ) {
+        let listener_here = bind(&here).await.unwrap();
+        let listener_there = bind(&there).await.unwrap();
+        let (tx_here, rx_here) = mpsc::channel(8);
+        let (tx_there, _rx_there) = mpsc::channel(8);
+        (
+            tokio::spawn(run(listener_here, here, tx_here)),
+            tokio::spawn(run(listener_there, there, tx_there)),
+            rx_here,
+        )
+    }
+
+    /// A free port on both addresses (the nodes share one port number).
+    async fn free_port(a: Ipv4Addr) -> u16 {
+        tokio::net::TcpListener::bind((a, 0))
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// With or without a key: the dying peer's kernel signs its close too.
     #[tokio::test]
     async fn a_peer_process_that_goes_away_is_reported_at_once() {
         let here = Ipv4Addr::LOCALHOST;
-        // Each side must see the other as a peer: use two loopback addresses.
-        let there = Ipv4Addr::new(127, 0, 0, 2);
-        let listener_here = bind(here, 0).await.unwrap();
-        let port = listener_here.local_addr().unwrap().port();
-        let listener_there = bind(there, port).await.unwrap();
-        let (tx_here, mut rx_here) = mpsc::channel(8);
-        let (tx_there, _rx_there) = mpsc::channel(8);
-        let mac = [2, 0, 0, 0, 0, 0x42];
-        let greet = |mac| Greeting { vrid: 50, mac };
-        let node_here = tokio::spawn(run(listener_here, here, vec![there], port, greet(None), tx_here));
-        let node_there = tokio::spawn(run(
-            listener_there,
-            there,
-            vec![here],
-            port,
-            greet(Some(mac)),
-            tx_there,
-        ));
-        assert_eq!(
-            within("the link to the peer", rx_here.recv()).await,
-            Some(PeerLinkEvent::Up {
-                peer: there,
-                mac: Some(mac)
-            })
-        );
-        // "Kill" the other node: its tasks and sockets go away.
-        node_there.abort();
-        let _ = within("the aborted peer's end", node_there).await;
-        assert_eq!(
-            within("the closed link's report", rx_here.recv()).await,
-            Some(PeerLinkEvent::Closed(there))
-        );
-        node_here.abort();
+        for (there, key) in [
+            (Ipv4Addr::new(127, 0, 0, 2), None),
+            (Ipv4Addr::new(127, 0, 0, 4), Some("correct horse battery staple")),
+        ] {
+            let port = free_port(here).await;
+            let mac = [2, 0, 0, 0, 0, 0x42];
+            let (node_here, node_there, mut rx_here) = pair(
+                node(here, there, port, 50, None, key),
+                node(there, here, port, 50, Some(mac), key),
+            )
+            .await;
+            assert_eq!(
+                within("the link to the peer", rx_here.recv()).await,
+                Some(PeerLinkEvent::Up {
+                    peer: there,
+                    mac: Some(mac)
+                }),
+                "key {key:?}"
+            );
+            // "Kill" the other node: its tasks and sockets go away.
+            node_there.abort();
+            let _ = within("the aborted peer's end", node_there).await;
+            assert_eq!(
+                within("the closed link's report", rx_here.recv()).await,
+                Some(PeerLinkEvent::Closed(there)),
+                "key {key:?}"
+            );
+            node_here.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn peers_with_different_keys_or_one_unsigned_never_link() {
+        let (here, there) = (Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 5));
+        for (key_here, key_there) in [(Some("one key"), Some("another key")), (Some("one key"), None)] {
+            let port = free_port(here).await;
+            let (node_here, node_there, mut rx_here) = pair(
+                node(here, there, port, 50, None, key_here),
+                node(there, here, port, 50, None, key_there),
+            )
+            .await;
+            let nothing = timeout(Duration::from_millis(500), rx_here.recv()).await;
+            assert!(
+                nothing.is_err(),
+                "{key_here:?} / {key_there:?} linked: {nothing:?}"
+            );
+            node_here.abort();
+            node_there.abort();
+        }
+    }
+
+    #[test]
+    fn a_key_longer_than_linux_takes_is_refused() {
+        let socket = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        assert!(sign_with(&socket, Ipv4Addr::LOCALHOST, &[7; MAX_KEY_LEN]).is_ok());
+        assert!(sign_with(&socket, Ipv4Addr::LOCALHOST, &[7; MAX_KEY_LEN + 1]).is_err());
+        assert!(sign_with(&socket, Ipv4Addr::LOCALHOST, &[]).is_err());
     }
 
     #[test]
@@ -303,16 +446,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_for_another_vrid_is_not_a_peer() {
-        let here = Ipv4Addr::LOCALHOST;
-        let there = Ipv4Addr::new(127, 0, 0, 3);
-        let listener_here = bind(here, 0).await.unwrap();
-        let port = listener_here.local_addr().unwrap().port();
-        let listener_there = bind(there, port).await.unwrap();
-        let (tx_here, mut rx_here) = mpsc::channel(8);
-        let (tx_there, _rx_there) = mpsc::channel(8);
-        let greet = |vrid| Greeting { vrid, mac: None };
-        let node_here = tokio::spawn(run(listener_here, here, vec![there], port, greet(50), tx_here));
-        let node_there = tokio::spawn(run(listener_there, there, vec![here], port, greet(51), tx_there));
+        let (here, there) = (Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 3));
+        let port = free_port(here).await;
+        let (node_here, node_there, mut rx_here) = pair(
+            node(here, there, port, 50, None, None),
+            node(there, here, port, 51, None, None),
+        )
+        .await;
         let nothing = timeout(Duration::from_millis(500), rx_here.recv()).await;
         assert!(nothing.is_err(), "no link across VRIDs: {nothing:?}");
         node_here.abort();
