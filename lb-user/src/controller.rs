@@ -334,17 +334,13 @@ impl Controller {
             .iter()
             .find(|s| &s.name == service)
             .map(|s| s.on_down);
-        if !event.healthy && on_down == Some(OnDown::ShutdownSessions) {
-            if let Some(id) = self.ids.backend(service, backend, key.2) {
-                match self.dataplane.forget_backend_connections(id) {
-                    Ok(n) => info!(
-                        service,
-                        backend,
-                        connections = n,
-                        "shut down the backend's sessions"
-                    ),
-                    Err(e) => warn!(service, backend, error = %e, "cannot shut down the backend's sessions"),
-                }
+        if let Some(id) = self.ids.backend(service, backend, key.2) {
+            let sweeper = self.dataplane.sweeper();
+            if event.healthy {
+                sweeper.cancel_shutdown(id);
+            } else if on_down == Some(OnDown::ShutdownSessions) {
+                // In the background: a walk of the table must not hold the loop.
+                sweeper.shut_down_sessions(id, format!("{service}/{backend}"));
             }
         }
     }

@@ -198,35 +198,40 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
 
 /// After the floating IP has moved, keeps forwarding this node's
 /// established connections (the new master hands their packets here) until
-/// none is left or `limit` has passed. One scan of the table says how many
-/// there are; then the sweeper's census, once a pass has ended since the
-/// drain began, says when they are gone: no repeated walks of the table.
+/// none is left or `limit` has passed. The sweeper counts them: a pass is
+/// asked for at once, then each pass that ended after the drain began says
+/// how many are left. No walk of the table on this loop.
 async fn drain_connections(controller: &Controller, limit: Duration) {
-    let open = |census: &crate::dataplane::ConnectionCensus| census.active_by_backend.values().sum::<u64>();
-    let started = std::time::Instant::now();
-    let left = controller
-        .dataplane()
-        .scan_connections()
-        .map_or(0, |census| open(&census));
-    if limit.is_zero() || left == 0 {
+    if limit.is_zero() {
         return;
     }
-    info!(connections = left, limit = ?limit, "draining established connections");
+    let dataplane = controller.dataplane();
+    let started = std::time::Instant::now();
+    dataplane.sweeper().sweep_now();
     // The open connections as of a pass that ended after the drain began.
     let counted_since_start = || {
-        controller
-            .dataplane()
+        dataplane
             .census()
             .filter(|(age, _)| *age < started.elapsed())
-            .map(|(_, census)| open(&census))
+            .map(|(_, census)| census.active_by_backend.values().sum::<u64>())
     };
     let deadline = tokio::time::Instant::now() + limit;
+    let mut announced = false;
     while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if counted_since_start() == Some(0) {
-            info!("drained");
-            return;
+        match counted_since_start() {
+            Some(0) => {
+                if announced {
+                    info!("drained");
+                }
+                return;
+            }
+            Some(left) if !announced => {
+                info!(connections = left, limit = ?limit, "draining established connections");
+                announced = true;
+            }
+            _ => {}
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let left = counted_since_start().map_or_else(|| "unknown".to_owned(), |n| n.to_string());
     info!(connections = %left, "drain time over; the rest will be reset");

@@ -191,6 +191,20 @@ fn on_down_keep_spares_established_connections_and_shutdown_sessions_resets_them
         std::fs::write(bed.dir.join("down-web1"), "").unwrap();
         wait_for(&mut bed, "backend DOWN", "frontend", "web1");
         assert_eq!(bed.request(FRONTEND).unwrap(), "web2 frontend");
+        if !survives {
+            // The sweeper removes the backend's entries in the background
+            // and says when it is done, and how many connections it reset.
+            let done = bed
+                .daemon
+                .as_mut()
+                .expect("daemon")
+                .wait_for_line("shut down the backend's sessions", WAIT)
+                .unwrap();
+            assert!(
+                done.contains("backend=\"frontend/web1\"") && done.contains("connections=1"),
+                "{done}"
+            );
+        }
         let after = http::get(&mut long);
         if survives {
             assert_eq!(after.unwrap(), "web1 frontend", "on_down = keep");

@@ -170,8 +170,8 @@ pub struct Dataplane {
     cookie_key: [u64; 2],
     /// The settings last written, to judge entries as the program does.
     settings: Option<Settings>,
-    /// The sweeper's latest census of the connection table.
-    census: sweeper::Census,
+    /// Shared with the sweeper: its census, and the orders it carries out.
+    sweeper: std::sync::Arc<sweeper::Shared>,
 }
 
 impl Dataplane {
@@ -204,7 +204,7 @@ impl Dataplane {
             hash_seed: random_seed(),
             cookie_key: cookie_key()?,
             settings: None,
-            census: sweeper::Census::default(),
+            sweeper: std::sync::Arc::default(),
         };
         for (slot, name) in (0_u32..).zip(&config.interfaces) {
             let served = Served {
@@ -358,27 +358,6 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Forgets every tracked connection to backend `backend_id` (both
-    /// directions); their next packets get resets from the kernel. Returns
-    /// how many connections were forgotten.
-    pub fn forget_backend_connections(&mut self, backend_id: u32) -> Result<usize, DataplaneError> {
-        let mut flows: HashMap<&mut MapData, FlowKey, Flow> = self.map_mut("FLOWS")?;
-        let doomed: Vec<(FlowKey, Flow)> = flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, flow)| flow.backend_id == backend_id)
-            .collect();
-        let mut connections = 0;
-        for (key, flow) in &doomed {
-            // An entry may vanish meanwhile (LRU, the other direction's removal).
-            let _ = flows.remove(key);
-            if flow.direction == DIRECTION_FORWARD {
-                connections += 1;
-            }
-        }
-        Ok(connections)
-    }
-
     /// One pass over the connection table, now: its entries, and the open
     /// connections (client-side entries not closing) per backend id. The
     /// cost grows with the entries in use (two syscalls each), not with the
@@ -412,7 +391,7 @@ impl Dataplane {
             };
             Ok(data.info().map_err(map_err(name))?.id())
         };
-        sweeper::Sweeper::start(id("FLOWS")?, id("SETTINGS")?, self.census.clone())
+        sweeper::Sweeper::start(id("FLOWS")?, id("SETTINGS")?, self.sweeper.clone())
             .map_err(DataplaneError::Sweeper)
     }
 
@@ -421,10 +400,14 @@ impl Dataplane {
     /// a sweeper).
     #[must_use]
     pub fn census(&self) -> Option<(std::time::Duration, ConnectionCensus)> {
-        let published = self.census.lock().ok()?;
-        published
-            .as_ref()
-            .map(|(at, census)| (at.elapsed(), census.clone()))
+        self.sweeper.census()
+    }
+
+    /// The sweeper, for its orders (shutting down a backend's sessions, a
+    /// pass now): they walk the table in the background.
+    #[must_use]
+    pub fn sweeper(&self) -> &sweeper::Shared {
+        &self.sweeper
     }
 
     /// A service's traffic counters, summed over CPUs.

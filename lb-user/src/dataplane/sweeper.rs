@@ -9,12 +9,15 @@
 //! held SNAT tuples per backend) of what it leaves, and publishes it: the
 //! status and the metrics are answered from that snapshot, never by a scan
 //! of their own, whatever the table's size.
+//!
+//! It also carries out the orders that need a walk of the table: a
+//! backend's sessions shut down (`on_down = "shutdown-sessions"`) are its
+//! entries removed by the passes, at a quicker but still bounded pace, and
+//! a pass asked for now (a drain's count) starts at once.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    collections::HashMap as StdHashMap,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -26,7 +29,7 @@ use lb_common::{
 };
 
 use super::ConnectionCensus;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// A pass over the table starts this long after the last one ended (so the
 /// census is at most this old, plus a pass: a table of a million entries
@@ -36,6 +39,9 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// entries a second, a small share of one core.
 const BATCH: usize = 5_000;
 const PAUSE: Duration = Duration::from_millis(100);
+/// The pause while sessions are being shut down: about 500,000 entries a
+/// second, a million in two seconds, and still a pause after each batch.
+const URGENT_PAUSE: Duration = Duration::from_millis(10);
 
 /// Whether the entry `flow` under `key` is dead: nothing would miss it. The
 /// same rule for both directions (their state bits are mirrored): what
@@ -55,26 +61,167 @@ pub fn is_dead(key: &FlowKey, flow: &Flow, now_ns: u64, settings: &Settings) -> 
     tuple_owner(flow, &nobody, now_ns, settings, false) == TupleOwner::Free
 }
 
-/// The census of the last complete pass, and when it ended.
-pub type Census = Arc<Mutex<Option<(Instant, ConnectionCensus)>>>;
+/// A backend whose sessions are being shut down.
+#[derive(Debug)]
+struct Shutdown {
+    /// Who asked, for the log: the service and backend names.
+    label: String,
+    /// Done at the end of the first pass that started after this number.
+    placed_after_pass: u64,
+    connections: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The census of the last complete pass, and when it ended.
+    census: Option<(Instant, ConnectionCensus)>,
+    stop: bool,
+    /// A pass is wanted now.
+    now: bool,
+    /// Passes started so far.
+    passes: u64,
+    /// By backend id.
+    shutdowns: StdHashMap<u32, Shutdown>,
+}
+
+/// What the daemon and the sweeper share: the census it publishes, the
+/// orders it is given, and the wake-up for both.
+#[derive(Debug, Default)]
+pub struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain
+        // counters: what is there is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The census of the last complete pass, and how long ago it ended.
+    #[must_use]
+    pub fn census(&self) -> Option<(Duration, ConnectionCensus)> {
+        self.lock()
+            .census
+            .as_ref()
+            .map(|(at, census)| (at.elapsed(), census.clone()))
+    }
+
+    /// Removes every entry of backend `id` from the table in the background
+    /// (its connections are reset at their next segment), starting now; the
+    /// sweeper logs how many there were under `label` when done.
+    pub fn shut_down_sessions(&self, id: u32, label: String) {
+        let mut state = self.lock();
+        let placed_after_pass = state.passes;
+        state.shutdowns.insert(
+            id,
+            Shutdown {
+                label,
+                placed_after_pass,
+                connections: 0,
+            },
+        );
+        state.now = true;
+        self.wake.notify_all();
+    }
+
+    /// Stops shutting down backend `id`'s sessions (it is up again: its new
+    /// connections must stay).
+    pub fn cancel_shutdown(&self, id: u32) {
+        self.lock().shutdowns.remove(&id);
+    }
+
+    /// Starts a pass now rather than at the next interval.
+    pub fn sweep_now(&self) {
+        self.lock().now = true;
+        self.wake.notify_all();
+    }
+
+    /// Backends whose sessions are being shut down.
+    fn doomed(&self) -> Vec<u32> {
+        self.lock().shutdowns.keys().copied().collect()
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.wake.notify_all();
+    }
+
+    /// Waits `duration`, or less if stopped or, with `early`, if a pass is
+    /// wanted now; true once stopped.
+    fn wait(&self, duration: Duration, early: bool) -> bool {
+        let deadline = Instant::now() + duration;
+        let mut state = self.lock();
+        loop {
+            if state.stop || (early && (state.now || !state.shutdowns.is_empty())) {
+                return state.stop;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .wake
+                .wait_timeout(state, left)
+                .map_or_else(|e| e.into_inner().0, |(state, _)| state);
+        }
+    }
+
+    /// A pass begins: its number.
+    fn begin_pass(&self) -> u64 {
+        let mut state = self.lock();
+        state.now = false;
+        state.passes += 1;
+        state.passes
+    }
+
+    /// Pass `number` ended: publishes its census, completes the shutdowns
+    /// placed before it began, and counts the connections it removed.
+    fn end_pass(&self, number: u64, census: ConnectionCensus, removed: &StdHashMap<u32, usize>) {
+        let mut state = self.lock();
+        state.census = Some((Instant::now(), census));
+        for (id, connections) in removed {
+            if let Some(order) = state.shutdowns.get_mut(id) {
+                order.connections += connections;
+            }
+        }
+        let done: Vec<u32> = state
+            .shutdowns
+            .iter()
+            .filter(|(_, order)| order.placed_after_pass < number)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(order) = state.shutdowns.remove(&id) {
+                info!(
+                    backend = order.label,
+                    connections = order.connections,
+                    "shut down the backend's sessions"
+                );
+            }
+        }
+    }
+}
 
 /// The running sweeper; stops (and is joined) on drop.
 pub struct Sweeper {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Sweeper {
     /// Starts sweeping the maps with these ids (FLOWS, SETTINGS), publishing
-    /// each pass's census in `census`.
-    pub fn start(flows_id: u32, settings_id: u32, census: Census) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+    /// each pass's census in `shared` and taking its orders from there.
+    pub fn start(flows_id: u32, settings_id: u32, shared: Arc<Shared>) -> std::io::Result<Self> {
+        let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("xlb-sweeper".into())
-            .spawn(move || run(flows_id, settings_id, &census, &flag))?;
+            .spawn(move || run(flows_id, settings_id, &theirs))?;
         Ok(Self {
-            stop,
+            shared,
             thread: Some(thread),
         })
     }
@@ -82,14 +229,14 @@ impl Sweeper {
 
 impl Drop for Sweeper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.shared.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn run(flows_id: u32, settings_id: u32, census: &Census, stop: &AtomicBool) {
+fn run(flows_id: u32, settings_id: u32, shared: &Shared) {
     // Two handles on the table: one walks its keys while the other removes.
     let opened = MapData::from_id(flows_id)
         .and_then(|walk| Ok((walk, MapData::from_id(flows_id)?, MapData::from_id(settings_id)?)));
@@ -110,7 +257,7 @@ fn run(flows_id: u32, settings_id: u32, census: &Census, stop: &AtomicBool) {
     };
     // The first pass at once: the status has a census from the start.
     let mut pause = Duration::ZERO;
-    while !sleep_unless_stopped(pause, stop) {
+    while !shared.wait(pause, true) {
         pause = SWEEP_INTERVAL;
         let Ok(current) = settings.get(&0, 0) else {
             continue;
@@ -119,15 +266,14 @@ fn run(flows_id: u32, settings_id: u32, census: &Census, stop: &AtomicBool) {
             pause = Duration::from_millis(100);
             continue;
         }
-        let Some(pass) = sweep(&walk, &mut flows, &current, stop) else {
+        let number = shared.begin_pass();
+        let Some(pass) = sweep(&walk, &mut flows, &current, shared) else {
             return;
         };
         if pass.removed > 0 {
             debug!(removed = pass.removed, "swept dead connection-table entries");
         }
-        if let Ok(mut published) = census.lock() {
-            *published = Some((Instant::now(), pass.census));
-        }
+        shared.end_pass(number, pass.census, &pass.shut_down);
     }
 }
 
@@ -136,11 +282,14 @@ fn run(flows_id: u32, settings_id: u32, census: &Census, stop: &AtomicBool) {
 struct Pass {
     removed: usize,
     census: ConnectionCensus,
+    /// Connections removed by shutdown order, by backend id.
+    shut_down: StdHashMap<u32, usize>,
 }
 
-/// One pass: walks the keys through `walk`, removes dead entries through
-/// `flows` a batch at a time, pausing between batches, and counts the rest.
-/// None when stopped midway.
+/// One pass: walks the keys through `walk`, removes dead entries and those
+/// of backends whose sessions are shut down through `flows` a batch at a
+/// time, pausing between batches, and counts the rest. None when stopped
+/// midway.
 ///
 /// The walk's position is the last key it returned, and a hash map's
 /// "next key" after a key that is gone starts over from the first: so each
@@ -156,7 +305,7 @@ fn sweep(
     walk: &HashMap<MapData, FlowKey, Flow>,
     flows: &mut HashMap<MapData, FlowKey, Flow>,
     settings: &Settings,
-    stop: &AtomicBool,
+    shared: &Shared,
 ) -> Option<Pass> {
     let mut pass = Pass::default();
     let mut first: Option<FlowKey> = None;
@@ -172,22 +321,25 @@ fn sweep(
             continue;
         }
         let walked_past = batch.len() - 1;
-        remove_dead(flows, &batch[..walked_past], settings, &mut pass);
+        let doomed = shared.doomed();
+        remove_dead(flows, &batch[..walked_past], settings, &doomed, &mut pass);
         batch.drain(..walked_past);
-        if sleep_unless_stopped(PAUSE, stop) {
+        let pause = if doomed.is_empty() { PAUSE } else { URGENT_PAUSE };
+        if shared.wait(pause, false) {
             return None;
         }
     }
-    remove_dead(flows, &batch, settings, &mut pass);
+    remove_dead(flows, &batch, settings, &shared.doomed(), &mut pass);
     Some(pass)
 }
 
-/// Removes the entries under `keys` that are dead now, and counts the rest,
-/// in `pass`.
+/// Removes the entries under `keys` that are dead now or belong to a
+/// `doomed` backend, and counts the rest, in `pass`.
 fn remove_dead(
     flows: &mut HashMap<MapData, FlowKey, Flow>,
     keys: &[FlowKey],
     settings: &Settings,
+    doomed: &[u32],
     pass: &mut Pass,
 ) {
     let now = super::coarse_clock_ns();
@@ -200,27 +352,19 @@ fn remove_dead(
         let Ok(flow) = flows.get(key, 0) else {
             continue;
         };
-        if !is_dead(key, &flow, now, settings) {
+        if doomed.contains(&flow.backend_id) {
+            let open = flow.direction == lb_common::maps::DIRECTION_FORWARD
+                && flow.state & lb_common::maps::FLOW_CLOSING == 0;
+            if flows.remove(key).is_ok() && open {
+                *pass.shut_down.entry(flow.backend_id).or_insert(0) += 1;
+            }
+        } else if !is_dead(key, &flow, now, settings) {
             // Not dead: a reply entry among those left holds its tuple.
             pass.census.count(&flow, true);
         } else if flows.remove(key).is_ok() {
             pass.removed += 1;
         }
     }
-}
-
-/// Sleeps `duration` in short steps; true once `stop` is set.
-fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) -> bool {
-    let step = Duration::from_millis(50);
-    let mut slept = Duration::ZERO;
-    while slept < duration {
-        if stop.load(Ordering::SeqCst) {
-            return true;
-        }
-        std::thread::sleep(step);
-        slept += step;
-    }
-    stop.load(Ordering::SeqCst)
 }
 
 #[cfg(test)]
@@ -280,6 +424,61 @@ mod tests {
             proto,
             _pad: [0; 3],
         }
+    }
+
+    #[test]
+    fn a_shutdown_order_lasts_until_a_pass_that_began_after_it_and_a_recovery_cancels_it() {
+        let shared = Shared::default();
+        // A pass is under way when the order comes.
+        let running = shared.begin_pass();
+        shared.shut_down_sessions(7, "web/web1".into());
+        shared.shut_down_sessions(8, "web/web2".into());
+        assert_eq!(
+            {
+                let mut doomed = shared.doomed();
+                doomed.sort_unstable();
+                doomed
+            },
+            [7, 8]
+        );
+        // The pass under way may have walked past some of its entries.
+        shared.end_pass(running, ConnectionCensus::default(), &StdHashMap::from([(7, 2)]));
+        assert_eq!(shared.doomed().len(), 2, "not done by a pass begun before");
+        // Backend 8 is up again before the next pass: its new connections stay.
+        shared.cancel_shutdown(8);
+        let next = shared.begin_pass();
+        shared.end_pass(next, ConnectionCensus::default(), &StdHashMap::from([(7, 3)]));
+        assert!(shared.doomed().is_empty());
+        assert!(shared.census().is_some(), "each pass publishes its census");
+    }
+
+    #[test]
+    fn orders_and_a_pass_asked_for_now_end_the_wait_between_passes_and_stop_ends_any() {
+        let shared = Arc::new(Shared::default());
+        let waiting = |early: bool| {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let stopped = shared.wait(Duration::from_secs(60), early);
+                (stopped, started.elapsed())
+            })
+        };
+        for order in [
+            Box::new(|s: &Shared| s.sweep_now()) as Box<dyn Fn(&Shared)>,
+            Box::new(|s: &Shared| s.shut_down_sessions(1, "a/b".into())),
+        ] {
+            let waiter = waiting(true);
+            std::thread::sleep(Duration::from_millis(50));
+            order(&shared);
+            let (stopped, waited) = waiter.join().unwrap();
+            assert!(!stopped && waited < Duration::from_secs(60));
+            shared.begin_pass();
+            shared.cancel_shutdown(1);
+        }
+        let waiter = waiting(false);
+        std::thread::sleep(Duration::from_millis(50));
+        shared.stop();
+        assert!(waiter.join().unwrap().0, "a stop ends a pause within a pass");
     }
 
     #[test]
