@@ -25,7 +25,7 @@ use crate::{
     },
     health::{self, CheckEvent, CheckTarget, Hysteresis},
     status::{BackendState, BackendStatus, CounterValue, ReloadOutcome, ServiceStatus, Status, VrrpStatus},
-    vrrp::track::NodeHealth,
+    vrrp::track::{NodeHealth, PoolChecks},
 };
 
 /// What the controller knows of a backend beyond its config.
@@ -38,6 +38,8 @@ struct BackendRuntime {
     last_check: Option<String>,
     last_change: SystemTime,
     downs_total: u64,
+    /// The last check's outcome and when it came; None: none yet.
+    last_result: Option<(bool, Instant)>,
 }
 
 impl BackendRuntime {
@@ -50,6 +52,7 @@ impl BackendRuntime {
             last_check: None,
             last_change: SystemTime::now(),
             downs_total: 0,
+            last_result: None,
         }
     }
 }
@@ -170,7 +173,21 @@ impl Controller {
 
     fn publish_node_health(&self) {
         let mut healthy_backends: HashMap<String, usize> = HashMap::new();
+        let mut checks = PoolChecks::default();
         for service in &self.config.services {
+            if !matches!(service.check.kind, CheckKind::None) {
+                let last_pass = service
+                    .backends
+                    .iter()
+                    .filter_map(|b| self.backends.get(&key_of(&service.name, b)))
+                    .filter(|r| r.healthy)
+                    .filter_map(|r| match r.last_result {
+                        Some((true, at)) => Some(at),
+                        _ => None,
+                    })
+                    .max();
+                checks.last_pass.push((service.name.clone(), last_pass));
+            }
             let up = service
                 .backends
                 .iter()
@@ -184,9 +201,11 @@ impl Controller {
         }
         let interfaces = self.config.dataplane.interfaces.clone();
         self.node_health.send_if_modified(|n| {
-            let changed = n.healthy_backends != healthy_backends || n.interfaces != interfaces;
+            let changed =
+                n.healthy_backends != healthy_backends || n.interfaces != interfaces || n.checks != checks;
             n.healthy_backends = healthy_backends;
             n.interfaces = interfaces;
+            n.checks = checks;
             changed
         });
     }
@@ -309,7 +328,11 @@ impl Controller {
             Ok(()) => "ok".to_owned(),
             Err(why) => why.clone(),
         });
+        runtime.last_result = Some((event.result.is_ok(), Instant::now()));
         if !event.flipped || runtime.healthy == event.healthy {
+            // Whether the checks have settled since this node came back
+            // decides when it may take the IP from a working master.
+            self.publish_node_health();
             return;
         }
         runtime.healthy = event.healthy;

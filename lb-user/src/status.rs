@@ -132,6 +132,11 @@ pub struct VrrpStatus {
     pub configured_priority: u8,
     /// The router this node believes is master (itself when MASTER).
     pub current_master: Option<String>,
+    /// Whether this node's health checks have settled (since it came back
+    /// from a fault): until then it does not take the IP from a working
+    /// master.
+    #[serde(default)]
+    pub pools_ready: bool,
     pub virtual_addresses: Vec<String>,
     pub transitions_total: u64,
     /// The last transitions, oldest first.

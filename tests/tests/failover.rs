@@ -15,7 +15,7 @@ use lb_tests::{
     packet_socket::{PacketSocket, ETHERTYPE_IPV4, EVERY_ETHERTYPE},
     probe::{outage, ConnectionProbe},
     status::{dataplane_counter, service_counter},
-    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, NODE_PRIVATE, UDP_PORT, VIP},
+    testbed::{base_services, Testbed, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, NODE_PRIVATE, UDP_PORT, VIP},
     unique_tag, wait,
 };
 
@@ -1136,14 +1136,23 @@ fn a_forged_reset_of_an_unsigned_peer_link_makes_the_backup_take_over() {
     let mut bed = pair();
     start_both_linked(&mut bed, "");
     let (_, closes) = secondary_peer_link(&bed);
+    let before = transitions_total(&bed, SECONDARY);
     forge_peer_link_resets(&bed);
-    let (_, to, reason) = wait_transition(&bed, SECONDARY, "MASTER");
-    assert_eq!(to, "MASTER");
-    assert!(
-        reason.contains("peer"),
-        "taken over for the closed link: {reason}"
-    );
-    assert!(secondary_peer_link(&bed).1 > closes);
+    // It takes over at once; the primary's next advert sends it back.
+    let status = bed
+        .wait_vrrp(SECONDARY, "a takeover after the forged reset", WAIT, |v| {
+            v["transitions"].as_array().is_some_and(|history| {
+                history
+                    .iter()
+                    .rev()
+                    .take(usize::try_from(v["transitions_total"].as_u64().unwrap_or(0) - before).unwrap_or(0))
+                    .any(|t| {
+                        t["to"] == "MASTER" && t["reason"].as_str().is_some_and(|r| r.contains("peer link"))
+                    })
+            })
+        })
+        .unwrap();
+    assert!(status["vrrp"]["peer_links"][0]["closes_total"].as_u64() > Some(closes));
 }
 
 /// With `peer_link_key_file`, the link is signed with TCP-MD5: the same
@@ -1265,4 +1274,116 @@ fn status_and_scrapes_on_a_full_table_move_nothing() {
     );
     assert!(entries(&bed) >= 100_000, "the table stayed full");
     assert_nothing_moved(&bed, transitions);
+}
+
+/// The testbed's services with quick TCP checks: a backend is down after
+/// two failed checks 100 ms apart, and up again after three passed ones.
+fn services_with_quick_checks() -> String {
+    let check = "check = { type = \"tcp\", inter = \"100ms\", rise = 3, fall = 2 }\n";
+    base_services()
+        .replace(
+            &format!("port = {FRONTEND_PORT}\n"),
+            &format!("port = {FRONTEND_PORT}\n{check}"),
+        )
+        .replace(
+            &format!("port = {API_PORT}\n"),
+            &format!("port = {API_PORT}\n{check}"),
+        )
+}
+
+/// Sets the switch's ports to node `i` (its private, then its public
+/// cable) `state` ("up" or "down"): cables pulled or put back at the switch.
+fn cables(bed: &Testbed, i: usize, state: &str) {
+    let ports = if i == PRIMARY {
+        ["lb", "lb1pub"]
+    } else {
+        ["lb2", "lb2pub"]
+    };
+    for port in ports {
+        bed.switch.ip(&["link", "set", port, state]).expect("switch port");
+    }
+}
+
+/// Both cables of the primary pulled at the switch long enough for its
+/// checks to take every backend down, then put back, the VRRP (private)
+/// side first: the primary takes the floating IP back only once its checks
+/// have passed again, and no new connection from a prober every 5 ms fails
+/// at the heal.
+#[test]
+fn a_healed_primary_takes_the_ip_back_only_when_ready_and_no_new_connection_fails() {
+    let mut bed = pair();
+    let services = services_with_quick_checks();
+    let primary = format!("{services}\n{}", bed.vrrp_section(PRIMARY, 200, ""));
+    bed.start_node(PRIMARY, &primary).expect("primary starts");
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT)
+        .expect("primary is master");
+    let secondary = format!("{services}\n{}", bed.vrrp_section(SECONDARY, 100, ""));
+    bed.start_node(SECONDARY, &secondary).expect("secondary starts");
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT)
+        .expect("secondary is backup");
+
+    cables(&bed, PRIMARY, "down");
+    bed.wait_vrrp_state(SECONDARY, "MASTER", WAIT)
+        .expect("the secondary takes over");
+    wait::until("the VIP answers through the secondary", WAIT, || request(&bed)).unwrap();
+    // The primary's checks take its backends down (it cannot reach them).
+    bed.node_daemon(PRIMARY)
+        .expect("primary runs")
+        .wait_for_line("backend DOWN", WAIT)
+        .expect("the primary's backends go down");
+    wait::until("every checked backend of the primary is down", WAIT, || {
+        let status = bed.node_status(PRIMARY).expect("status");
+        ["frontend", "api"].iter().all(|name| {
+            lb_tests::status::service(&status, name).is_ok_and(|s| {
+                s["backends"]
+                    .as_array()
+                    .is_some_and(|b| b.iter().all(|b| b["healthy"] == false))
+            })
+        })
+    })
+    .unwrap();
+
+    let probe = ConnectionProbe::start_overlapping(
+        &bed.client,
+        SocketAddrV4::new(VIP, FRONTEND_PORT),
+        Duration::from_millis(5),
+    )
+    .expect("prober");
+    std::thread::sleep(Duration::from_millis(200));
+    let healed = Instant::now();
+    bed.switch
+        .ip(&["link", "set", "lb", "up"])
+        .expect("private cable back");
+    std::thread::sleep(Duration::from_millis(100));
+    bed.switch
+        .ip(&["link", "set", "lb1pub", "up"])
+        .expect("public cable back");
+    bed.wait_vrrp_state(PRIMARY, "MASTER", WAIT)
+        .expect("the primary takes the IP back");
+    bed.wait_vrrp_state(SECONDARY, "BACKUP", WAIT)
+        .expect("the secondary steps back");
+    std::thread::sleep(Duration::from_millis(500));
+    let attempts = probe.stop().expect("probe results");
+
+    let after: Vec<_> = attempts.iter().filter(|a| a.started >= healed).collect();
+    let failed = after.iter().filter(|a| !a.ok).count();
+    let failures: Vec<_> = after
+        .iter()
+        .filter(|a| !a.ok)
+        .map(|a| a.started.duration_since(healed))
+        .collect();
+    let (_, to, reason) = last_transition(&bed, PRIMARY);
+    println!(
+        "{} attempts after the heal, {failed} failed; the primary: {to} ({reason})",
+        after.len()
+    );
+    assert!(
+        after.len() > 100,
+        "the prober ran through the heal: {} attempts",
+        after.len()
+    );
+    assert_eq!(
+        failed, 0,
+        "new connections failed at the heal, started this long after it: {failures:?}"
+    );
 }

@@ -348,6 +348,7 @@ async fn prepare(
         .collect();
     let (status_tx, status_rx) = watch::channel(VrrpStatus::default());
     let mut driver = Driver {
+        node: node.clone(),
         config,
         machine,
         expectation,
@@ -388,6 +389,8 @@ async fn prepare(
 }
 
 struct Driver {
+    /// The data plane's and the pools' health, kept by the controller.
+    node: watch::Receiver<NodeHealth>,
     config: VrrpConfig,
     machine: Machine,
     expectation: Expectation,
@@ -444,6 +447,7 @@ impl Driver {
                 }
             }
         }
+        self.refresh_readiness(Instant::now()).await;
         self.step(Event::Startup, Instant::now()).await;
         info!(
             state = state_name(self.machine.state()),
@@ -468,6 +472,7 @@ impl Driver {
                 Some(update) = tracks.recv() => self.on_track(update, Instant::now()).await,
                 Some(event) = peer_links.recv() => self.on_peer_link(event).await,
                 Some(report) = reports.recv() => self.on_report(report),
+                Ok(()) = self.node.changed() => self.refresh_readiness(Instant::now()).await,
                 () = async {
                     match deadline {
                         Some(t) => sleep_until(t.into()).await,
@@ -512,7 +517,31 @@ impl Driver {
     async fn step(&mut self, event: Event, now: Instant) {
         let actions = self.machine.handle(event, now);
         self.execute(actions, now).await;
+        // A recovery from FAULT makes the pools' readiness stale.
+        self.refresh_readiness(now).await;
         self.publish();
+    }
+
+    /// Tells the machine whether the pools are ready (their checks settled
+    /// since the node came back), when that changed.
+    async fn refresh_readiness(&mut self, now: Instant) {
+        let checks = self.node.borrow_and_update().checks.clone();
+        let since = self.machine.rejoined_at();
+        let ready = checks.ready_since(since);
+        if ready == self.machine.ready() {
+            return;
+        }
+        if ready {
+            info!("pools ready: every service has a backend passing its checks");
+        } else {
+            info!(
+                services = ?checks.waiting_for(since),
+                "pools not ready: until these services have a backend up and passing its checks, \
+                 the floating IP is not taken from a working master"
+            );
+        }
+        let actions = self.machine.handle(Event::Ready { ready }, now);
+        self.execute(actions, now).await;
     }
 
     async fn execute(&mut self, actions: Vec<Action>, now: Instant) {
@@ -754,6 +783,7 @@ impl Driver {
             priority: self.machine.priority(),
             configured_priority: self.config.priority,
             current_master: self.machine.current_master().map(|a: Ipv4Addr| a.to_string()),
+            pools_ready: self.machine.ready(),
             virtual_addresses: self
                 .config
                 .virtual_addresses

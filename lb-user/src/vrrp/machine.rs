@@ -66,6 +66,13 @@ pub enum Event {
     PeerGone {
         source: Ipv4Addr,
     },
+    /// Whether this node's pools are ready to serve (its health checks have
+    /// settled since it came back): until they are, it does not take the IP
+    /// from a working master (preemption), though it still replaces one
+    /// that is gone.
+    Ready {
+        ready: bool,
+    },
 }
 
 /// Something the driver must do.
@@ -99,6 +106,13 @@ pub struct Machine {
     started_at: Option<Instant>,
     current_master: Option<Ipv4Addr>,
     healthy: bool,
+    /// See `Event::Ready`.
+    ready: bool,
+    /// When the node last came back from FAULT: what its pools' readiness
+    /// is judged from.
+    rejoined_at: Option<Instant>,
+    /// The priority the current master advertised.
+    master_priority: Option<u8>,
     history: VecDeque<Transition>,
     transitions_total: u64,
     /// Why the Master_Down_Timer is short (the master left), for the log.
@@ -118,6 +132,9 @@ impl Machine {
             started_at: None,
             current_master: None,
             healthy: true,
+            ready: true,
+            rejoined_at: None,
+            master_priority: None,
             history: VecDeque::new(),
             transitions_total: 0,
             down_reason: None,
@@ -132,6 +149,18 @@ impl Machine {
     #[must_use]
     pub const fn current_master(&self) -> Option<Ipv4Addr> {
         self.current_master
+    }
+
+    /// Whether the pools are ready (see `Event::Ready`).
+    #[must_use]
+    pub const fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// When the node last came back from FAULT (None: never in FAULT).
+    #[must_use]
+    pub const fn rejoined_at(&self) -> Option<Instant> {
+        self.rejoined_at
     }
 
     /// The priority advertised now (tracks may have changed it).
@@ -189,6 +218,7 @@ impl Machine {
 
     fn preempt_now(&self, now: Instant) -> bool {
         self.params.preempt
+            && self.ready
             && self
                 .started_at
                 .is_none_or(|start| now.duration_since(start) >= self.params.preempt_delay)
@@ -211,8 +241,9 @@ impl Machine {
     }
 
     /// Records `source` as the master; version 3 adopts its interval.
-    fn follow(&mut self, source: Ipv4Addr, interval_cs: u16) {
+    fn follow(&mut self, source: Ipv4Addr, priority: u8, interval_cs: u16) {
         self.current_master = Some(source);
+        self.master_priority = Some(priority);
         if self.params.version == Version::V3 {
             self.master_adver_interval_cs = interval_cs;
         }
@@ -223,6 +254,7 @@ impl Machine {
         self.down_reason = None;
         self.adver_timer = Some(now + self.advertisement_interval());
         self.current_master = Some(self.params.primary_address);
+        self.master_priority = Some(self.params.priority);
         self.go(State::Master, reason, now);
         vec![
             Action::SendAdvertisement {
@@ -251,7 +283,9 @@ impl Machine {
     }
 
     fn start(&mut self, reason: &str, now: Instant) -> Vec<Action> {
-        if self.params.priority == OWNER_PRIORITY {
+        // An owner whose pools are not ready waits as a backup: it takes
+        // over when no master speaks, or preempts once ready.
+        if self.params.priority == OWNER_PRIORITY && self.ready {
             return self.become_master(reason, now);
         }
         self.master_adver_interval_cs = self.params.interval_cs;
@@ -297,6 +331,26 @@ impl Machine {
                 self.params.priority = priority;
                 Vec::new()
             }
+            (State::Backup, Event::Ready { ready }) => {
+                let was = std::mem::replace(&mut self.ready, ready);
+                let lower_master = self
+                    .master_priority
+                    .is_some_and(|theirs| theirs < self.params.priority);
+                if ready && !was && lower_master && self.preempt_now(now) {
+                    let master = self
+                        .current_master
+                        .map_or_else(|| "?".to_owned(), |m| m.to_string());
+                    return self.become_master(
+                        &format!("pools ready: preempting master {master} of lower priority"),
+                        now,
+                    );
+                }
+                Vec::new()
+            }
+            (_, Event::Ready { ready }) => {
+                self.ready = ready;
+                Vec::new()
+            }
             (_, Event::Startup) | (State::Initialize, _) => Vec::new(),
 
             (State::Master, Event::Shutdown) => {
@@ -331,14 +385,19 @@ impl Machine {
                 // preempt_delay counts again: a flapping node must not
                 // preempt at every recovery.
                 self.started_at = Some(now);
+                // What the checks said while the node was cut off is not
+                // trusted: ready again once they have spoken since.
+                self.rejoined_at = Some(now);
+                self.ready = false;
                 self.start("tracked health recovered", now)
             }
             (_, Event::Health { ok: true }) => {
                 self.healthy = true;
                 Vec::new()
             }
-            (State::Fault, Event::Advertisement { source, .. }) => {
+            (State::Fault, Event::Advertisement { source, priority, .. }) => {
                 self.current_master = Some(source);
+                self.master_priority = Some(priority);
                 Vec::new()
             }
             (_, Event::Priority { priority }) => {
@@ -374,7 +433,7 @@ impl Machine {
                     return self.master_left(format!("master {source} sent priority 0 (it is leaving)"), now);
                 }
                 if !self.preempt_now(now) || priority >= self.params.priority {
-                    self.follow(source, interval_cs);
+                    self.follow(source, priority, interval_cs);
                     self.master_down_timer = Some(now + self.master_down_interval());
                     self.down_reason = None;
                 }
@@ -401,7 +460,7 @@ impl Machine {
                 if !wins {
                     return Vec::new();
                 }
-                self.follow(source, interval_cs);
+                self.follow(source, priority, interval_cs);
                 self.become_backup(
                     &format!("advertisement from {source} with priority {priority}"),
                     now,
@@ -560,16 +619,91 @@ mod tests {
             m.poll(t0 + Duration::from_secs(60)).is_empty(),
             "no timers in FAULT"
         );
+        // Back, but what its checks said while it was cut off is stale: it
+        // waits as a backup until told its pools are ready.
+        assert!(m.handle(Event::Health { ok: true }, t0).is_empty());
         assert_eq!(
-            m.handle(Event::Health { ok: true }, t0).len(),
+            (m.state(), m.ready(), m.rejoined_at()),
+            (State::Backup, false, Some(t0))
+        );
+        m.handle(Event::Ready { ready: true }, t0);
+        assert_eq!(m.state(), State::Backup, "no master known: the timer decides");
+        assert_eq!(
+            m.poll(t0 + m.master_down_interval()).len(),
             2,
-            "the owner takes over again"
+            "no master spoke: the owner takes over again"
         );
         let reasons: Vec<&str> = m.history().map(|t| t.reason.as_str()).collect();
         assert_eq!(
             reasons,
-            ["startup", "tracked health failed", "tracked health recovered"]
+            [
+                "startup",
+                "tracked health failed",
+                "tracked health recovered",
+                "Master_Down_Timer expired: no advertisement from a master"
+            ]
         );
+    }
+
+    #[test]
+    fn a_node_whose_pools_are_not_ready_follows_a_lower_master_and_preempts_once_ready() {
+        let t0 = Instant::now();
+        let mut m = machine(255, true);
+        m.handle(Event::Ready { ready: false }, t0);
+        m.handle(Event::Startup, t0);
+        assert_eq!(m.state(), State::Backup, "not even the owner takes over unready");
+        // A lower-priority master keeps advertising: followed, not preempted.
+        let mut now = t0;
+        for _ in 0..10 {
+            now += Duration::from_secs(1);
+            m.handle(advert(100), now);
+            assert!(m.poll(now).is_empty());
+        }
+        assert_eq!(m.current_master(), Some(PEER));
+        // Ready: it preempts at once, without waiting out the timer.
+        let actions = m.handle(Event::Ready { ready: true }, now);
+        assert_eq!(
+            actions,
+            [Action::SendAdvertisement { priority: 255 }, Action::TakeOver]
+        );
+        assert!(m
+            .history()
+            .last()
+            .unwrap()
+            .reason
+            .starts_with("pools ready: preempting master"));
+    }
+
+    #[test]
+    fn unready_pools_never_stop_a_takeover_from_a_master_that_is_gone() {
+        let t0 = Instant::now();
+        for how in ["adverts stop", "priority 0", "peer link closed"] {
+            let mut m = Machine::new(Params {
+                unicast_peers: 1,
+                ..machine(100, true).params
+            });
+            m.handle(Event::Ready { ready: false }, t0);
+            m.handle(Event::Startup, t0);
+            m.handle(advert(200), t0);
+            let actions = match how {
+                "adverts stop" => m.poll(t0 + m.master_down_interval()),
+                "priority 0" => m.handle(advert(0), t0),
+                _ => m.handle(Event::PeerGone { source: PEER }, t0),
+            };
+            assert!(actions.contains(&Action::TakeOver), "{how}: {actions:?}");
+            assert_eq!(m.state(), State::Master, "{how}");
+        }
+    }
+
+    #[test]
+    fn a_higher_master_is_followed_whatever_the_readiness() {
+        let t0 = Instant::now();
+        let mut m = machine(100, true);
+        m.handle(Event::Startup, t0);
+        m.handle(advert(200), t0);
+        assert!(m.handle(Event::Ready { ready: false }, t0).is_empty());
+        assert!(m.handle(Event::Ready { ready: true }, t0).is_empty());
+        assert_eq!(m.state(), State::Backup);
     }
 
     #[test]

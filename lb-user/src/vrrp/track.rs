@@ -2,7 +2,11 @@
 //! plane, interfaces, services with a backend up, a command). Each track
 //! runs on its own interval with rise/fall, and reports changes.
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::{
+    collections::HashMap,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     process::Command,
@@ -27,6 +31,43 @@ pub struct NodeHealth {
     pub program_id: Option<u32>,
     /// Backends whose checks say UP, per service.
     pub healthy_backends: HashMap<String, usize>,
+    /// Whether the health checks' view of the pools is settled.
+    pub checks: PoolChecks,
+}
+
+/// What the health checks say of the pools, for deciding when this node
+/// may take the floating IP from a working master (see `ready_since`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolChecks {
+    /// Per service with checks: when one of its backends, UP, last passed a
+    /// check (None: none has yet, or none that is UP passes now).
+    pub last_pass: Vec<(String, Option<Instant>)>,
+}
+
+impl PoolChecks {
+    /// Ready to take the floating IP from a working master: every checked
+    /// service has a backend that is UP and passed a check since `since`
+    /// (when this node came back from a fault: what its checks said while
+    /// it was cut off is not trusted). A node whose backends are still
+    /// rising after a partition would otherwise take the IP and refuse new
+    /// connections. A service with no backend passing holds preemption
+    /// back (the node still takes over from a master that is gone).
+    #[must_use]
+    pub fn ready_since(&self, since: Option<Instant>) -> bool {
+        self.last_pass
+            .iter()
+            .all(|(_, pass)| pass.is_some_and(|at| since.is_none_or(|since| at >= since)))
+    }
+
+    /// The services that are not ready since `since`.
+    #[must_use]
+    pub fn waiting_for(&self, since: Option<Instant>) -> Vec<String> {
+        self.last_pass
+            .iter()
+            .filter(|(_, pass)| !pass.is_some_and(|at| since.is_none_or(|since| at >= since)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
 }
 
 /// One track's state after rise/fall, sent when it changes (and once at
@@ -197,6 +238,32 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pools_are_ready_when_every_checked_service_has_a_backend_passing_since_the_return() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let checks = |passes: &[Option<Instant>]| PoolChecks {
+            last_pass: passes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("s{i}"), *p))
+                .collect(),
+        };
+        assert!(checks(&[]).ready_since(Some(later)), "nothing checked: ready");
+        assert!(
+            checks(&[Some(t0), Some(t0)]).ready_since(None),
+            "any pass at start-up"
+        );
+        assert!(
+            !checks(&[Some(t0), None]).ready_since(None),
+            "a service with none passing"
+        );
+        let stale = checks(&[Some(later), Some(t0)]);
+        assert!(!stale.ready_since(Some(later)), "a pass from before the return");
+        assert_eq!(stale.waiting_for(Some(later)), ["s1"]);
+        assert!(checks(&[Some(later), Some(later)]).ready_since(Some(later)));
+    }
     use crate::test_support::within;
 
     fn track(kind: TrackKind, fall: u32) -> TrackConfig {
