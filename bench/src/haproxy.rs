@@ -24,6 +24,13 @@ const ERRORS: &str = "/etc/haproxy/errors";
 /// foreground (run with `-db`).
 #[must_use]
 pub fn config() -> String {
+    config_with_checks(" check")
+}
+
+/// [`config`] with `check` after the frontend port's servers (the
+/// reference: " check", HAProxy's defaults: every 2 s, rise 2, fall 3).
+#[must_use]
+pub fn config_with_checks(check: &str) -> String {
     let servers = |port: u16, check: &str| {
         WEB_ADDRS
             .iter()
@@ -45,7 +52,7 @@ pub fn config() -> String {
          backend webservers1\n    balance roundrobin\n    option forwardfor\n{}\n\
          backend webservers2\n    balance roundrobin\n    option forwardfor\n{}",
         servers(API_PORT, ""),
-        servers(FRONTEND_PORT, " check"),
+        servers(FRONTEND_PORT, check),
     )
 }
 
@@ -60,8 +67,13 @@ impl Haproxy {
     /// `dir`. It binds the VIP: where the VIP is not (yet) on an interface,
     /// the namespace needs `net.ipv4.ip_nonlocal_bind=1`.
     pub fn start(ns: &Netns, dir: &Path, name: &str) -> anyhow::Result<Self> {
+        Self::start_with(ns, dir, name, &config())
+    }
+
+    /// As [`Haproxy::start`], with the configuration `config`.
+    pub fn start_with(ns: &Netns, dir: &Path, name: &str, config: &str) -> anyhow::Result<Self> {
         let config_path = dir.join(format!("{name}.cfg"));
-        std::fs::write(&config_path, config()).with_context(|| format!("write {}", config_path.display()))?;
+        std::fs::write(&config_path, config).with_context(|| format!("write {}", config_path.display()))?;
         let log_path = dir.join(format!("{name}.log"));
         let log = File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
         let mut cmd = ns.command("haproxy");

@@ -88,6 +88,8 @@ pub struct Config {
     pub virtual_addresses: Vec<(Ipv4Addr, String)>,
     pub track_scripts: Vec<TrackScript>,
     pub track_interfaces: Vec<String>,
+    /// `vrrp_rt_priority`: the VRRP process at this SCHED_RR priority.
+    pub realtime_priority: Option<u8>,
 }
 
 impl Config {
@@ -110,6 +112,7 @@ impl Config {
             virtual_addresses: vec![(VIP, "eth0".to_owned())],
             track_scripts: Vec::new(),
             track_interfaces: Vec::new(),
+            realtime_priority: None,
         }
     }
 
@@ -133,6 +136,12 @@ impl Config {
     }
 
     /// VRRP version 3 with `interval` between adverts (multiples of 10 ms).
+    #[must_use]
+    pub fn realtime_priority(mut self, priority: u8) -> Self {
+        self.realtime_priority = Some(priority);
+        self
+    }
+
     #[must_use]
     pub fn version3(mut self, interval: Duration) -> Self {
         self.version = 3;
@@ -160,8 +169,16 @@ impl Config {
     #[must_use]
     pub fn render(&self) -> String {
         let mut text = String::new();
+        let mut globals = Vec::new();
         if self.version == 3 {
-            text.push_str("global_defs {\n    vrrp_version 3\n}\n\n");
+            globals.push("vrrp_version 3".to_owned());
+        }
+        if let Some(priority) = self.realtime_priority {
+            globals.push(format!("vrrp_rt_priority {priority}"));
+        }
+        if !globals.is_empty() {
+            let body: String = globals.iter().map(|g| format!("    {g}\n")).collect();
+            let _ = write!(text, "global_defs {{\n{body}}}\n\n");
         }
         for script in &self.track_scripts {
             let _ = write!(
