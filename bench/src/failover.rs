@@ -238,7 +238,8 @@ impl XlbPair {
             &format!("port = {FRONTEND_PORT}\n"),
             &format!("port = {FRONTEND_PORT}\n{check}"),
         );
-        let config = |node: usize| format!("{services}\n{}", bed.vrrp_section(node, PRIORITIES[node], &extra));
+        let config =
+            |node: usize| format!("{services}\n{}", bed.vrrp_section(node, PRIORITIES[node], &extra));
         Ok(Self {
             configs: [config(PRIMARY), config(SECONDARY)],
         })
@@ -748,7 +749,7 @@ impl Drop for BusyLoops {
 }
 
 /// (busy, total) jiffies of all CPUs, from /proc/stat.
-fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
+pub fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
     let fields: Vec<u64> = stat
         .lines()

@@ -8,6 +8,7 @@
 //! clients, against keepalived. A measurement, not a test: nothing here
 //! passes or fails on the numbers.
 
+mod chaos;
 mod document;
 mod e2e;
 mod failover;
@@ -45,12 +46,15 @@ struct Cli {
     /// file unchanged.
     #[arg(long)]
     write: bool,
-    /// Run only this part. `soak` runs only this way.
+    /// Run only this part. `soak` and `chaos` run only this way.
     #[arg(long, value_enum)]
     only: Option<Part>,
     /// How long `--only soak` watches the pair, in seconds.
     #[arg(long, default_value_t = 600)]
     soak_secs: u64,
+    /// How long `--only chaos` runs, in seconds.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..))]
+    chaos_secs: u64,
     /// How long `newconn` runs wrk through each configuration, in seconds:
     /// past every hold time (the backends' TIME_WAIT is 60 s) at the default.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -76,6 +80,7 @@ struct Cli {
 /// The settings of the parts that have them.
 pub struct Settings {
     pub soak: Duration,
+    pub chaos: Duration,
     pub newconn: Duration,
     pub synflood: synflood::Timing,
     pub fuzz_frames: u64,
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings {
         soak: Duration::from_secs(cli.soak_secs),
+        chaos: Duration::from_secs(cli.chaos_secs),
         newconn: Duration::from_secs(cli.newconn_secs),
         synflood: synflood::Timing {
             flood: Duration::from_secs(cli.synflood_secs),
@@ -173,6 +179,9 @@ pub enum Part {
     /// An xlb pair with every CPU busy, watched for spurious takeovers (long:
     /// only on its own, never part of the full run).
     Soak,
+    /// An xlb pair under client load through a schedule of faults, reloads
+    /// and scrapes (long: only on its own, never part of the full run).
+    Chaos,
 }
 
 impl Part {
@@ -201,7 +210,7 @@ fn run(binary: &Path, write: bool, only: Option<Part>, settings: &Settings) -> a
     }
     let machine = report::Machine::detect().context("describe the machine")?;
     // The soak takes minutes of a busy machine: only when asked for by name.
-    let wanted = |part: Part| only.map_or(part != Part::Soak, |o| o == part);
+    let wanted = |part: Part| only.map_or(!matches!(part, Part::Soak | Part::Chaos), |o| o == part);
     let mut sections = Vec::new();
 
     if wanted(Part::Micro) {
@@ -273,6 +282,14 @@ fn run(binary: &Path, write: bool, only: Option<Part>, settings: &Settings) -> a
     if wanted(Part::Soak) {
         let soak = failover::soak(settings.soak).context("soak")?;
         let section = failover::soak_section(&soak);
+        println!("{section}");
+        sections.push(section);
+    }
+
+    if wanted(Part::Chaos) {
+        eprintln!("xtask bench: chaos soak for {} s", settings.chaos.as_secs());
+        let chaos = chaos::measure(settings.chaos).context("chaos soak")?;
+        let section = chaos::section(&chaos);
         println!("{section}");
         sections.push(section);
     }

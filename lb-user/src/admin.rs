@@ -20,7 +20,7 @@
 //! Use: bind first (so that a bad socket path or a busy port stops start-up
 //! with a clear error), then spawn `serve`:
 //!
-//! ```ignore
+//! ```text
 //! let admin = AdminServer::bind_unix(&config.admin.socket).await?;
 //! tokio::spawn(admin.serve(control.clone(), async move { let _ = stop.wait_for(|s| *s).await; }));
 //! ```

@@ -99,17 +99,10 @@ impl AdminArgs {
     }
 }
 
+/// The config's durations (`500ms`, `2s`, `5m`, `1h`), for flags.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 2s or 500ms"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
-    }
+    crate::config::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 500ms, 2s, 5m or 1h"))
 }
 
 #[cfg(test)]

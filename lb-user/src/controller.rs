@@ -268,7 +268,13 @@ impl Controller {
                 backend: key.1.clone(),
                 address: key.2,
             };
-            let handle = health::spawn(target, check.clone(), state, self.events.clone());
+            // Command checks must not see the daemon's secrets (token_env).
+            let secret_env = config
+                .vrrp
+                .as_ref()
+                .map(|v| v.secret_env.clone())
+                .unwrap_or_default();
+            let handle = health::spawn(target, check.clone(), state, self.events.clone(), secret_env);
             if let Some(old) = self.checks.insert(
                 key.clone(),
                 CheckTask {

@@ -5,7 +5,6 @@
 
 use std::{
     net::SocketAddrV4,
-    process::Stdio,
     time::{Duration, SystemTime},
 };
 
@@ -112,7 +111,12 @@ pub struct CheckEvent {
 }
 
 /// Runs one check.
-pub async fn check(kind: &CheckKind, target: &CheckTarget, limit: Duration) -> Result<(), String> {
+pub async fn check(
+    kind: &CheckKind,
+    target: &CheckTarget,
+    limit: Duration,
+    secret_env: &[String],
+) -> Result<(), String> {
     match kind {
         CheckKind::None => Ok(()),
         CheckKind::Tcp => timeout(limit, TcpStream::connect(target.address))
@@ -139,27 +143,20 @@ pub async fn check(kind: &CheckKind, target: &CheckTarget, limit: Duration) -> R
                 ))
             }
         }
-        CheckKind::Command(argv) => {
-            let (program, args) = argv.split_first().ok_or("empty command")?;
-            let mut child = tokio::process::Command::new(program)
-                .args(args)
-                .env("XLB_SERVER_ADDR", target.address.ip().to_string())
-                .env("XLB_SERVER_PORT", target.address.port().to_string())
-                .env("XLB_SERVER_NAME", &target.backend)
-                .env("XLB_SERVICE", &target.service)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot run {program}: {e}"))?;
-            match timeout(limit, child.wait()).await {
-                Ok(Ok(status)) if status.success() => Ok(()),
-                Ok(Ok(status)) => Err(format!("command exited with {status}")),
-                Ok(Err(e)) => Err(format!("command: {e}")),
-                Err(_) => Err(format!("command timed out after {limit:?}")),
-            }
-        }
+        CheckKind::Command(argv) => crate::exec::run(crate::exec::Run {
+            argv,
+            env: vec![
+                ("XLB_SERVER_ADDR", target.address.ip().to_string()),
+                ("XLB_SERVER_PORT", target.address.port().to_string()),
+                ("XLB_SERVER_NAME", target.backend.clone()),
+                ("XLB_SERVICE", target.service.clone()),
+            ],
+            secret_env,
+            limit,
+            inherit_output: false,
+        })
+        .await
+        .map_err(|e| e.to_string()),
     }
 }
 
@@ -201,6 +198,7 @@ pub fn spawn(
     config: CheckConfig,
     mut state: Hysteresis,
     events: mpsc::Sender<CheckEvent>,
+    secret_env: Vec<String>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         if matches!(config.kind, CheckKind::None) {
@@ -210,7 +208,7 @@ pub fn spawn(
         let jitter = Duration::from_millis(u64::from(rand_u16()) % 100);
         tokio::time::sleep(jitter).await;
         loop {
-            let result = check(&config.kind, &target, config.timeout).await;
+            let result = check(&config.kind, &target, config.timeout, &secret_env).await;
             let flipped = state.observe(result.is_ok());
             let event = CheckEvent {
                 target: target.clone(),
@@ -305,11 +303,11 @@ mod tests {
     async fn tcp_check_follows_the_listener() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1))
+        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1), &[])
             .await
             .is_ok());
         drop(listener);
-        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1))
+        assert!(check(&CheckKind::Tcp, &target(port), Duration::from_secs(1), &[])
             .await
             .is_err());
     }
@@ -339,16 +337,18 @@ mod tests {
         };
         let ok = http_server_answering("200 OK").await;
         let failing = http_server_answering("500 Internal Server Error").await;
-        assert!(check(&http(200..=200), &target(ok), Duration::from_secs(2))
+        assert!(check(&http(200..=200), &target(ok), Duration::from_secs(2), &[])
             .await
             .is_ok());
-        let err = check(&http(200..=200), &target(failing), Duration::from_secs(2))
+        let err = check(&http(200..=200), &target(failing), Duration::from_secs(2), &[])
             .await
             .unwrap_err();
         assert!(err.contains("500"), "{err}");
-        assert!(check(&http(200..=599), &target(failing), Duration::from_secs(2))
-            .await
-            .is_ok());
+        assert!(
+            check(&http(200..=599), &target(failing), Duration::from_secs(2), &[])
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -358,14 +358,15 @@ mod tests {
         assert!(check(
             &script("test \"$XLB_SERVER_PORT\" = 8080"),
             &t,
-            Duration::from_secs(2)
+            Duration::from_secs(2),
+            &[]
         )
         .await
         .is_ok());
-        assert!(check(&script("exit 3"), &t, Duration::from_secs(2))
+        assert!(check(&script("exit 3"), &t, Duration::from_secs(2), &[])
             .await
             .is_err());
-        let err = check(&script("sleep 5"), &t, Duration::from_millis(100))
+        let err = check(&script("sleep 5"), &t, Duration::from_millis(100), &[])
             .await
             .unwrap_err();
         assert!(err.contains("timed out"), "{err}");

@@ -9,6 +9,7 @@ pub mod control;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod exec;
 pub mod failover;
 pub mod health;
 pub mod metrics;

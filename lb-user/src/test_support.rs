@@ -10,7 +10,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// Awaits `future`, or panics naming `what` (and the caller's line) if it
 /// has not completed within [`PATIENCE`].
 ///
-/// ```ignore
+/// ```text
 /// let event = within("the peer's Up event", rx.recv()).await;
 /// ```
 #[track_caller]

@@ -385,6 +385,47 @@ impl Testbed {
         .map_err(|e| anyhow::anyhow!("{e}; last seen: {last}"))
     }
 
+    /// Opens `flows` UDP flows through the floating IP to the UDP service,
+    /// from the client's first address (one datagram each, from distinct
+    /// source ports from 1024 up, through a raw socket: no socket waits for
+    /// the answers), paced so that the links keep up: a table of tracked
+    /// entries (two per flow) in a second or two.
+    pub fn open_udp_flows(&self, flows: u16) -> anyhow::Result<()> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let to = std::net::SocketAddr::from((VIP, 0));
+        let packets: Vec<Vec<u8>> = (0..flows)
+            .map(|i| {
+                let frame = crate::packet::Frame::udp((CLIENT_ADDRS[0], 1024 + i), (VIP, UDP_PORT), b"fill");
+                frame.build()[14..].to_vec()
+            })
+            .collect();
+        self.client.run(move || -> std::io::Result<()> {
+            let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
+            for batch in packets.chunks(500) {
+                for packet in batch {
+                    socket.send_to(packet, &to.into())?;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })??;
+        Ok(())
+    }
+
+    /// One `GET /metrics` of node `i`'s daemon (the default listener, in its
+    /// namespace): the whole response.
+    pub fn scrape_metrics(&self, i: usize) -> anyhow::Result<String> {
+        self.node(i).run(|| -> anyhow::Result<String> {
+            let mut stream =
+                std::net::TcpStream::connect(("127.0.0.1", 8404)).context("connect to metrics")?;
+            Ok(crate::http::exchange(
+                &mut stream,
+                "GET /metrics HTTP/1.0\r\n\r\n",
+                Duration::from_secs(10),
+            )?)
+        })?
+    }
+
     /// Whether node `i` has the floating IP on its public interface.
     pub fn has_vip(&self, i: usize) -> anyhow::Result<bool> {
         let addresses = self.node(i).ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?;

@@ -4,18 +4,16 @@
 //! split brain heals. Needs root.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddrV4},
     time::{Duration, Instant},
 };
-
-use socket2::{Domain, Protocol, Socket, Type};
 
 use lb_tests::{
     packet::{Frame, FIN, RST, SYN, TCP},
     packet_socket::{PacketSocket, ETHERTYPE_IPV4, EVERY_ETHERTYPE},
     probe::{outage, ConnectionProbe},
     status::{dataplane_counter, service_counter},
-    testbed::{base_services, Testbed, API_PORT, CLIENT_ADDRS, FRONTEND_PORT, NODE_PRIVATE, UDP_PORT, VIP},
+    testbed::{base_services, Testbed, API_PORT, FRONTEND_PORT, NODE_PRIVATE, VIP},
     unique_tag, wait,
 };
 
@@ -1182,47 +1180,6 @@ fn a_forged_reset_of_a_signed_peer_link_changes_nothing() {
     assert_nothing_moved(&bed, transitions);
 }
 
-/// Opens `flows` UDP flows through the floating IP from the client's first
-/// address (one datagram each, from distinct source ports, through a raw
-/// socket: no socket waits for the answers), paced so the links keep up.
-fn open_udp_flows(bed: &Testbed, flows: u16) {
-    let frames: Vec<(Vec<u8>, SocketAddr)> = (0..flows)
-        .map(|i| {
-            let frame = Frame::udp((CLIENT_ADDRS[0], 1024 + i), (VIP, UDP_PORT), b"fill");
-            (frame.build()[14..].to_vec(), SocketAddr::from((VIP, 0)))
-        })
-        .collect();
-    bed.client
-        .run(move || -> std::io::Result<()> {
-            let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
-            for batch in frames.chunks(500) {
-                for (packet, to) in batch {
-                    socket.send_to(packet, &(*to).into())?;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(())
-        })
-        .expect("client namespace")
-        .expect("raw sends");
-}
-
-/// One `/metrics` scrape of node `i` (in its namespace); the body's length.
-fn scrape_metrics(bed: &Testbed, i: usize) -> usize {
-    bed.node(i)
-        .run(|| {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", 8404)).expect("connect to metrics");
-            lb_tests::http::exchange(
-                &mut stream,
-                "GET /metrics HTTP/1.0\r\n\r\n",
-                Duration::from_secs(10),
-            )
-            .expect("scrape")
-        })
-        .expect("node namespace")
-        .len()
-}
-
 /// A master with more than 100,000 tracked entries answers `xlb status`
 /// and a metrics scrape every 200 ms for 30 s, and nothing moves: neither
 /// node changes state. (With a walk of the table on each request, 0.3 s at
@@ -1234,7 +1191,7 @@ fn status_and_scrapes_on_a_full_table_move_nothing() {
     let mut bed = pair();
     bed.dataplane_extra = "conntrack_entries = 524288\nudp_timeout_secs = 600".to_owned();
     start_both(&mut bed, "", "");
-    open_udp_flows(&bed, 64_000);
+    bed.open_udp_flows(64_000).expect("UDP flows");
     let entries = |bed: &Testbed| {
         bed.node_status(PRIMARY).expect("status")["conntrack_entries"]
             .as_u64()
@@ -1253,7 +1210,7 @@ fn status_and_scrapes_on_a_full_table_move_nothing() {
         bed.node_status(PRIMARY).expect("status answers");
         status_times.push(round.elapsed());
         let scraped = Instant::now();
-        assert!(scrape_metrics(&bed, PRIMARY) > 0);
+        assert!(!bed.scrape_metrics(PRIMARY).expect("scrape").is_empty());
         scrape_times.push(scraped.elapsed());
         std::thread::sleep(Duration::from_millis(200).saturating_sub(round.elapsed()));
     }

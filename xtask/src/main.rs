@@ -48,12 +48,15 @@ enum Cmd {
         /// or with --only, that part's sections alone, the rest unchanged.
         #[arg(long)]
         write: bool,
-        /// Run only this part. `soak` runs only this way.
+        /// Run only this part. `soak` and `chaos` run only this way.
         #[arg(long, value_enum)]
         only: Option<BenchPart>,
         /// How long `--only soak` watches the pair, in seconds.
         #[arg(long, default_value_t = 600)]
         soak_secs: u64,
+        /// How long `--only chaos` runs, in seconds.
+        #[arg(long, default_value_t = 600)]
+        chaos_secs: u64,
         /// How long `newconn` runs wrk through each configuration, in seconds.
         #[arg(long, default_value_t = 300)]
         newconn_secs: u64,
@@ -92,6 +95,8 @@ enum BenchPart {
     Failover,
     /// An xlb pair with every CPU busy, watched for spurious takeovers.
     Soak,
+    /// An xlb pair under client load through faults, reloads and scrapes.
+    Chaos,
 }
 
 fn main() -> std::process::ExitCode {
@@ -130,6 +135,7 @@ fn xtask(cli: Cli) -> anyhow::Result<()> {
             write,
             only,
             soak_secs,
+            chaos_secs,
             newconn_secs,
             synflood_secs,
             synflood_after_secs,
@@ -138,6 +144,7 @@ fn xtask(cli: Cli) -> anyhow::Result<()> {
         } => build().and_then(|xlb| {
             let mut extra = vec![
                 format!("--soak-secs={soak_secs}"),
+                format!("--chaos-secs={chaos_secs}"),
                 format!("--newconn-secs={newconn_secs}"),
                 format!("--synflood-secs={synflood_secs}"),
                 format!("--synflood-after-secs={synflood_after_secs}"),

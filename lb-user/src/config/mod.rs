@@ -1055,6 +1055,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" | "" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
         _ => None,
     }
 }
@@ -1136,7 +1137,10 @@ backends = [{ name = "ns1", address = "10.108.0.2:53" }]
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/primary.toml");
         let config = Config::load_with_env(&path, &env).unwrap();
         let vrrp = config.vrrp.unwrap();
-        assert_eq!((vrrp.vrid, vrrp.priority, vrrp.interval_cs), (50, 200, 10));
+        assert_eq!(
+            (vrrp.vrid, vrrp.priority, vrrp.interval_cs, vrrp.realtime_priority),
+            (50, 200, 2, Some(10))
+        );
         assert_eq!(
             vrrp.digitalocean.unwrap().reserved_ip,
             Ipv4Addr::new(45, 55, 123, 242)

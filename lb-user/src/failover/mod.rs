@@ -44,7 +44,7 @@ pub struct Movers {
     digitalocean: Option<Arc<digitalocean::DigitalOcean>>,
     assign: Option<JoinHandle<()>>,
     next_reconcile: Option<Instant>,
-    notify: Option<(mpsc::UnboundedSender<notify::Notification>, JoinHandle<()>)>,
+    notify: Option<(mpsc::Sender<notify::Notification>, JoinHandle<()>)>,
     reports: mpsc::UnboundedSender<MoverReport>,
     /// Removes the local addresses if this process dies without releasing.
     _guard: Option<guard::Guard>,
@@ -207,10 +207,18 @@ impl Movers {
         }
     }
 
-    /// Runs the notify command for a transition.
+    /// Runs the notify command for a transition (dropped, and reported,
+    /// when `notify::QUEUE` are already waiting).
     pub fn notify(&self, notification: notify::Notification) {
         if let Some((queue, _)) = &self.notify {
-            let _ = queue.send(notification);
+            if queue.try_send(notification.clone()).is_err() {
+                warn!(state = notification.state, "notify queue full: command not run");
+                self.report(
+                    "notify",
+                    &format!("notify {}", notification.state),
+                    Err(format!("not run: {} commands already waiting", notify::QUEUE)),
+                );
+            }
         }
     }
 

@@ -1,11 +1,12 @@
 //! The `exec` mover: keepalived's notify_master / notify_backup /
 //! notify_fault / notify_stop. One command per transition, run one at a time
 //! in the order of the transitions (a slow script never sees "backup" after
-//! a later "master"), each bounded by a timeout.
+//! a later "master"), each bounded by a timeout (see `crate::exec`), and at
+//! most `QUEUE` waiting: a flapping node does not pile up commands.
 
-use std::{process::Stdio, time::Instant};
+use std::time::Instant;
 
-use tokio::{process::Command, sync::mpsc, time::timeout};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::MoverReport;
@@ -33,6 +34,9 @@ impl NotifyConfig {
     }
 }
 
+/// Notifications waiting for their command, at most.
+pub const QUEUE: usize = 32;
+
 /// Runs the notifications queued on the returned sender, in order.
 /// `secret_env`: variables the commands must not inherit.
 pub fn spawn(
@@ -40,8 +44,8 @@ pub fn spawn(
     vrid: u8,
     secret_env: Vec<String>,
     reports: mpsc::UnboundedSender<MoverReport>,
-) -> (mpsc::UnboundedSender<Notification>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Notification>();
+) -> (mpsc::Sender<Notification>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Notification>(QUEUE);
     let task = tokio::spawn(async move {
         while let Some(notification) = rx.recv().await {
             let Some(argv) = config.command_for(notification.state) else {
@@ -61,31 +65,6 @@ pub fn spawn(
     (tx, task)
 }
 
-/// Sets up `command` (the program; it inherits the daemon's environment)
-/// to announce `n`: its arguments, the XLB_VRRP_* variables, and without
-/// the variables named in `secret_env`.
-fn prepare(
-    mut command: Command,
-    args: &[String],
-    n: &Notification,
-    vrid: u8,
-    secret_env: &[String],
-) -> Command {
-    for name in secret_env {
-        command.env_remove(name);
-    }
-    command
-        .args(args)
-        .env("XLB_VRRP_STATE", n.state)
-        .env("XLB_VRRP_PREVIOUS_STATE", n.previous)
-        .env("XLB_VRRP_REASON", &n.reason)
-        .env("XLB_VRRP_PRIORITY", n.priority.to_string())
-        .env("XLB_VRRP_VRID", vrid.to_string())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    command
-}
-
 async fn run(
     argv: &[String],
     n: &Notification,
@@ -94,27 +73,28 @@ async fn run(
     limit: std::time::Duration,
 ) -> Result<String, String> {
     let started = Instant::now();
-    let mut child = prepare(Command::new(&argv[0]), &argv[1..], n, vrid, secret_env)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-    match timeout(limit, child.wait()).await {
-        Ok(Ok(status)) if status.success() => {
+    let result = crate::exec::run(crate::exec::Run {
+        argv,
+        env: vec![
+            ("XLB_VRRP_STATE", n.state.to_owned()),
+            ("XLB_VRRP_PREVIOUS_STATE", n.previous.to_owned()),
+            ("XLB_VRRP_REASON", n.reason.clone()),
+            ("XLB_VRRP_PRIORITY", n.priority.to_string()),
+            ("XLB_VRRP_VRID", vrid.to_string()),
+        ],
+        secret_env,
+        limit,
+        inherit_output: true,
+    })
+    .await;
+    match result {
+        Ok(()) => {
             info!(command = argv[0], state = n.state, "notify command done");
             Ok(format!("{} exited 0 after {:?}", argv[0], started.elapsed()))
         }
-        Ok(Ok(status)) => {
-            warn!(command = argv[0], state = n.state, %status, "notify command failed");
-            Err(format!("{} exited with {status}", argv[0]))
-        }
-        Ok(Err(e)) => Err(format!("{}: {e}", argv[0])),
-        Err(_) => {
-            let _ = child.kill().await;
-            warn!(
-                command = argv[0],
-                state = n.state,
-                "notify command timed out; killed"
-            );
-            Err(format!("{} timed out after {limit:?} and was killed", argv[0]))
+        Err(e) => {
+            warn!(command = argv[0], state = n.state, error = %e, "notify command failed");
+            Err(e.to_string())
         }
     }
 }
@@ -159,10 +139,10 @@ mod tests {
         };
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
         let (queue, task) = spawn(config, 50, Vec::new(), reports_tx);
-        queue.send(note("master", "backup")).unwrap();
-        queue.send(note("backup", "master")).unwrap();
-        queue.send(note("fault", "backup")).unwrap();
-        queue.send(note("stop", "fault")).unwrap();
+        queue.try_send(note("master", "backup")).unwrap();
+        queue.try_send(note("backup", "master")).unwrap();
+        queue.try_send(note("fault", "backup")).unwrap();
+        queue.try_send(note("stop", "fault")).unwrap();
         let mut results = Vec::new();
         for _ in 0..3 {
             let r = within("each notify command's report", reports.recv())
@@ -187,29 +167,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn secrets_in_the_daemons_environment_do_not_reach_the_commands() {
-        // The secret is put in the command's environment, as if inherited
-        // from the daemon's (token_env): never in this process's, which
-        // tests running in parallel share.
-        let mut daemon_env = Command::new("sh");
-        daemon_env
-            .env("XLB_TEST_NOTIFY_SECRET", "LEAKED")
-            .env("XLB_TEST_NOTIFY_OTHER", "kept");
-        let script = "echo \"$XLB_VRRP_STATE $XLB_VRRP_VRID [${XLB_TEST_NOTIFY_SECRET-unset}] $XLB_TEST_NOTIFY_OTHER\"";
-        let mut command = prepare(
-            daemon_env,
-            &["-c".to_owned(), script.to_owned()],
-            &note("master", "backup"),
-            50,
-            &["XLB_TEST_NOTIFY_SECRET".to_owned()],
-        );
-        let output = within("the notify command", command.stdout(Stdio::piped()).output())
-            .await
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&output.stdout),
-            "master 50 [unset] kept\n"
-        );
+    async fn a_full_queue_refuses_more_instead_of_growing() {
+        let config = NotifyConfig {
+            master: Some(vec!["sleep".into(), "5".into()]),
+            backup: None,
+            fault: None,
+            stop: None,
+            timeout: Duration::from_secs(10),
+        };
+        let (reports_tx, _reports) = mpsc::unbounded_channel();
+        let (queue, task) = spawn(config, 50, Vec::new(), reports_tx);
+        // One runs, QUEUE wait, the next is refused.
+        let accepted = (0..QUEUE + 10)
+            .take_while(|_| queue.try_send(note("master", "backup")).is_ok())
+            .count();
+        assert!((QUEUE..=QUEUE + 1).contains(&accepted), "{accepted} accepted");
+        task.abort();
     }
 }

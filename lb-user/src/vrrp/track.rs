@@ -4,15 +4,13 @@
 
 use std::{
     collections::HashMap,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use tokio::{
-    process::Command,
     sync::{mpsc, watch},
     task::JoinHandle,
-    time::{sleep, timeout},
+    time::sleep,
 };
 
 use crate::{
@@ -129,25 +127,15 @@ fn interface_up(interface: &str) -> Result<(), String> {
 }
 
 async fn run_command(argv: &[String], limit: Duration, secret_env: &[String]) -> Result<(), String> {
-    let mut command = Command::new(&argv[0]);
-    for name in secret_env {
-        command.env_remove(name);
-    }
-    command
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-    match timeout(limit, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("{} exited with {status}", argv[0])),
-        Ok(Err(e)) => Err(format!("{}: {e}", argv[0])),
-        Err(_) => Err(format!("{} timed out after {limit:?}", argv[0])),
-    }
+    crate::exec::run(crate::exec::Run {
+        argv,
+        env: Vec::new(),
+        secret_env,
+        limit,
+        inherit_output: false,
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Starts one task per track. `links`: link-change notifications for the
