@@ -310,7 +310,9 @@ pub fn measure(duration: Duration) -> anyhow::Result<Chaos> {
                 to: SystemTime::now() + AFTERMATH,
             });
         }
-        if now >= next[4] && restart.is_none() {
+        // A kill needs time to heal before the end: none in the last 30 s.
+        let time_left = duration.saturating_sub(started.elapsed());
+        if now >= next[4] && restart.is_none() && time_left > Duration::from_secs(30) {
             next[4] += KILL_EVERY;
             let from = SystemTime::now();
             let daemon = bed.take_node_daemon(PRIMARY).context("the primary runs")?;

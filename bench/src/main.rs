@@ -19,6 +19,7 @@ mod micro;
 mod newconn;
 mod process;
 mod report;
+mod status;
 mod synflood;
 mod wrk;
 
@@ -176,6 +177,8 @@ pub enum Part {
     Health,
     /// Failover of the floating IP: xlb pairs against keepalived + HAProxy.
     Failover,
+    /// `xlb status` and a metrics scrape with an empty table and a million entries.
+    Status,
     /// An xlb pair with every CPU busy, watched for spurious takeovers (long:
     /// only on its own, never part of the full run).
     Soak,
@@ -264,6 +267,17 @@ fn run(binary: &Path, write: bool, only: Option<Part>, settings: &Settings) -> a
     if wanted(Part::Health) {
         let health = health::measure().context("health checks")?;
         let section = report::health_section(&health);
+        println!("{section}");
+        sections.push(section);
+    }
+
+    if wanted(Part::Status) {
+        eprintln!(
+            "xtask bench: status and metrics with an empty table and {} entries",
+            status::ENTRIES
+        );
+        let results = status::measure().context("status at table sizes")?;
+        let section = status::section(&results);
         println!("{section}");
         sections.push(section);
     }

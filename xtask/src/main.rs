@@ -93,6 +93,8 @@ enum BenchPart {
     Health,
     /// Failover of the floating IP: xlb pairs against keepalived + HAProxy.
     Failover,
+    /// `xlb status` and a metrics scrape with an empty table and a million entries.
+    Status,
     /// An xlb pair with every CPU busy, watched for spurious takeovers.
     Soak,
     /// An xlb pair under client load through faults, reloads and scrapes.

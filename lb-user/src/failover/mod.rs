@@ -25,6 +25,8 @@ use crate::config::VrrpConfig;
 const LOCAL_RETRY: Duration = Duration::from_secs(1);
 /// After taking over, the reserved IP is checked again this soon.
 const CONFIRM_AFTER_TAKEOVER: Duration = Duration::from_secs(5);
+/// Re-announcements (another master heard) at most this often.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a mover did, for the status and the logs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub struct Movers {
     reports: mpsc::UnboundedSender<MoverReport>,
     /// Removes the local addresses if this process dies without releasing.
     _guard: Option<guard::Guard>,
+    last_reannounce: Option<Instant>,
 }
 
 impl Movers {
@@ -99,6 +102,7 @@ impl Movers {
             notify: None,
             reports: mpsc::unbounded_channel().0,
             _guard: None,
+            last_reannounce: None,
         }
     }
 
@@ -150,9 +154,17 @@ impl Movers {
             self.next_garp_refresh = Some(now + LOCAL_RETRY);
             return;
         }
+        self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
+        self.spawn_burst();
+    }
+
+    /// Starts the local mover's burst of gratuitous ARP (replacing one
+    /// under way).
+    fn spawn_burst(&mut self) {
+        let Some(local) = &self.local else { return };
         let mover = Arc::clone(local);
         let reports = self.reports.clone();
-        self.burst = Some(tokio::spawn(async move {
+        if let Some(old) = self.burst.replace(tokio::spawn(async move {
             if let Err(e) = mover.announce_burst().await {
                 let _ = reports.send(MoverReport {
                     mover: "local",
@@ -160,8 +172,9 @@ impl Movers {
                     result: Err(e.to_string()),
                 });
             }
-        }));
-        self.next_garp_refresh = local.settings().garp_refresh.map(|every| now + every);
+        })) {
+            old.abort();
+        }
     }
 
     fn spawn_assign(&mut self, action: &'static str) {
@@ -187,6 +200,26 @@ impl Movers {
                 result: result.map(|o| o.to_string()).map_err(|e| e.to_string()),
             });
         }));
+    }
+
+    /// Another master was heard while this one holds the addresses (a
+    /// partition healed): a burst of gratuitous ARP so that the neighbours
+    /// that learned the other's MAC come back, and the reserved IP checked
+    /// now. At most once per `REANNOUNCE_EVERY`.
+    pub fn reannounce(&mut self, now: Instant) {
+        if self
+            .last_reannounce
+            .is_some_and(|last| now.duration_since(last) < REANNOUNCE_EVERY)
+        {
+            return;
+        }
+        self.last_reannounce = Some(now);
+        if self.burst.as_ref().is_none_or(JoinHandle::is_finished) {
+            self.spawn_burst();
+        }
+        if self.digitalocean.is_some() {
+            self.spawn_assign("reconcile");
+        }
     }
 
     /// This node stopped being master.

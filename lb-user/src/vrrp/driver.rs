@@ -550,6 +550,7 @@ impl Driver {
                 Action::SendAdvertisement { priority } => self.send_advertisement(priority),
                 Action::TakeOver => self.movers.take_over(now).await,
                 Action::Release => self.movers.release().await,
+                Action::Reannounce => self.movers.reannounce(now),
             }
         }
         self.note_transitions();

@@ -85,6 +85,10 @@ pub enum Action {
     TakeOver,
     /// Give the virtual addresses up.
     Release,
+    /// Announce the addresses again (gratuitous ARP, the reserved IP
+    /// checked): another master was heard, so after a partition the
+    /// neighbours may be sending to it.
+    Reannounce,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -458,7 +462,15 @@ impl Machine {
                     || (priority == self.params.priority
                         && u32::from(source) > u32::from(self.params.primary_address));
                 if !wins {
-                    return Vec::new();
+                    // Two masters: a partition healed. The other yields on
+                    // our next advert; the neighbours learn our MAC again.
+                    self.adver_timer = Some(now + self.advertisement_interval());
+                    return vec![
+                        Action::SendAdvertisement {
+                            priority: self.params.priority,
+                        },
+                        Action::Reannounce,
+                    ];
                 }
                 self.follow(source, priority, interval_cs);
                 self.become_backup(
@@ -563,12 +575,13 @@ mod tests {
         m.handle(Event::Startup, t0);
         m.poll(t0 + m.master_down_interval());
         assert_eq!(m.state(), State::Master);
-        assert!(
-            m.handle(advert(100), t0).is_empty(),
-            "a lower priority is ignored"
-        );
+        // Another master of lower priority (a partition healed): we stay,
+        // advertise at once so it yields, and announce the addresses again.
+        let stay = [Action::SendAdvertisement { priority: 200 }, Action::Reannounce];
+        assert_eq!(m.handle(advert(100), t0), stay, "a lower priority yields to us");
         // Equal priority: the higher address wins; ME (.6) > PEER (.5).
-        assert!(m.handle(advert(200), t0).is_empty());
+        assert_eq!(m.handle(advert(200), t0), stay);
+        assert_eq!(m.state(), State::Master);
         assert_eq!(m.handle(advert(255), t0), [Action::Release]);
         assert_eq!(m.state(), State::Backup);
         assert_eq!(m.current_master(), Some(PEER));
