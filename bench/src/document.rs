@@ -20,6 +20,8 @@ pub const ORDER: &[&str] = &[
     "## Health checks",
     "## Failover",
     "## No spurious takeover under CPU load",
+    "## Chaos soak",
+    "## Status and metrics at any table size",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -97,6 +97,10 @@ pub struct Controller {
     snat_pressure: PressureWatch,
     /// What VRRP's tracks need to know of the data plane and the pools.
     node_health: watch::Sender<NodeHealth>,
+    /// The checks' view of the pools, for the election's readiness: a watch
+    /// of its own, as it changes with every check (the tracks that wake on
+    /// `node_health` must not).
+    pool_checks: watch::Sender<PoolChecks>,
     vrrp_status: Option<watch::Receiver<VrrpStatus>>,
 }
 
@@ -130,6 +134,7 @@ impl Controller {
             rates: Rates::default(),
             snat_pressure: PressureWatch::default(),
             node_health: watch::channel(NodeHealth::default()).0,
+            pool_checks: watch::channel(PoolChecks::default()).0,
             vrrp_status: None,
         };
         controller.adopt(config)?;
@@ -140,6 +145,12 @@ impl Controller {
     #[must_use]
     pub fn node_health(&self) -> watch::Receiver<NodeHealth> {
         self.node_health.subscribe()
+    }
+
+    /// What the checks say of the pools (see `PoolChecks`).
+    #[must_use]
+    pub fn pool_checks(&self) -> watch::Receiver<PoolChecks> {
+        self.pool_checks.subscribe()
     }
 
     /// Shows VRRP's state in the status.
@@ -201,11 +212,14 @@ impl Controller {
         }
         let interfaces = self.config.dataplane.interfaces.clone();
         self.node_health.send_if_modified(|n| {
-            let changed =
-                n.healthy_backends != healthy_backends || n.interfaces != interfaces || n.checks != checks;
+            let changed = n.healthy_backends != healthy_backends || n.interfaces != interfaces;
             n.healthy_backends = healthy_backends;
             n.interfaces = interfaces;
-            n.checks = checks;
+            changed
+        });
+        self.pool_checks.send_if_modified(|old| {
+            let changed = *old != checks;
+            *old = checks;
             changed
         });
     }
@@ -222,6 +236,11 @@ impl Controller {
     /// Makes `config` current: ids, runtimes, checks, maps.
     fn adopt(&mut self, config: Config) -> Result<(), DataplaneError> {
         let assignment = self.ids.assign(&config);
+        // A removed backend's id may go to a new one at once: its pending
+        // shutdown order must not reset the newcomer's connections.
+        for id in assignment.removed_backends.iter().chain(&assignment.new_backends) {
+            self.dataplane.sweeper().cancel_shutdown(*id);
+        }
         self.dataplane
             .reset_stats(&assignment.new_services, &assignment.new_backends)?;
         let wanted: HashMap<BackendKey, (CheckConfig, String)> = config

@@ -130,8 +130,13 @@ async fn serve(config_path: &Path, config: Config, options: &RunOptions) -> anyh
     let vrrp = match &config.vrrp {
         Some(vrrp_config) => {
             let handoff = controller.dataplane_mut().take_peer_handoff()?;
-            let handle =
-                vrrp::driver::start(vrrp_config.clone(), controller.node_health(), Some(handoff)).await?;
+            let handle = vrrp::driver::start(
+                vrrp_config.clone(),
+                controller.node_health(),
+                controller.pool_checks(),
+                Some(handoff),
+            )
+            .await?;
             controller.set_vrrp_status(handle.status.clone());
             Some(handle)
         }

@@ -46,7 +46,7 @@ pub struct Movers {
     digitalocean: Option<Arc<digitalocean::DigitalOcean>>,
     assign: Option<JoinHandle<()>>,
     next_reconcile: Option<Instant>,
-    notify: Option<(mpsc::Sender<notify::Notification>, JoinHandle<()>)>,
+    notify: Option<(Arc<notify::Queue>, JoinHandle<()>)>,
     reports: mpsc::UnboundedSender<MoverReport>,
     /// Removes the local addresses if this process dies without releasing.
     _guard: Option<guard::Guard>,
@@ -240,16 +240,22 @@ impl Movers {
         }
     }
 
-    /// Runs the notify command for a transition (dropped, and reported,
-    /// when `notify::QUEUE` are already waiting).
+    /// Runs the notify command for a transition (when `notify::QUEUE` are
+    /// already waiting, the oldest of them is dropped, and reported).
     pub fn notify(&self, notification: notify::Notification) {
         if let Some((queue, _)) = &self.notify {
-            if queue.try_send(notification.clone()).is_err() {
-                warn!(state = notification.state, "notify queue full: command not run");
+            if let Some(dropped) = queue.push(notification) {
+                warn!(
+                    state = dropped.state,
+                    "notify queue full: the oldest command waiting dropped"
+                );
                 self.report(
                     "notify",
-                    &format!("notify {}", notification.state),
-                    Err(format!("not run: {} commands already waiting", notify::QUEUE)),
+                    &format!("notify {}", dropped.state),
+                    Err(format!(
+                        "not run: {} later transitions were waiting",
+                        notify::QUEUE
+                    )),
                 );
             }
         }
@@ -289,7 +295,7 @@ impl Movers {
     /// Waits (bounded) for queued notify commands, at shutdown.
     pub async fn finish(mut self, limit: Duration) {
         if let Some((queue, task)) = self.notify.take() {
-            drop(queue);
+            queue.close();
             if tokio::time::timeout(limit, task).await.is_err() {
                 warn!("notify commands still running at exit");
             }

@@ -34,20 +34,72 @@ impl NotifyConfig {
     }
 }
 
-/// Notifications waiting for their command, at most.
+/// Notifications waiting for their command, at most: when more come, the
+/// oldest waiting is dropped, so that the last command run is always the
+/// latest state's.
 pub const QUEUE: usize = 32;
 
-/// Runs the notifications queued on the returned sender, in order.
+/// The notifications waiting for their command, oldest first.
+#[derive(Debug, Default)]
+pub struct Queue {
+    waiting: std::sync::Mutex<(std::collections::VecDeque<Notification>, bool)>,
+    wake: tokio::sync::Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<Notification>, bool)> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `n`; returns the oldest waiting one if it had to make room.
+    pub fn push(&self, n: Notification) -> Option<Notification> {
+        let mut waiting = self.lock();
+        let dropped = (waiting.0.len() >= QUEUE)
+            .then(|| waiting.0.pop_front())
+            .flatten();
+        waiting.0.push_back(n);
+        drop(waiting);
+        self.wake.notify_one();
+        dropped
+    }
+
+    /// No more will come: the runner ends once the queue is empty.
+    pub fn close(&self) {
+        self.lock().1 = true;
+        self.wake.notify_one();
+    }
+
+    /// The next notification; None once closed and empty.
+    async fn next(&self) -> Option<Notification> {
+        loop {
+            {
+                let mut waiting = self.lock();
+                if let Some(n) = waiting.0.pop_front() {
+                    return Some(n);
+                }
+                if waiting.1 {
+                    return None;
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// Runs the notifications pushed on the returned queue, in order.
 /// `secret_env`: variables the commands must not inherit.
 pub fn spawn(
     config: NotifyConfig,
     vrid: u8,
     secret_env: Vec<String>,
     reports: mpsc::UnboundedSender<MoverReport>,
-) -> (mpsc::Sender<Notification>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Notification>(QUEUE);
+) -> (std::sync::Arc<Queue>, tokio::task::JoinHandle<()>) {
+    let queue = std::sync::Arc::new(Queue::default());
+    let ours = std::sync::Arc::clone(&queue);
     let task = tokio::spawn(async move {
-        while let Some(notification) = rx.recv().await {
+        while let Some(notification) = ours.next().await {
             let Some(argv) = config.command_for(notification.state) else {
                 continue;
             };
@@ -62,7 +114,7 @@ pub fn spawn(
             }
         }
     });
-    (tx, task)
+    (queue, task)
 }
 
 async fn run(
@@ -139,10 +191,10 @@ mod tests {
         };
         let (reports_tx, mut reports) = mpsc::unbounded_channel();
         let (queue, task) = spawn(config, 50, Vec::new(), reports_tx);
-        queue.try_send(note("master", "backup")).unwrap();
-        queue.try_send(note("backup", "master")).unwrap();
-        queue.try_send(note("fault", "backup")).unwrap();
-        queue.try_send(note("stop", "fault")).unwrap();
+        queue.push(note("master", "backup"));
+        queue.push(note("backup", "master"));
+        queue.push(note("fault", "backup"));
+        queue.push(note("stop", "fault"));
         let mut results = Vec::new();
         for _ in 0..3 {
             let r = within("each notify command's report", reports.recv())
@@ -166,22 +218,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn a_full_queue_refuses_more_instead_of_growing() {
-        let config = NotifyConfig {
-            master: Some(vec!["sleep".into(), "5".into()]),
-            backup: None,
-            fault: None,
-            stop: None,
-            timeout: Duration::from_secs(10),
-        };
-        let (reports_tx, _reports) = mpsc::unbounded_channel();
-        let (queue, task) = spawn(config, 50, Vec::new(), reports_tx);
-        // One runs, QUEUE wait, the next is refused.
-        let accepted = (0..QUEUE + 10)
-            .take_while(|_| queue.try_send(note("master", "backup")).is_ok())
-            .count();
-        assert!((QUEUE..=QUEUE + 1).contains(&accepted), "{accepted} accepted");
-        task.abort();
+    #[test]
+    fn a_full_queue_drops_its_oldest_so_the_latest_state_is_always_run() {
+        let queue = Queue::default();
+        for i in 0..QUEUE {
+            let state = if i % 2 == 0 { "master" } else { "backup" };
+            assert_eq!(queue.push(note(state, "fault")), None);
+        }
+        let dropped = queue.push(note("fault", "backup"));
+        assert_eq!(dropped.map(|n| n.state), Some("master"), "the oldest made room");
+        let waiting = queue.lock();
+        assert_eq!(waiting.0.len(), QUEUE);
+        assert_eq!(
+            waiting.0.back().map(|n| n.state),
+            Some("fault"),
+            "the latest is kept"
+        );
     }
 }

@@ -23,7 +23,7 @@ use super::{
     packet::{auth_data, Advertisement, Version},
     peer_link::{self, Greeting, PeerLinkEvent},
     socket::{Peers, Received, VrrpSocket},
-    track::{self, NodeHealth, TrackUpdate},
+    track::{self, NodeHealth, PoolChecks, TrackUpdate},
     validate::{validate, Expectation},
 };
 use crate::{
@@ -49,14 +49,24 @@ pub struct VrrpHandle {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long dropping the handle waits for the election's thread.
+const THREAD_EXIT_WAIT: Duration = Duration::from_secs(2);
+
 impl Drop for VrrpHandle {
     fn drop(&mut self) {
         self.stop.take();
         self.release.take();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                warn!("the VRRP thread panicked");
-            }
+        let Some(thread) = self.thread.take() else { return };
+        // Bounded: a thread stuck in a mover's call must not hang the exit
+        // (the process's end takes it along).
+        let deadline = Instant::now() + THREAD_EXIT_WAIT;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !thread.is_finished() {
+            warn!("the VRRP thread did not end in time; leaving it");
+        } else if thread.join().is_err() {
+            warn!("the VRRP thread panicked");
         }
     }
 }
@@ -108,6 +118,7 @@ const fn notify_name(state: State) -> &'static str {
 pub async fn start(
     config: VrrpConfig,
     node: watch::Receiver<NodeHealth>,
+    pools: watch::Receiver<PoolChecks>,
     handoff: Option<PeerHandoffMap>,
 ) -> anyhow::Result<VrrpHandle> {
     let (started_tx, started_rx) = oneshot::channel();
@@ -134,7 +145,7 @@ pub async fn start(
                 }
             };
             runtime.block_on(async move {
-                let election = match prepare(config, node, handoff).await {
+                let election = match prepare(config, node, pools, handoff).await {
                     Ok(election) => election,
                     Err(e) => {
                         let _ = started_tx.send(Err(e));
@@ -223,6 +234,7 @@ struct Election {
 async fn prepare(
     config: VrrpConfig,
     node: watch::Receiver<NodeHealth>,
+    pools: watch::Receiver<PoolChecks>,
     handoff: Option<PeerHandoffMap>,
 ) -> anyhow::Result<Election> {
     let links = match crate::netdev::spawn_link_monitor() {
@@ -348,7 +360,7 @@ async fn prepare(
         .collect();
     let (status_tx, status_rx) = watch::channel(VrrpStatus::default());
     let mut driver = Driver {
-        node: node.clone(),
+        pools,
         config,
         machine,
         expectation,
@@ -389,8 +401,8 @@ async fn prepare(
 }
 
 struct Driver {
-    /// The data plane's and the pools' health, kept by the controller.
-    node: watch::Receiver<NodeHealth>,
+    /// What the checks say of the pools, kept by the controller.
+    pools: watch::Receiver<PoolChecks>,
     config: VrrpConfig,
     machine: Machine,
     expectation: Expectation,
@@ -472,7 +484,7 @@ impl Driver {
                 Some(update) = tracks.recv() => self.on_track(update, Instant::now()).await,
                 Some(event) = peer_links.recv() => self.on_peer_link(event).await,
                 Some(report) = reports.recv() => self.on_report(report),
-                Ok(()) = self.node.changed() => self.refresh_readiness(Instant::now()).await,
+                Ok(()) = self.pools.changed() => self.refresh_readiness(Instant::now()).await,
                 () = async {
                     match deadline {
                         Some(t) => sleep_until(t.into()).await,
@@ -525,7 +537,7 @@ impl Driver {
     /// Tells the machine whether the pools are ready (their checks settled
     /// since the node came back), when that changed.
     async fn refresh_readiness(&mut self, now: Instant) {
-        let checks = self.node.borrow_and_update().checks.clone();
+        let checks = self.pools.borrow_and_update().clone();
         let since = self.machine.rejoined_at();
         let ready = checks.ready_since(since);
         if ready == self.machine.ready() {

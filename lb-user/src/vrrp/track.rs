@@ -29,8 +29,6 @@ pub struct NodeHealth {
     pub program_id: Option<u32>,
     /// Backends whose checks say UP, per service.
     pub healthy_backends: HashMap<String, usize>,
-    /// Whether the health checks' view of the pools is settled.
-    pub checks: PoolChecks,
 }
 
 /// What the health checks say of the pools, for deciding when this node
