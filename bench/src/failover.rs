@@ -126,6 +126,17 @@ pub const SYSTEMS: [(Stack, Adverts); 6] = [
     (Stack::Reference, REFERENCE_TIMING),
 ];
 
+/// The systems this run measures: both stacks at 20 ms adverts, and with
+/// `XLB_BENCH_FAILOVER_ALL=1` at 100 ms and 1 s as well (about 10 minutes
+/// per system on this machine).
+fn systems() -> Vec<(Stack, Adverts)> {
+    let all = std::env::var("XLB_BENCH_FAILOVER_ALL").is_ok_and(|v| v == "1");
+    SYSTEMS
+        .into_iter()
+        .filter(|(_, adverts)| all || *adverts == FAST)
+        .collect()
+}
+
 /// What happens to the master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fault {
@@ -482,7 +493,7 @@ fn wait_steady(bed: &Testbed, pair: &dyn Pair) -> anyhow::Result<()> {
 pub fn measure() -> anyhow::Result<Results> {
     let mut systems = Vec::new();
     let mut jitter = Jitter::seeded();
-    for (stack, adverts) in SYSTEMS {
+    for (stack, adverts) in systems() {
         super::check_interrupted()?;
         systems.push(
             measure_system(stack, adverts, &mut jitter)
@@ -1109,9 +1120,10 @@ pub fn section(r: &Results) -> String {
          keepalived configured as the reference (state MASTER/BACKUP, unicast_src_ip and \
          unicast_peer, auth_type PASS in version 2, a track_script on HAProxy every 2 s; \
          `kill -0 PID` of this node's HAProxy instead of `pidof haproxy`, since the \
-         testbed's namespaces share one PID namespace). Each at VRRP version 3 with 20 ms \
-         adverts (`vrrp_version 3`, `advert_int 0.02` for keepalived), at 100 ms (xlb's \
-         default) and at version 2 with 1 s adverts (the reference's); both systems' \
+         testbed's namespaces share one PID namespace). Measured at VRRP {measured} (with \
+         `XLB_BENCH_FAILOVER_ALL=1`, each system at version 3 with 20 ms adverts \
+         (`vrrp_version 3`, `advert_int 0.02` for keepalived), at 100 ms (xlb's default) \
+         and at version 2 with 1 s adverts (the reference's)); both systems' \
          election at real-time priority {rt} (xlb's `realtime_priority`, keepalived's \
          `vrrp_rt_priority`), and both checking the frontends alike (TCP every {inter} ms, \
          rise {rise}, fall {fall}: HAProxy's `check inter {inter} rise {rise} fall {fall}`). \
@@ -1154,6 +1166,11 @@ pub fn section(r: &Results) -> String {
         primary = PRIORITIES[PRIMARY],
         secondary = PRIORITIES[SECONDARY],
         pace = PROBE_PACE.as_millis(),
+        measured = {
+            let mut labels: Vec<String> = r.systems.iter().map(|s| s.adverts.label()).collect();
+            labels.dedup();
+            labels.join(", ")
+        },
         rt = REALTIME_PRIORITY,
         inter = CHECK_INTER.as_millis(),
         rise = CHECK_RISE,
