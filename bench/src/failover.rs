@@ -129,7 +129,7 @@ pub const SYSTEMS: [(Stack, Adverts); 6] = [
 /// The systems this run measures: both stacks at 20 ms adverts, and with
 /// `XLB_BENCH_FAILOVER_ALL=1` at 100 ms and 1 s as well (about 10 minutes
 /// per system on this machine).
-fn systems() -> Vec<(Stack, Adverts)> {
+fn systems_to_measure() -> Vec<(Stack, Adverts)> {
     let all = std::env::var("XLB_BENCH_FAILOVER_ALL").is_ok_and(|v| v == "1");
     SYSTEMS
         .into_iter()
@@ -493,7 +493,7 @@ fn wait_steady(bed: &Testbed, pair: &dyn Pair) -> anyhow::Result<()> {
 pub fn measure() -> anyhow::Result<Results> {
     let mut systems = Vec::new();
     let mut jitter = Jitter::seeded();
-    for (stack, adverts) in systems() {
+    for (stack, adverts) in systems_to_measure() {
         super::check_interrupted()?;
         systems.push(
             measure_system(stack, adverts, &mut jitter)
