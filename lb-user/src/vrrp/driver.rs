@@ -377,6 +377,7 @@ async fn prepare(
         tracks,
         mover_status,
         peer_links,
+        peer_link_seen: false,
         handoff: handoff
             .zip(handoff_interface)
             .map(|(map, (own_mac, ifindex))| Handoff {
@@ -419,6 +420,8 @@ struct Driver {
     tracks: Vec<TrackStatus>,
     mover_status: Vec<MoverStatus>,
     peer_links: Vec<PeerLinkStatus>,
+    /// A peer link has been up since start: the peer speaks it.
+    peer_link_seen: bool,
     /// The data plane's peer handoff, our floating-IP interface's MAC and
     /// index, and the peer it points at now.
     handoff: Option<Handoff>,
@@ -539,18 +542,25 @@ impl Driver {
     async fn refresh_readiness(&mut self, now: Instant) {
         let checks = self.pools.borrow_and_update().clone();
         let since = self.machine.rejoined_at();
-        let ready = checks.ready_since(since);
+        let pools_ready = checks.ready_since(since);
+        // Make before break: once a peer has linked, the IP is not taken
+        // from it before the link is back, and with it the handoff of the
+        // connections it opened (a handshake the client finishes here).
+        let linked = !self.peer_link_seen || self.peer_links.iter().any(|link| link.up);
+        let ready = pools_ready && linked;
         if ready == self.machine.ready() {
             return;
         }
         if ready {
-            info!("pools ready: every service has a backend passing its checks");
-        } else {
+            info!("ready: every service has a backend passing its checks, the peer link is up");
+        } else if !pools_ready {
             info!(
                 services = ?checks.waiting_for(since),
                 "pools not ready: until these services have a backend up and passing its checks, \
                  the floating IP is not taken from a working master"
             );
+        } else {
+            info!("not ready: the floating IP is not taken from a working master until the peer link is back");
         }
         let actions = self.machine.handle(Event::Ready { ready }, now);
         self.execute(actions, now).await;
@@ -731,6 +741,7 @@ impl Driver {
                 }
             }
         }
+        self.peer_link_seen |= up;
         if let Some(link) = self.peer_links.iter_mut().find(|l| l.peer == peer.to_string()) {
             link.up = up;
             if matches!(event, PeerLinkEvent::Closed(_)) {
@@ -741,6 +752,8 @@ impl Driver {
         // link is left to the advertisement timers.
         if matches!(event, PeerLinkEvent::Closed(_)) {
             self.step(Event::PeerGone { source: peer }, Instant::now()).await;
+        } else {
+            self.refresh_readiness(Instant::now()).await;
         }
     }
 
