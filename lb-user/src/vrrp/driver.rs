@@ -560,7 +560,9 @@ impl Driver {
                  the floating IP is not taken from a working master"
             );
         } else {
-            info!("not ready: the floating IP is not taken from a working master until the peer link is back");
+            info!(
+                "not ready: the floating IP is not taken from a working master until the peer link is back"
+            );
         }
         let actions = self.machine.handle(Event::Ready { ready }, now);
         self.execute(actions, now).await;
