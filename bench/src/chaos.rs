@@ -17,10 +17,14 @@ use std::{
 use anyhow::Context;
 use lb_tests::{
     probe::ConnectionProbe,
-    testbed::{base_services, Testbed, FRONTEND_PORT, VIP},
+    testbed::{Testbed, FRONTEND_PORT, VIP},
 };
 
-use super::{failover::REALTIME_PRIORITY, report::Table, wrk};
+use super::{
+    failover::{wait_until, xlb_node_config, FAST, REALTIME_PRIORITY},
+    report::Table,
+    wrk,
+};
 
 const PRIMARY: usize = 0;
 const SECONDARY: usize = 1;
@@ -36,8 +40,6 @@ const DEAD_FOR: Duration = Duration::from_secs(3);
 const PROBE_PACE: Duration = Duration::from_millis(50);
 /// UDP flows opened to fill the master's table (two entries each).
 const FLOWS: u16 = 64_000;
-/// The frontends' checks: a stopped backend is out within about 1 s.
-const CHECK: &str = "check = { type = \"tcp\", inter = \"500ms\", rise = 2, fall = 2 }\n";
 /// How long after a backend stops new connections may still reach it.
 const BACKEND_GONE_WINDOW: Duration = Duration::from_secs(2);
 /// After a fault's end, how long its effects may last (ARP, a last advert).
@@ -159,19 +161,6 @@ impl Lives {
     }
 }
 
-fn config(bed: &Testbed, node: usize) -> String {
-    let services = base_services().replace(
-        &format!("port = {FRONTEND_PORT}\n"),
-        &format!("port = {FRONTEND_PORT}\n{CHECK}"),
-    );
-    let extra = format!("version = 3\nadvert_interval = \"20ms\"\nrealtime_priority = {REALTIME_PRIORITY}");
-    format!("{services}\n{}", bed.vrrp_section(node, [255, 254][node], &extra))
-}
-
-fn wait_until(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
-    lb_tests::wait::until(what, WAIT, condition).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
 /// The primary master with the VIP, the secondary backup.
 fn steady(bed: &Testbed) -> bool {
     bed.vrrp_state(PRIMARY).as_deref() == Some("MASTER")
@@ -208,7 +197,10 @@ fn master(bed: &Testbed) -> Option<usize> {
 pub fn measure(duration: Duration) -> anyhow::Result<Chaos> {
     let mut bed = Testbed::pair(&lb_tests::unique_tag("xc")).context("build the testbed pair")?;
     bed.dataplane_extra = "conntrack_entries = 524288\nudp_timeout_secs = 3600".to_owned();
-    let configs = [config(&bed, PRIMARY), config(&bed, SECONDARY)];
+    let configs = [
+        xlb_node_config(&bed, PRIMARY, FAST)?,
+        xlb_node_config(&bed, SECONDARY, FAST)?,
+    ];
     bed.start_node(PRIMARY, &configs[PRIMARY])?;
     wait_until("the primary is master", || {
         bed.vrrp_state(PRIMARY).as_deref() == Some("MASTER")

@@ -29,7 +29,7 @@ use lb_tests::{
     http,
     keepalived::{self, Keepalived},
     probe::{self, outage, Attempt, ConnectionProbe, Outage},
-    testbed::{base_services, Testbed, CLIENT_ADDRS, FRONTEND_PORT, NODE_PRIVATE, VIP},
+    testbed::{base_services_checked, Testbed, CLIENT_ADDRS, FRONTEND_PORT, NODE_PRIVATE, VIP},
 };
 
 use super::{haproxy::Haproxy, report::Table, Spread};
@@ -102,7 +102,7 @@ impl Adverts {
 }
 
 /// Short adverts: a dead host is noticed after about 60 ms.
-const FAST: Adverts = Adverts {
+pub const FAST: Adverts = Adverts {
     version: 3,
     interval: Duration::from_millis(20),
 };
@@ -224,35 +224,43 @@ struct XlbPair {
     configs: [String; 2],
 }
 
+/// Node `node`'s xlb config for a pair at `adverts`: the testbed's services,
+/// the frontends checked as the bench's HAProxy checks them, the election at
+/// [`REALTIME_PRIORITY`]. Version 2 writes its password file in the bed.
+pub fn xlb_node_config(bed: &Testbed, node: usize, adverts: Adverts) -> anyhow::Result<String> {
+    let extra = if adverts.version == 2 {
+        let pass_file = bed.dir.join("vrrp-pass");
+        std::fs::write(&pass_file, PASSWORD).context("write the VRRP password file")?;
+        format!(
+            "version = 2\nadvert_interval = \"{}s\"\nauth_pass_file = \"{}\"",
+            adverts.interval.as_secs(),
+            pass_file.display()
+        )
+    } else {
+        format!(
+            "version = 3\nadvert_interval = \"{}ms\"",
+            adverts.interval.as_millis()
+        )
+    };
+    let extra = format!("{extra}\nrealtime_priority = {REALTIME_PRIORITY}");
+    let check = format!(
+        "{{ type = \"tcp\", inter = \"{}ms\", rise = {CHECK_RISE}, fall = {CHECK_FALL} }}",
+        CHECK_INTER.as_millis()
+    );
+    Ok(format!(
+        "{}\n{}",
+        base_services_checked(&[FRONTEND_PORT], &check),
+        bed.vrrp_section(node, PRIORITIES[node], &extra)
+    ))
+}
+
 impl XlbPair {
     fn new(bed: &Testbed, adverts: Adverts) -> anyhow::Result<Self> {
-        let extra = if adverts.version == 2 {
-            let pass_file = bed.dir.join("vrrp-pass");
-            std::fs::write(&pass_file, PASSWORD).context("write the VRRP password file")?;
-            format!(
-                "version = 2\nadvert_interval = \"{}s\"\nauth_pass_file = \"{}\"",
-                adverts.interval.as_secs(),
-                pass_file.display()
-            )
-        } else {
-            format!(
-                "version = 3\nadvert_interval = \"{}ms\"",
-                adverts.interval.as_millis()
-            )
-        };
-        let extra = format!("{extra}\nrealtime_priority = {REALTIME_PRIORITY}");
-        let check = format!(
-            "check = {{ type = \"tcp\", inter = \"{}ms\", rise = {CHECK_RISE}, fall = {CHECK_FALL} }}\n",
-            CHECK_INTER.as_millis()
-        );
-        let services = base_services().replace(
-            &format!("port = {FRONTEND_PORT}\n"),
-            &format!("port = {FRONTEND_PORT}\n{check}"),
-        );
-        let config =
-            |node: usize| format!("{services}\n{}", bed.vrrp_section(node, PRIORITIES[node], &extra));
         Ok(Self {
-            configs: [config(PRIMARY), config(SECONDARY)],
+            configs: [
+                xlb_node_config(bed, PRIMARY, adverts)?,
+                xlb_node_config(bed, SECONDARY, adverts)?,
+            ],
         })
     }
 
@@ -467,7 +475,7 @@ fn vip_answers(bed: &Testbed) -> bool {
 
 /// Waits (bounded) until `condition` holds.
 /// Ctrl-C ends the wait early, as an error.
-fn wait_until(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
     lb_tests::wait::until(what, WAIT, || super::interrupted() || condition())?;
     super::check_interrupted()
 }

@@ -184,21 +184,7 @@ impl Controller {
 
     fn publish_node_health(&self) {
         let mut healthy_backends: HashMap<String, usize> = HashMap::new();
-        let mut checks = PoolChecks::default();
         for service in &self.config.services {
-            if !matches!(service.check.kind, CheckKind::None) {
-                let last_pass = service
-                    .backends
-                    .iter()
-                    .filter_map(|b| self.backends.get(&key_of(&service.name, b)))
-                    .filter(|r| r.healthy)
-                    .filter_map(|r| match r.last_result {
-                        Some((true, at)) => Some(at),
-                        _ => None,
-                    })
-                    .max();
-                checks.last_pass.push((service.name.clone(), last_pass));
-            }
             let up = service
                 .backends
                 .iter()
@@ -217,6 +203,29 @@ impl Controller {
             n.interfaces = interfaces;
             changed
         });
+        self.publish_pool_checks();
+    }
+
+    /// Per checked service, when a backend that is up last passed a check:
+    /// it changes with every check, so it has a watch of its own.
+    fn publish_pool_checks(&self) {
+        let mut checks = PoolChecks::default();
+        for service in &self.config.services {
+            if matches!(service.check.kind, CheckKind::None) {
+                continue;
+            }
+            let last_pass = service
+                .backends
+                .iter()
+                .filter_map(|b| self.backends.get(&key_of(&service.name, b)))
+                .filter(|r| r.healthy)
+                .filter_map(|r| match r.last_result {
+                    Some((true, at)) => Some(at),
+                    _ => None,
+                })
+                .max();
+            checks.last_pass.push((service.name.clone(), last_pass));
+        }
         self.pool_checks.send_if_modified(|old| {
             let changed = *old != checks;
             *old = checks;
@@ -355,9 +364,9 @@ impl Controller {
         });
         runtime.last_result = Some((event.result.is_ok(), Instant::now()));
         if !event.flipped || runtime.healthy == event.healthy {
-            // Whether the checks have settled since this node came back
+            // Whether the checks have passed since this node came back
             // decides when it may take the IP from a working master.
-            self.publish_node_health();
+            self.publish_pool_checks();
             return;
         }
         runtime.healthy = event.healthy;

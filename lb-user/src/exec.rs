@@ -171,6 +171,17 @@ mod tests {
         })
     }
 
+    /// Waits (bounded) until `pid` has died; whether it did.
+    async fn died(pid: i32) -> bool {
+        for _ in 0..100 {
+            if !alive(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        !alive(pid)
+    }
+
     /// Waits (bounded) for `pid`'s file, written by the script.
     async fn read_pid(path: &std::path::Path) -> i32 {
         for _ in 0..100 {
@@ -198,13 +209,10 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, CommandError::TimedOut { .. }), "{err}");
         let child = read_pid(&file).await;
-        for _ in 0..100 {
-            if !alive(child) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(child), "the shell's child {child} outlived the time-out");
+        assert!(
+            died(child).await,
+            "the shell's child {child} outlived the time-out"
+        );
         let _ = std::fs::remove_file(file);
     }
 
@@ -218,13 +226,10 @@ mod tests {
         assert!(alive(child));
         task.abort();
         let _ = task.await;
-        for _ in 0..100 {
-            if !alive(child) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!alive(child), "the aborted command's child {child} still runs");
+        assert!(
+            died(child).await,
+            "the aborted command's child {child} still runs"
+        );
         let _ = std::fs::remove_file(file);
     }
 }

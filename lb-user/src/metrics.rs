@@ -1372,29 +1372,20 @@ mod tests {
         }
     }
 
-    /// Starts the server on 127.0.0.1:0; returns its address, its shutdown
-    /// trigger and its task.
-    async fn start(
-        control: ControlHandle,
-        status_timeout: Duration,
-    ) -> (
+    /// A test server: its address, its shutdown trigger and its task.
+    type Running = (
         SocketAddr,
         oneshot::Sender<()>,
         tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
+    );
+
+    /// Starts the server on 127.0.0.1:0.
+    async fn start(control: ControlHandle, status_timeout: Duration) -> Running {
         start_with(control, status_timeout, Limits::DEFAULT).await
     }
 
     /// As `start`, with the listener's bounds given.
-    async fn start_with(
-        control: ControlHandle,
-        status_timeout: Duration,
-        limits: Limits,
-    ) -> (
-        SocketAddr,
-        oneshot::Sender<()>,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
+    async fn start_with(control: ControlHandle, status_timeout: Duration, limits: Limits) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();

@@ -59,6 +59,18 @@ pub fn base_services() -> String {
     )
 }
 
+/// [`base_services`] with `check` (e.g. `{ type = "tcp", inter = "100ms" }`)
+/// as the health check of the services on `ports`.
+#[must_use]
+pub fn base_services_checked(ports: &[u16], check: &str) -> String {
+    ports.iter().fold(base_services(), |services, port| {
+        services.replace(
+            &format!("port = {port}\n"),
+            &format!("port = {port}\ncheck = {check}\n"),
+        )
+    })
+}
+
 /// Namespaces, links, addresses and backends; all removed on drop.
 pub struct Testbed {
     // Fields drop in order: processes first, then their namespaces.

@@ -121,7 +121,7 @@ fn metrics_count_exactly_and_parse() {
         bed.request((VIP, FRONTEND_PORT))
             .unwrap_or_else(|e| panic!("request {i}: {e:#}"));
     }
-    let response = http_in_lb(&bed, 8404, "GET /metrics HTTP/1.0\r\n\r\n".into());
+    let response = bed.scrape_metrics(0).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
     assert!(head.starts_with("HTTP/1.") && head.contains(" 200"), "{head}");
     let scrape =

@@ -13,7 +13,7 @@ use lb_tests::{
     packet_socket::{PacketSocket, ETHERTYPE_IPV4, EVERY_ETHERTYPE},
     probe::{outage, ConnectionProbe},
     status::{dataplane_counter, service_counter},
-    testbed::{base_services, Testbed, API_PORT, FRONTEND_PORT, NODE_PRIVATE, VIP},
+    testbed::{base_services, base_services_checked, Testbed, API_PORT, FRONTEND_PORT, NODE_PRIVATE, VIP},
     unique_tag, wait,
 };
 
@@ -449,10 +449,7 @@ fn a_failing_track_command_gives_up_the_ip_and_its_recovery_takes_it_back() {
 #[test]
 fn a_tracked_service_without_backends_gives_up_the_ip() {
     let mut bed = pair();
-    let fast_checks = base_services().replace(
-        "port = 3000\n",
-        "port = 3000\ncheck = { inter = \"200ms\", fall = 1, rise = 1 }\n",
-    );
+    let fast_checks = base_services_checked(&[FRONTEND_PORT], "{ inter = \"200ms\", fall = 1, rise = 1 }");
     let track = "\n[[vrrp.track]]\ntype = \"service\"\nservice = \"frontend\"\n";
     let primary = format!("{fast_checks}\n{}", bed.vrrp_section(PRIMARY, 200, track));
     bed.start_node(PRIMARY, &primary).unwrap();
@@ -1036,7 +1033,7 @@ fn the_masters_public_link_going_down_hands_over_at_once() {
 }
 
 /// The peer link's port (the config's default).
-const PEER_LINK_PORT: u16 = 7480;
+const PEER_LINK_PORT: u16 = lb_user::config::DEFAULT_PEER_LINK_PORT;
 
 /// A segment of the peer link from the primary's listener to the
 /// secondary's outbound connection (the one whose close makes the secondary
@@ -1236,16 +1233,10 @@ fn status_and_scrapes_on_a_full_table_move_nothing() {
 /// The testbed's services with quick TCP checks: a backend is down after
 /// two failed checks 100 ms apart, and up again after three passed ones.
 fn services_with_quick_checks() -> String {
-    let check = "check = { type = \"tcp\", inter = \"100ms\", rise = 3, fall = 2 }\n";
-    base_services()
-        .replace(
-            &format!("port = {FRONTEND_PORT}\n"),
-            &format!("port = {FRONTEND_PORT}\n{check}"),
-        )
-        .replace(
-            &format!("port = {API_PORT}\n"),
-            &format!("port = {API_PORT}\n{check}"),
-        )
+    base_services_checked(
+        &[FRONTEND_PORT, API_PORT],
+        "{ type = \"tcp\", inter = \"100ms\", rise = 3, fall = 2 }",
+    )
 }
 
 /// Sets the switch's ports to node `i` (its private, then its public

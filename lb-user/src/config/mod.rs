@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod vrrp;
-pub use vrrp::{NotifyConfig, TrackConfig, TrackKind, VrrpConfig};
+pub use vrrp::{NotifyConfig, TrackConfig, TrackKind, VrrpConfig, DEFAULT_PEER_LINK_PORT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -50,9 +50,7 @@ impl PoolChecks {
     /// back (the node still takes over from a master that is gone).
     #[must_use]
     pub fn ready_since(&self, since: Option<Instant>) -> bool {
-        self.last_pass
-            .iter()
-            .all(|(_, pass)| pass.is_some_and(|at| since.is_none_or(|since| at >= since)))
+        self.waiting_for(since).is_empty()
     }
 
     /// The services that are not ready since `since`.
